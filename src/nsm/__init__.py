@@ -1,0 +1,20 @@
+"""nsm: Neural Sampling Machines in PyTorch.
+
+Binary threshold units whose synapses carry always-on multiplicative noise (Bernoulli
+blank-out or Gaussian); each unit fires with probability 1/2 (1 + erf(t)) of a
+weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README.
+"""
+
+from .functional import ESTIMATORS, NOISES, SAMPLERS, Noise
+from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE
+from .mc import accuracy, error_rate, forward_mode, mc_predict, mc_sample_probs
+from .models import MODELS, build_model, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "Noise",
+    "NOISES", "SAMPLERS", "ESTIMATORS", "MODELS",
+    "mc_predict", "mc_sample_probs", "forward_mode", "accuracy", "error_rate",
+    "build_model", "register_model", "__version__",
+]

@@ -1,0 +1,7 @@
+"""``python -m nsm`` is the ``nsm`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""Experiment configuration: one frozen dataclass, validated before any work starts.
+
+Defaults follow the authors' protocol for the MNIST family (SPEC section 5): Adam, batch
+100, lr 3e-4, weight decay 1e-6, 100 epochs, lr halved every 50 epochs, 100 MC samples at
+test time. The resolved configuration is saved as ``config.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "bnsm"
+    dataset: str = "mnist"
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    lr_step: int = 50          # epochs between learning-rate decays
+    lr_gamma: float = 0.5      # factor applied every lr_step epochs
+    seed: int = 0
+    samples: int = 100         # MC samples per test image
+    eval_every: int = 1        # evaluate every N epochs (and always after the last)
+    device: str = "cpu"
+    threads: Optional[int] = None
+    data_dir: Optional[str] = None
+    out: str = "runs"
+    run_name: Optional[str] = None
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    model_options: dict = field(default_factory=dict)  # passed to the model builder
+    progress: bool = True
+
+    _POSITIVE = ("epochs", "batch_size", "lr_step", "samples", "eval_every", "threads",
+                 "train_subset", "test_subset")
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        for name in self._POSITIVE:
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"config field {name!r} must be >= 1, got {v!r}")
+        for name in ("lr", "lr_gamma"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"config field {name!r} must be a finite number > 0, got {v!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"config field 'weight_decay' must be >= 0, got {self.weight_decay!r}")
+        if self.seed < 0:
+            raise ValueError(f"config field 'seed' must be >= 0, got {self.seed!r}")
+        from .data import DATASETS
+        from .models import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"config field 'model': unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"config field 'dataset': unknown dataset {self.dataset!r}; "
+                             f"known: {', '.join(DATASETS.names())}")
+        if not (self.device in ("cpu", "cuda", "mps", "auto") or self.device.startswith("cuda:")):
+            raise ValueError(f"config field 'device' must be cpu, cuda, cuda:N, mps or auto, got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. a saved config.json); unknown keys are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_type(name: str, value: Any, hint) -> None:
+    allowed = get_args(hint) if get_origin(hint) is Union else (hint,)
+    allowed = tuple(get_origin(a) or a for a in allowed)
+    ok = any(
+        (a is type(None) and value is None)
+        or (a is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (a is int and isinstance(value, int) and not isinstance(value, bool))
+        or (a not in (int, float, type(None)) and isinstance(value, a))
+        for a in allowed
+    )
+    if not ok:
+        names = " or ".join("None" if a is type(None) else a.__name__ for a in allowed)
+        raise TypeError(f"config field {name!r} must be {names}, got {type(value).__name__} {value!r}")

@@ -1,0 +1,213 @@
+"""NSM layers: ``NSMLinear`` and ``NSMConv2d`` hold ``weight``, ``magnitude`` (beta) and ``bias``.
+
+The math is in :mod:`nsm.functional` (:func:`~nsm.functional.nsm_forward`); these modules
+only hold parameters and options. ``forward`` returns one tensor: the +-1 states of the
+units (or, for the ``binconcrete`` estimator, the relaxation 2X - 1).
+
+``model.eval()`` does *not* switch the noise off: the noise is the model. How a network is
+evaluated (stochastic samples, the mean field, or the noise-free threshold network) is set
+in one place, :func:`nsm.mc.forward_mode` / the ``mode`` argument of :func:`nsm.mc_predict`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+from . import functional as NF
+from .registry import name_of
+
+__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "NSMLayer"]
+
+
+class NSMLayer:
+    """Mixin with the options shared by the NSM layers (validated once, here)."""
+
+    weight: Tensor
+    bias: Optional[Tensor]
+    magnitude: nn.Parameter
+
+    def _setup_nsm(self, noise, p, sigma, sampler, estimator, temperature, alpha, variance,
+                   generator, conv: bool) -> None:
+        self.noise = NF.make_noise(noise, p=p, sigma=sigma)
+        self.sampler = NF.make_sampler(sampler)
+        if conv and self.sampler is NF.sample_synapse:
+            raise ValueError(
+                "sampler 'synapse' (one noise draw per synapse) is not available for convolutions, "
+                "whose synapses share their weights; use sampler='neuron' or 'probability'")
+        self.estimator = NF.make_estimator(estimator, temperature=temperature, alpha=alpha)
+        if variance not in NF.VARIANCES:
+            raise ValueError(f"variance must be one of {NF.VARIANCES}, got {variance!r}")
+        self.variance = variance
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.mode = "sample"
+        self.copies = 1  # set by nsm.mc while a batch holds stacked copies of its examples
+
+    def _nsm(self, x: Tensor, op, shape) -> Tensor:
+        bias = None if self.bias is None else self.bias.view(shape)
+        return NF.nsm_forward(
+            x, self.weight, self.magnitude.view(shape), bias, op=op, noise=self.noise,
+            sampler=self.sampler, estimator=self.estimator, variance=self.variance,
+            mode=self.mode, generator=self.generator, copies=self.copies)
+
+    def _drive(self, x: Tensor, op, shape) -> Tensor:
+        s = op(x, self.weight)
+        wn = NF.weight_norm(x, self.weight, op, self.variance, shape)
+        bias = None if self.bias is None else self.bias.view(shape)
+        return NF.drive(s, wn, self.magnitude.view(shape), bias, self.noise.c)
+
+    def _nsm_repr(self) -> str:
+        return (f"noise={self.noise}, sampler={name_of(self.sampler)}, "
+                f"estimator={self.estimator!r}"
+                + ("" if self.variance == "norm" else f", variance={self.variance}"))
+
+
+_NSM_DOC = """
+    Keyword options (after torch's own arguments):
+        noise: ``"bernoulli"`` (blank-out, xi ~ Bern(p)), ``"gaussian"`` (xi ~ N(1, sigma^2)),
+            or a factory ``f(p=, sigma=) -> nsm.Noise``.
+        p: probability that a Bernoulli synapse transmits, 0 < p < 1.
+        sigma: std of Gaussian synapses, > 0.
+        sampler: ``"neuron"`` (one xi per presynaptic unit; default), ``"synapse"`` (one per
+            synapse; fully connected only), ``"probability"`` (u from its Gaussian law), or a
+            callable with the signature of :func:`nsm.functional.sample_neuron`.
+        estimator: ``"prob"`` (gradient of 2P - 1; default), ``"ste"`` (straight through the
+            noisy u), ``"binconcrete"`` (SI eq. 14), or a callable.
+        temperature, alpha: BinConcrete's lambda and ``"probability"`` (alpha = P, eq. 14) or
+            ``"odds"`` (alpha = P / (1 - P)).
+        variance: ``"norm"`` (Var[u] = Var[xi] ||w||^2, the paper's form, exact for +-1 inputs)
+            or ``"exact"`` (Var[xi] op(z^2, w^2): also exact at zero padding or for real inputs).
+        generator: a ``torch.Generator`` for the noise (default: torch's global generator).
+"""
+
+
+class NSMLinear(NSMLayer, nn.Linear):
+    __doc__ = """Fully connected NSM layer: z_i = sgn(sum_j (xi_ij + a_i) w_ij z_j + b_i).
+
+    Parameters: ``weight`` (out, in), ``magnitude`` beta (out,), starting at 1, ``bias`` (out,).
+    ``firing_probability(x)`` gives P(z = +1 | x) = 1/2 (1 + erf(beta w.x/||w|| + b/(c||w||))).
+    """ + _NSM_DOC
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 noise="bernoulli", p: float = 0.5, sigma: float = 1.0, sampler="neuron",
+                 estimator="prob", temperature: float = 1.0, alpha: str = "probability",
+                 variance: str = "norm", generator: Optional[torch.Generator] = None,
+                 device=None, dtype=None) -> None:
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance,
+                        generator, conv=False)
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.magnitude = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "magnitude"):
+            nn.init.ones_(self.magnitude)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"NSMLinear expects inputs of shape (..., {self.in_features}), "
+                             f"got {tuple(x.shape)}")
+
+    def _op(self, x: Tensor, w: Tensor) -> Tensor:
+        return F.linear(x, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return self._nsm(x, self._op, (self.out_features,))
+
+    def drive(self, x: Tensor) -> Tensor:
+        """t = E[u] / sqrt(2 Var[u]), so that P(z = +1) = 1/2 (1 + erf(t))."""
+        self._check(x)
+        return self._drive(x, self._op, (self.out_features,))
+
+    def firing_probability(self, x: Tensor) -> Tensor:
+        """P(z = +1 | x), bias included, shaped like the output."""
+        return NF.firing_probability(self.drive(x))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", " + self._nsm_repr()
+
+
+class NSMConv2d(NSMLayer, nn.Conv2d):
+    __doc__ = """2-D convolutional NSM layer (SI 4.3, eqs. 9-11).
+
+    Parameters: ``weight`` (C_out, C_in/groups, kH, kW), ``magnitude`` beta (C_out,), one per
+    output channel, starting at 1, ``bias`` (C_out,). ||w_k|| is taken over a whole filter.
+    With ``variance="norm"`` (default) zero padding is treated as if it were +-1 input; pass
+    ``variance="exact"`` for the exact variance at the border. ``sampler="synapse"`` is not
+    available (shared filters).
+    """ + _NSM_DOC
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 noise="bernoulli", p: float = 0.5, sigma: float = 1.0, sampler="neuron",
+                 estimator="prob", temperature: float = 1.0, alpha: str = "probability",
+                 variance: str = "norm", generator: Optional[torch.Generator] = None,
+                 device=None, dtype=None) -> None:
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance,
+                        generator, conv=True)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device=device, dtype=dtype)
+        self.magnitude = nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "magnitude"):
+            nn.init.ones_(self.magnitude)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"NSMConv2d expects inputs of shape (N, {self.in_channels}, H, W) "
+                             f"or ({self.in_channels}, H, W), got {tuple(x.shape)}")
+
+    def _op(self, x: Tensor, w: Tensor) -> Tensor:
+        return self._conv_forward(x, w, None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return self._nsm(x, self._op, (self.out_channels, 1, 1))
+
+    def drive(self, x: Tensor) -> Tensor:
+        """t = E[u] / sqrt(2 Var[u]), so that P(z = +1) = 1/2 (1 + erf(t))."""
+        self._check(x)
+        return self._drive(x, self._op, (self.out_channels, 1, 1))
+
+    def firing_probability(self, x: Tensor) -> Tensor:
+        """P(z = +1 | x), bias included, shaped like the output."""
+        return NF.firing_probability(self.drive(x))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", " + self._nsm_repr()
+
+
+class Binarize(nn.Module):
+    """The input binarizer sgn(2x - 1) for inputs in [0, 1], with an identity gradient."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return NF.binarize_input(x)
+
+
+class SignSTE(nn.Module):
+    """sgn(x) with an identity gradient (used after a BinConcrete layer)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return NF.sign_ste(x)
+
+
+def nsm_layers(model: nn.Module):
+    """The NSM layers of a model, in order."""
+    return [m for m in model.modules() if isinstance(m, NSMLayer)]
+

@@ -1,0 +1,202 @@
+"""Training and evaluation as plain functions: ``train_one_epoch``, ``evaluate``, ``fit``.
+
+Training (SPEC section 4): cross-entropy of the readout on one stochastic pass per
+example, Adam, the learning rate multiplied by ``lr_gamma`` every ``lr_step`` epochs.
+Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_predict`).
+
+``fit(config)`` writes a run directory::
+
+    config.json       the resolved configuration
+    metrics.jsonl     one JSON object per evaluated epoch
+    summary.json      final test error and the mean over the last 5 evaluated epochs (SI 4.7)
+    checkpoint.pt     model and optimizer state after the last epoch
+    curves.png        learning curves
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .io import save_figure, save_torch, write_json
+from .mc import mc_predict
+from .models import MODELS, build_model
+
+__all__ = ["train_one_epoch", "evaluate", "fit", "resolve_device", "make_run_dir"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _bar(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
+                    batch_size: int, generator: torch.Generator, device: torch.device,
+                    progress: bool = False, desc: str = "train") -> dict:
+    """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
+
+    The training error is that of the single stochastic pass used for the gradient.
+    """
+    model.train()
+    order = torch.randperm(x.shape[0], generator=generator)
+    n_batches = math.ceil(x.shape[0] / batch_size)
+    total_loss, wrong, seen = 0.0, 0, 0
+    bar = _bar(range(n_batches), n_batches, desc, progress)
+    for b in bar:
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * yb.shape[0]
+        wrong += (logits.argmax(-1) != yb).sum().item()
+        seen += yb.shape[0]
+        if progress and b % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if not math.isfinite(total_loss):
+        raise FloatingPointError(f"training loss became {total_loss}; lower the learning rate")
+    return {"train_loss": total_loss / seen, "train_error": wrong / seen}
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: torch.device,
+             batch_size: int = 500, mode: str = "sample", progress: bool = False) -> dict:
+    """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes."""
+    model.eval()
+    n_batches = math.ceil(x.shape[0] / batch_size)
+    wrong, nll = 0, 0.0
+    for b in _bar(range(n_batches), n_batches, "test", progress):
+        xb = x[b * batch_size:(b + 1) * batch_size].to(device)
+        yb = y[b * batch_size:(b + 1) * batch_size].to(device)
+        probs = mc_predict(model, xb, samples, mode=mode)
+        wrong += (probs.argmax(-1) != yb).sum().item()
+        nll -= probs.gather(1, yb[:, None]).clamp_min(1e-12).log().sum().item()
+    n = x.shape[0]
+    return {"test_error": wrong / n, "test_accuracy": 1 - wrong / n, "test_nll": nll / n}
+
+
+def make_run_dir(out: str | os.PathLike, name: str) -> Path:
+    """A new, empty run directory ``out/name`` (``name-1``, ``name-2``... if taken)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(10000):
+        path = out / (name if k == 0 else f"{name}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory for {name!r} in {out}")
+
+
+def _plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="train (1 sample)")
+    ax1.plot(epochs, [100 * h["test_error"] for h in history], "s-", label="test (MC mean)")
+    ax1.set(xlabel="epoch", ylabel="error (%)", title=title)
+    ax1.legend()
+    ax2.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax2.plot(epochs, [h["test_nll"] for h in history], "s-", label="test NLL")
+    ax2.set(xlabel="epoch", ylabel="cross-entropy")
+    ax2.legend()
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) -> dict:
+    """Train ``config.model`` on ``config.dataset``; returns the summary (also saved)."""
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
+                               test_subset=config.test_subset)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, dataset.in_shape, dataset.num_classes,
+                        **config.model_options).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    stochastic = MODELS.get(config.model).defaults.get("stochastic", True)
+    samples = config.samples if stochastic else 1
+
+    run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
+    write_json(run_dir / "config.json", {
+        **config.to_dict(),
+        "_environment": {"torch": torch.__version__, "python": platform.python_version(),
+                         "device": str(device), "threads": torch.get_num_threads(),
+                         "argv": sys.argv, "n_train": int(dataset.train_x.shape[0]),
+                         "n_test": int(dataset.test_x.shape[0])},
+    })
+    log(f"run directory: {run_dir}")
+    history: list[dict] = []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, optimizer, dataset.train_x, dataset.train_y,
+                                   batch_size=config.batch_size, generator=data_gen, device=device,
+                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}"))
+        scheduler.step()
+        row["train_seconds"] = time.perf_counter() - t0
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            t1 = time.perf_counter()
+            row.update(evaluate(model, dataset.test_x, dataset.test_y, samples=samples,
+                                device=device, progress=config.progress))
+            row["test_seconds"] = time.perf_counter() - t1
+            history.append(row)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
+                f"test err {100 * row['test_error']:.2f}% (S={samples})  "
+                f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
+    last = history[-5:]
+    summary = {
+        "model": config.model, "dataset": config.dataset, "seed": config.seed,
+        "epochs": config.epochs, "samples": samples,
+        "final_test_error": history[-1]["test_error"],
+        "last5_test_error": sum(h["test_error"] for h in last) / len(last),
+        "n_last": len(last),
+        "wall_seconds": time.perf_counter() - start,
+        "run_dir": str(run_dir),
+    }
+    save_torch(run_dir / "checkpoint.pt", {
+        "model": config.model, "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(), "epoch": config.epochs,
+        "config": config.to_dict(), "in_shape": dataset.in_shape,
+        "num_classes": dataset.num_classes})
+    write_json(run_dir / "summary.json", summary)
+    _plot_curves(history, run_dir / "curves.png", f"{config.model} on {config.dataset}")
+    return summary

@@ -1,0 +1,126 @@
+"""Firing frequencies of sampled NSM units against P = 1/2 (1 + erf(t)) (SPEC sections 1-2).
+
+Each test draws N = 20,000 states per unit with a fixed generator and compares the
+empirical P(+1) with ``firing_probability``. Tolerance: 4.5 binomial standard deviations,
+4.5 * sqrt(P(1-P)/N) <= 0.016, plus, for Bernoulli synapses drawn per synapse or per
+neuron, 0.01 for the central-limit approximation at fan-in 800-1000 (the P formula is exact
+for Gaussian synapses and for the ``probability`` sampler). The per-test maximum deviation
+of unit frequency from P is typically 0.002-0.006.
+"""
+
+import math
+
+import pytest
+import torch
+
+import nsm
+
+N = 20_000
+CLT_ALLOWANCE = 0.01
+
+
+def _tolerance(p: torch.Tensor, noise: str, sampler: str) -> torch.Tensor:
+    tol = 4.5 * torch.sqrt(p * (1 - p) / N)
+    if noise == "bernoulli" and sampler != "probability":
+        tol = tol + CLT_ALLOWANCE
+    return tol
+
+
+def _frequency(layer, x, chunk):
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, N, chunk):
+            n = min(chunk, N - start)
+            z = layer(x.expand(n, *x.shape[1:]))
+            assert set(z.unique().tolist()) <= {-1.0, 1.0}
+            hits = hits + (z > 0).double().sum(0)
+    return hits / N
+
+
+@pytest.mark.parametrize("noise", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("sampler", ["synapse", "neuron", "probability"])
+def test_linear_frequency_matches_firing_probability(noise, sampler):
+    g = torch.Generator().manual_seed(1)
+    layer = nsm.NSMLinear(1000, 6, noise=noise, p=0.5, sigma=0.8, sampler=sampler,
+                          generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.normal_(generator=g)
+        layer.magnitude.copy_(torch.tensor([0.3, 0.6, 1.0, 0.5, 0.8, 0.4]))
+        layer.bias.copy_(torch.linspace(-5, 5, 6))
+    x = torch.randint(0, 2, (1, 1000), generator=g).double() * 2 - 1
+    p = layer.firing_probability(x).detach()[0]
+    assert p.min() > 0.02 and p.max() < 0.98  # a spread of probabilities is tested
+    freq = _frequency(layer, x, chunk=500 if sampler == "synapse" else N)
+    assert torch.all((freq - p).abs() <= _tolerance(p, noise, sampler)), (freq, p)
+
+
+@pytest.mark.parametrize("noise", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("sampler", ["neuron", "probability"])
+def test_conv_frequency_matches_firing_probability(noise, sampler):
+    g = torch.Generator().manual_seed(3)
+    layer = nsm.NSMConv2d(32, 3, 5, noise=noise, p=0.25, sigma=1.0, sampler=sampler,
+                          generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.normal_(generator=g)
+        layer.magnitude.fill_(0.5)
+        layer.bias.copy_(torch.tensor([-1.0, 0.0, 2.0]))
+    x = torch.randint(0, 2, (1, 32, 6, 6), generator=g).double() * 2 - 1  # fan-in 800
+    p = layer.firing_probability(x).detach()[0]  # (3, 2, 2)
+    assert p.shape == (3, 2, 2)
+    freq = _frequency(layer, x, chunk=5000)
+    assert torch.all((freq - p).abs() <= _tolerance(p, noise, sampler)), (freq, p)
+
+
+def test_probability_formula_matches_definition():
+    """P = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) written out from SPEC section 1."""
+    torch.manual_seed(0)
+    for noise, mean, var in (("bernoulli", 0.3, 0.3 * 0.7), ("gaussian", 1.0, 0.7 ** 2)):
+        layer = nsm.NSMLinear(20, 4, noise=noise, p=0.3, sigma=0.7, dtype=torch.float64)
+        with torch.no_grad():
+            layer.magnitude.uniform_(0.5, 2.0)
+        x = torch.randint(0, 2, (5, 20)).double() * 2 - 1
+        c = math.sqrt(2 * var)
+        a = layer.magnitude * c - mean  # a_i = beta_i c - E[xi]
+        w, b = layer.weight, layer.bias
+        e_u = (mean + a) * (x @ w.T) + b
+        var_u = var * (w ** 2 * (x ** 2)[:, None, :]).sum(-1)
+        expected = 0.5 * (1 + torch.erf(e_u / torch.sqrt(2 * var_u)))
+        torch.testing.assert_close(layer.firing_probability(x), expected)
+
+
+def test_exact_variance_handles_padding_and_real_inputs():
+    torch.manual_seed(0)
+    conv = nsm.NSMConv2d(2, 3, 3, padding=1, variance="exact", dtype=torch.float64)
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64)  # real-valued input, zero padding
+    t = conv.drive(x)
+    w = conv.weight
+    s = torch.nn.functional.conv2d(x, w, padding=1)
+    sd = torch.nn.functional.conv2d(x ** 2, w ** 2, padding=1).sqrt()
+    expected = conv.magnitude.view(1, -1, 1, 1) * s / sd + conv.bias.view(1, -1, 1, 1) / (conv.noise.c * sd)
+    torch.testing.assert_close(t, expected)
+    # with +-1 inputs and no padding the two variance forms agree
+    a = nsm.NSMConv2d(2, 3, 3, dtype=torch.float64)
+    b = nsm.NSMConv2d(2, 3, 3, variance="exact", dtype=torch.float64)
+    b.load_state_dict(a.state_dict())
+    z = torch.randint(0, 2, (2, 2, 5, 5)).double() * 2 - 1
+    torch.testing.assert_close(a.firing_probability(z), b.firing_probability(z))
+
+
+def test_binconcrete_threshold_probability():
+    """With alpha = P (SI eq. 14) P(X > 1/2) = P/(1+P); with alpha = odds it is P."""
+    g = torch.Generator().manual_seed(5)
+    for alpha in ("probability", "odds"):
+        layer = nsm.NSMLinear(50, 5, estimator="binconcrete", alpha=alpha,
+                              generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        with torch.no_grad():
+            layer.weight.normal_(generator=g)
+            layer.bias.copy_(torch.linspace(-2, 2, 5))
+        x = torch.randint(0, 2, (1, 50), generator=g).double() * 2 - 1
+        p = layer.firing_probability(x).detach()[0]
+        with torch.no_grad():
+            out = layer(x.expand(N, 50))
+        assert out.min() > -1 and out.max() < 1  # the relaxation 2X - 1, not +-1
+        freq = (out > 0).double().mean(0)
+        target = p / (1 + p) if alpha == "probability" else p
+        tol = 4.5 * torch.sqrt(target * (1 - target) / N)
+        assert torch.all((freq - target).abs() <= tol), (alpha, freq, target)
