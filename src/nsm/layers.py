@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import functional as NF
 from .registry import name_of
 
-__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "NSMLayer"]
+__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "MaxPool2d", "NSMLayer"]
 
 
 class NSMLayer:
@@ -191,6 +191,24 @@ class NSMConv2d(NSMLayer, nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", " + self._nsm_repr()
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` with a faster path without autograd for 2x2 windows, stride 2.
+
+    Same values (the max of four shifted views; torch's CPU kernel is several times slower
+    here). With autograd it is ``nn.MaxPool2d`` itself, so gradients route to the first
+    maximum as usual. Used by every model of the paper, NSM and baselines alike.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (torch.is_grad_enabled() or x.dim() != 4 or self.kernel_size not in (2, (2, 2))
+                or self.stride not in (2, (2, 2)) or self.padding not in (0, (0, 0))
+                or self.dilation not in (1, (1, 1)) or self.ceil_mode or self.return_indices):
+            return super().forward(x)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
 
 
 class Binarize(nn.Module):

@@ -24,7 +24,7 @@ from typing import Callable
 
 from torch import nn
 
-from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE
+from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE
 from .functional import make_estimator
 from .registry import Registry
 
@@ -88,8 +88,8 @@ def table6_nsm(in_shape, num_classes, *, noise="bernoulli", p_conv=0.25, p_fc=0.
     conv = dict(common, sampler=conv_sampler, p=p_conv)
     return nn.Sequential(
         Binarize(),
-        NSMConv2d(in_shape[0], 32, 5, **conv), *after(), nn.MaxPool2d(2),
-        NSMConv2d(32, 64, 5, **conv), *after(), nn.MaxPool2d(2),
+        NSMConv2d(in_shape[0], 32, 5, **conv), *after(), MaxPool2d(2),
+        NSMConv2d(32, 64, 5, **conv), *after(), MaxPool2d(2),
         nn.Flatten(),
         NSMLinear(_table6_flat(in_shape), hidden, **dict(common, p=p_fc)), *after(),
         nn.Linear(hidden, num_classes),
@@ -99,8 +99,8 @@ def table6_nsm(in_shape, num_classes, *, noise="bernoulli", p_conv=0.25, p_fc=0.
 def table6_dcnn(in_shape, num_classes, *, hidden=512) -> nn.Sequential:
     """The SI Table 6 network with deterministic ReLU units (dCNN)."""
     return nn.Sequential(
-        nn.Conv2d(in_shape[0], 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_shape[0], 32, 5), nn.ReLU(), MaxPool2d(2),
+        nn.Conv2d(32, 64, 5), nn.ReLU(), MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(_table6_flat(in_shape), hidden), nn.ReLU(),
         nn.Linear(hidden, num_classes),

@@ -85,7 +85,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: torch.device,
-             batch_size: int = 500, mode: str = "sample", progress: bool = False) -> dict:
+             batch_size: int = 100, mode: str = "sample", progress: bool = False) -> dict:
     """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes."""
     model.eval()
     n_batches = math.ceil(x.shape[0] / batch_size)

@@ -1,0 +1,65 @@
+"""The registered networks: SI Table 6 as bNSM, gNSM and dCNN."""
+
+import pytest
+import torch
+from torch import nn
+
+import nsm
+
+
+@pytest.mark.parametrize("name", nsm.MODELS.names())
+def test_every_model_trains_one_step(name):
+    torch.manual_seed(0)
+    model = nsm.build_model(name)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    out = model(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    nn.functional.cross_entropy(out, y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("estimator", ["ste", "binconcrete"])
+@pytest.mark.parametrize("sampler", ["neuron", "probability", "synapse"])
+def test_nsm_options_reach_every_layer(sampler, estimator):
+    model = nsm.build_model("bnsm", sampler=sampler, estimator=estimator)
+    layers = nsm.layers.nsm_layers(model)
+    assert [l.estimator.name for l in layers] == [estimator] * 3
+    # convolutions share filters: the synapse sampler applies to the fully connected layer
+    expect = [sampler if sampler != "synapse" else "neuron"] * 2 + [sampler]
+    assert [l.sampler.name for l in layers] == expect
+    out = model(torch.rand(2, 1, 28, 28))
+    out.sum().backward()
+    assert any(isinstance(m, nsm.SignSTE) for m in model) == (estimator == "binconcrete")
+
+
+def test_table6_shapes_and_noise_levels():
+    model = nsm.build_model("bnsm")
+    convs = [m for m in model if isinstance(m, nsm.NSMConv2d)]
+    fc = [m for m in model if isinstance(m, nsm.NSMLinear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (5, 5)), (32, 64, (5, 5))]
+    assert [c.noise.param for c in convs] == [0.25, 0.25] and fc[0].noise.param == 0.5
+    assert (fc[0].in_features, fc[0].out_features) == (1024, 512)
+    assert isinstance(model[0], nsm.Binarize) and isinstance(model[-1], nn.Linear)
+    g = nsm.build_model("gnsm")
+    assert {m.noise.name for m in nsm.layers.nsm_layers(g)} == {"gaussian"}
+    # N-MNIST-shaped input: 10 x 34 x 34 -> the fully connected layer takes 64*5*5 = 1600
+    n = nsm.build_model("bnsm", in_shape=(10, 34, 34))
+    assert [m for m in n if isinstance(m, nsm.NSMLinear)][0].in_features == 1600
+    assert n(torch.rand(2, 10, 34, 34)).shape == (2, 10)
+    d = nsm.build_model("dcnn", num_classes=26)
+    assert d(torch.rand(2, 1, 28, 28)).shape == (2, 26)
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet'; known: bnsm, dcnn, gnsm"):
+        nsm.build_model("resnet")
+    with pytest.raises(ValueError, match="in_shape must be"):
+        nsm.build_model("bnsm", in_shape=(28, 28))
+    with pytest.raises(ValueError, match="too small"):
+        nsm.build_model("bnsm", in_shape=(1, 12, 12))
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        nsm.build_model("bnsm", num_classes=1)
+    with pytest.raises(TypeError):
+        nsm.build_model("dcnn", sampler="neuron")  # dCNN has no NSM options
