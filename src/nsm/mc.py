@@ -54,7 +54,7 @@ def _set_layers(model: nn.Module, attr: str, value):
 
 def _default_pass(x: Tensor, max_pass: Optional[int]) -> Optional[int]:
     if max_pass is None and isinstance(x, Tensor):
-        return 512 if x.device.type == "cpu" else 8192
+        return 200 if x.device.type == "cpu" else 8192
     return max_pass
 
 
@@ -74,7 +74,9 @@ def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: in
     if mode != "sample":
         n_samples = 1
     with forward_mode(model, mode), torch.no_grad():
-        chunk = min(n_total, max_pass)
+        # Many copies of few examples per pass: the first layer's noise-free product is
+        # then shared by more samples (computed once per example and pass).
+        chunk = min(n_total, max(1, max_pass // n_samples))
         for start in range(0, n_total, chunk):
             rows = slice(start, min(start + chunk, n_total))
             xb = x[rows]
@@ -95,8 +97,8 @@ def mc_predict(model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str =
     """Mean over ``n_samples`` stochastic passes of softmax(model(x)): (N, K) probabilities.
 
     ``max_pass`` bounds the examples in one forward pass (memory grows linearly with it);
-    default 512 on the CPU (larger passes fall out of cache and run slower there) and
-    8192 on accelerators.
+    default 200 on the CPU (larger passes fall out of cache and run slower there: measured
+    on a 2-core machine, see benchmarks/) and 8192 on accelerators.
     The result is on x's device; errors and accuracies are computed from it
     (:func:`error_rate`, :func:`accuracy`). ``mode`` other than ``"sample"`` makes one pass.
     """
