@@ -5,7 +5,9 @@ blank-out or Gaussian); each unit fires with probability 1/2 (1 + erf(t)) of a
 weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README.
 """
 
-from .functional import ESTIMATORS, NOISES, SAMPLERS, Noise
+from .estimators import ESTIMATORS
+from .functional import SAMPLERS
+from .noise import NOISES, Noise
 from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE
 from .mc import accuracy, error_rate, forward_mode, mc_predict, mc_sample_probs
 from .models import MODELS, build_model, register_model

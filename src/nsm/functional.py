@@ -1,4 +1,4 @@
-"""The NSM neuron as pure functions: noise models, firing probability, samplers, estimators.
+"""The NSM neuron as pure functions: signs, drive and firing probability, samplers, forward.
 
 Main text eqs. 1-4 (SPEC section 1). A unit receives inputs ``z`` through synapses with
 always-on multiplicative noise ``xi``::
@@ -15,6 +15,7 @@ With ``c = sqrt(2 Var[xi])`` and the learnt magnitude ``beta_i = (E[xi] + a_i) /
 ``t`` is called the *drive* below. It depends on ``w_i`` only through its direction: the
 network is weight-normalized by its own noise (SI 4.4, eqs. 6-7).
 
+Noise models are in :mod:`nsm.noise`, gradient estimators in :mod:`nsm.estimators`.
 Everything here works for any linear operator ``op(x, w)`` (``F.linear`` or a convolution),
 given per-output tensors (``magnitude``, ``bias``) already shaped to broadcast against its
 output. The modules in :mod:`nsm.layers` hold the parameters and call :func:`nsm_forward`.
@@ -23,17 +24,17 @@ output. The modules in :mod:`nsm.layers` hold the parameters and call :func:`nsm
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from .registry import Registry, name_of
+from .noise import NOISES, Noise, make_noise
+from .registry import Registry
 
 __all__ = [
-    "Noise", "NOISES", "SAMPLERS", "ESTIMATORS", "MODES", "VARIANCES",
-    "make_noise", "make_estimator", "make_sampler",
+    "Noise", "NOISES", "SAMPLERS", "MODES", "VARIANCES", "Pass",
+    "make_noise", "make_sampler",
     "sign", "sign_ste", "sign_prob", "binarize_input", "drive", "firing_probability", "nsm_forward",
 ]
 
@@ -115,93 +116,6 @@ def binarize_input(x: Tensor) -> Tensor:
     if not x.requires_grad:
         return sign(2 * x - 1)
     return sign(2 * x.detach() - 1) + (x - x.detach())
-
-
-# --------------------------------------------------------------------------------------
-# noise models
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Multiplicative synaptic noise xi: its name, parameter, mean and variance.
-
-    ``sample(shape)`` draws xi. ``c = sqrt(2 Var[xi])`` sets the scale of the drive.
-    """
-
-    name: str
-    param: float
-    mean: float
-    var: float
-
-    @property
-    def c(self) -> float:
-        return math.sqrt(2.0 * self.var)
-
-    def sample(self, shape, *, like: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """xi of the given shape, with ``like``'s dtype and device."""
-        if self.name == "bernoulli":
-            return self._bernoulli_mask(shape, like, generator).to(like.dtype)
-        if self.name == "gaussian":
-            e = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
-            return e.mul_(self.param).add_(1.0)
-        raise NotImplementedError(f"noise {self.name!r} has no sampler; subclass Noise")
-
-    def apply(self, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
-        """xi * x with a fresh xi of x's shape (no gradient through xi)."""
-        if self.name == "bernoulli":
-            return x * self._bernoulli_mask(x.shape, x, generator)
-        return x * self.sample(x.shape, like=x, generator=generator)
-
-    def _bernoulli_mask(self, shape, like: Tensor, generator) -> Tensor:
-        """Boolean mask, True with probability p.
-
-        Random numbers are the cost here (torch draws them on one CPU thread). When p is a
-        multiple of 2^-16 (0.25 and 0.5 are), each 64-bit draw gives four exact 16-bit
-        uniforms; otherwise one float uniform per element.
-        """
-        n = math.prod(shape)
-        level = self.param * 65536.0
-        if level == int(level):
-            bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64,
-                                 generator=generator, device=like.device)
-            return (bits.view(torch.int16)[:n] < int(level) - 32768).view(shape)
-        u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
-        return u < self.param
-
-    def __str__(self) -> str:
-        return f"{self.name}(p={self.param})" if self.name == "bernoulli" else f"{self.name}(sigma={self.param})"
-
-
-NOISES: Registry[Callable[..., Noise]] = Registry("noise")
-
-
-@NOISES.register("bernoulli")
-def bernoulli_noise(p: float = 0.5, **_) -> Noise:
-    """Blank-out synapses: xi ~ Bernoulli(p), p = probability that the synapse transmits."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
-        raise ValueError(f"bernoulli noise needs 0 < p < 1 (probability a synapse transmits), got p={p!r}")
-    p = float(p)
-    return Noise("bernoulli", p, p, p * (1.0 - p))
-
-
-@NOISES.register("gaussian")
-def gaussian_noise(sigma: float = 1.0, **_) -> Noise:
-    """Gaussian synapses: xi ~ N(1, sigma^2)."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not float(sigma) > 0.0 \
-            or not math.isfinite(sigma):
-        raise ValueError(f"gaussian noise needs a finite sigma > 0, got sigma={sigma!r}")
-    sigma = float(sigma)
-    return Noise("gaussian", sigma, 1.0, sigma * sigma)
-
-
-def make_noise(noise, *, p: float = 0.5, sigma: float = 1.0) -> Noise:
-    """A :class:`Noise` from a name, a factory ``f(p=, sigma=)`` or a ready Noise."""
-    if isinstance(noise, Noise):
-        return noise
-    out = NOISES.get(noise)(p=p, sigma=sigma)
-    if not isinstance(out, Noise):
-        raise ValueError(f"noise factory {name_of(noise)} returned {type(out).__name__}, expected nsm.Noise")
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -372,108 +286,6 @@ sample_neuron.name, sample_synapse.name, sample_probability.name = "neuron", "sy
 
 def make_sampler(sampler) -> Callable[..., Tensor]:
     return SAMPLERS.get(sampler)
-
-
-# --------------------------------------------------------------------------------------
-# estimators: from the sample (and the drive) to the layer's output with a useful gradient
-#
-# An estimator is called as est(u, ps, generator) where u is the noisy pre-activation
-# (None if est.needs_sample is False) and ps the layer's :class:`Pass` (ps.t: the drive).
-# Attributes: needs_sample, needs_drive (ps.t is built with autograd before sampling),
-# grad_through_sample (u must carry a graph), relaxed (the output is not +-1 and the next
-# layer should take its sign).
-
-ESTIMATORS: Registry[Callable[..., Callable]] = Registry("estimator")
-
-
-@ESTIMATORS.register("prob")
-class ProbEstimator:
-    """Forward: the sampled state z = sgn(u). Backward: the gradient of E[z] = 2P - 1 = erf(t).
-
-    Main text eq. 3, SI 4.2 (Fig. 3). Without autograd it returns z and skips erf.
-    """
-
-    name = "prob"
-    needs_sample = True
-    needs_drive = False  # uses s, scale and offset directly (fused backward)
-    grad_through_sample = False
-    relaxed = False
-
-    def __call__(self, u, ps, generator=None):
-        if not torch.is_grad_enabled():
-            return sign(u, inplace=True)
-        return sign_prob(u, ps.s, ps.scale, ps.offset)
-
-    def __repr__(self):
-        return "prob"
-
-
-@ESTIMATORS.register("ste")
-class STEEstimator:
-    """Forward: z = sgn(u) of the noisy pre-activation. Backward: identity, d z / d u = 1."""
-
-    name = "ste"
-    needs_sample = True
-    needs_drive = False
-    grad_through_sample = True
-    relaxed = False
-
-    def __call__(self, u, ps, generator=None):
-        return sign_ste(u)
-
-    def __repr__(self):
-        return "ste"
-
-
-ALPHAS = ("probability", "odds")
-
-
-@ESTIMATORS.register("binconcrete")
-class BinConcreteEstimator:
-    """Binary Concrete relaxation of the state (SI 4.6, eq. 14).
-
-    X = sigmoid((L + log alpha) / lambda), L = log U - log(1 - U), U ~ U(0, 1); output 2X - 1,
-    gradient through X. ``alpha="probability"`` sets alpha = P as eq. 14 and the paper do;
-    then P(X > 1/2) = P / (1 + P), not P. ``alpha="odds"`` sets alpha = P / (1 - P), for
-    which P(X > 1/2) = P. The next layer should take sgn of the output (identity gradient):
-    the models do it with :func:`sign_ste`.
-    """
-
-    name = "binconcrete"
-    needs_sample = False
-    grad_through_sample = False
-    relaxed = True
-
-    def __init__(self, temperature: float = 1.0, alpha: str = "probability", **_):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not float(temperature) > 0 or not math.isfinite(temperature):
-            raise ValueError(f"binconcrete temperature must be a finite number > 0, got {temperature!r}")
-        if alpha not in ALPHAS:
-            raise ValueError(f"binconcrete alpha must be one of {ALPHAS}, got {alpha!r}")
-        self.temperature = float(temperature)
-        self.alpha = alpha
-
-    def __call__(self, u, ps, generator=None):
-        t = ps.t
-        x = math.sqrt(2.0) * t  # P = Phi(sqrt(2) t); log P via log_ndtr for stability
-        log_alpha = torch.special.log_ndtr(x)
-        if self.alpha == "odds":
-            log_alpha = log_alpha - torch.special.log_ndtr(-x)
-        uni = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-        uni = uni.clamp_(torch.finfo(t.dtype).tiny, 1.0 - torch.finfo(t.dtype).eps)
-        logistic = torch.log(uni) - torch.log1p(-uni)
-        return 2.0 * torch.sigmoid((logistic + log_alpha) / self.temperature) - 1.0
-
-    def __repr__(self):
-        return f"binconcrete(temperature={self.temperature:g}, alpha={self.alpha})"
-
-
-def make_estimator(estimator, *, temperature: float = 1.0, alpha: str = "probability"):
-    """An estimator from a registered name (with its options) or a callable used as is."""
-    if isinstance(estimator, str):
-        factory = ESTIMATORS.get(estimator)
-        return factory(temperature=temperature, alpha=alpha) if estimator == "binconcrete" else factory()
-    return ESTIMATORS.get(estimator)
 
 
 # --------------------------------------------------------------------------------------

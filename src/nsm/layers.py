@@ -18,6 +18,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from . import functional as NF
+from .estimators import make_estimator
 from .registry import name_of
 
 __all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "MaxPool2d", "NSMLayer"]
@@ -38,7 +39,7 @@ class NSMLayer:
             raise ValueError(
                 "sampler 'synapse' (one noise draw per synapse) is not available for convolutions, "
                 "whose synapses share their weights; use sampler='neuron' or 'probability'")
-        self.estimator = NF.make_estimator(estimator, temperature=temperature, alpha=alpha)
+        self.estimator = make_estimator(estimator, temperature=temperature, alpha=alpha)
         if variance not in NF.VARIANCES:
             raise ValueError(f"variance must be one of {NF.VARIANCES}, got {variance!r}")
         self.variance = variance

@@ -25,7 +25,7 @@ from typing import Callable
 from torch import nn
 
 from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE
-from .functional import make_estimator
+from .estimators import make_estimator
 from .registry import Registry
 
 __all__ = ["ModelSpec", "MODELS", "build_model", "register_model", "table6_nsm", "table6_dcnn"]
