@@ -2,8 +2,8 @@
 
 Trained for 2 epochs on the first 10,000 training images (200 Adam steps, lr 3e-4,
 batch 100, seed 0), then tested on the first 2,000 test images, which it never saw, with
-the mean softmax over S = 20 stochastic passes. Measured on a 2-core CPU: about 8%
-test error in about 15 s. The test asks for at least 85% accuracy.
+the mean softmax over S = 20 stochastic passes. Measured on a 2-core CPU: 9.6% test
+error (90.4% accuracy) in 16 s. The test asks for at least 85% accuracy.
 """
 
 import pytest
