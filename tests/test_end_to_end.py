@@ -9,10 +9,9 @@ error (90.4% accuracy) in 16 s. The test asks for at least 85% accuracy.
 import pytest
 import torch
 
-import nsm
 from nsm.config import TrainConfig
 from nsm.data import load_dataset
-from nsm.train import evaluate, fit
+from nsm.train import fit
 
 
 @pytest.mark.slow
