@@ -14,7 +14,10 @@ def test_every_model_trains_one_step(name):
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     out = model(x)
     assert out.shape == (4, 10) and torch.isfinite(out).all()
-    nn.functional.cross_entropy(out, y).backward()
+    if hasattr(model, "contrastive_divergence"):  # the S2M computes its own update
+        model.contrastive_divergence(x, y)
+    else:
+        nn.functional.cross_entropy(out, y).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, pname
@@ -53,7 +56,7 @@ def test_table6_shapes_and_noise_levels():
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match="unknown model 'resnet'; known: bnsm, dcnn, gnsm"):
+    with pytest.raises(ValueError, match="unknown model 'resnet'; known: bd, bn, bnn, bnsm"):
         nsm.build_model("resnet")
     with pytest.raises(ValueError, match="in_shape must be"):
         nsm.build_model("bnsm", in_shape=(28, 28))
@@ -63,3 +66,32 @@ def test_build_model_errors():
         nsm.build_model("bnsm", num_classes=1)
     with pytest.raises(TypeError):
         nsm.build_model("dcnn", sampler="neuron")  # dCNN has no NSM options
+
+
+@pytest.mark.parametrize("name", nsm.MODELS.names())
+def test_every_model_takes_other_shapes_and_classes(name):
+    model = nsm.build_model(name, in_shape=(2, 20, 24), num_classes=26)
+    assert model(torch.rand(3, 2, 20, 24)).shape == (3, 26)
+
+
+def test_the_comparison_is_on_one_architecture():
+    table6 = ["bnsm", "gnsm", "bnsm-binconcrete", "gnsm-binconcrete", "ste", "bn", "dcnn",
+              "sigmoid", "bd", "wbd", "sn", "stnn", "bnn"]
+    for name in table6:
+        model = nsm.build_model(name)
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
+            [(1, 32, (5, 5)), (32, 64, (5, 5))], name
+        assert [(f.in_features, f.out_features) for f in fcs] == [(1024, 512), (512, 10)], name
+    for name in ("bnsm-fc", "stnn-fc"):
+        fcs = [m for m in nsm.build_model(name).modules() if isinstance(m, nn.Linear)]
+        assert [(f.in_features, f.out_features) for f in fcs] == \
+            [(784, 300), (300, 300), (300, 300), (300, 10)], name
+
+
+def test_fixed_options_are_refused_clearly():
+    with pytest.raises(ValueError, match="model 'ste' fixes estimator='ste'"):
+        nsm.build_model("ste", estimator="prob")
+    with pytest.raises(ValueError, match="model 'gnsm' fixes noise='gaussian'"):
+        nsm.build_model("gnsm", noise="bernoulli")

@@ -1,4 +1,4 @@
-"""The ``nsm`` command: ``nsm train``, ``nsm fetch``, ``nsm models``.
+"""The ``nsm`` command: ``nsm train``, ``nsm reproduce``, ``nsm fetch``, ``nsm models``.
 
 Run ``nsm COMMAND --help`` for the options. Every option of ``nsm train`` overrides one
 field of :class:`nsm.config.TrainConfig`; the resolved configuration is saved in the run
@@ -55,7 +55,64 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
 
     sub.add_parser("models", help="list the registered models")
+
+    rep = sub.add_parser(
+        "reproduce", help="train every model x dataset x seed of a paper table and write the table",
+        description="Train every run of a table (skipping runs already finished in --out), then write "
+                    "OUT/table.md and OUT/table.csv: test error mean +- std over seeds (each seed: mean "
+                    "of its last 5 evaluated epochs) beside the paper's number.")
+    rep.add_argument("table", nargs="?", help="table name (see --list)")
+    rep.add_argument("--list", action="store_true", help="list the tables and exit")
+    rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
+    rep.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 2)")
+    rep.add_argument("--seed-list", default=None, help="explicit comma-separated seeds, e.g. 0,3,7")
+    rep.add_argument("--models", default=None, help="comma-separated subset of the table's models")
+    rep.add_argument("--datasets", default=None, help="comma-separated subset of the table's datasets")
+    for flag, dest, typ, help_ in _TRAIN_OPTIONS:
+        if dest in ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
+                    "threads", "data_dir", "batch_size", "lr"):
+            rep.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
+                     "threads", "data_dir", "batch_size", "lr")
+
+
+def _reproduce(args) -> int:
+    from .reproduce import TABLES, run_table, write_table, format_markdown
+
+    if args.list or not args.table:
+        for name in TABLES.names():
+            t = TABLES.get(name)
+            print(f"{name}: {t.description}\n    models: {', '.join(t.models)}\n    datasets: {', '.join(t.datasets)}")
+        return 0 if args.list else 2
+    table = TABLES.get(args.table)
+    if args.seed_list is not None and args.seeds is not None:
+        raise ValueError("give --seeds or --seed-list, not both")
+    if args.seed_list is not None:
+        try:
+            seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seed-list must be comma-separated ints, got {args.seed_list!r}") from None
+    else:
+        n = 2 if args.seeds is None else args.seeds
+        if n < 1:
+            raise ValueError(f"--seeds must be >= 1, got {n}")
+        seeds = list(range(n))
+    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None)
+    overrides = {f: getattr(args, f) for f in _REPRODUCE_FIELDS if getattr(args, f) is not None}
+    overrides["progress"] = not args.no_progress
+    out = args.out or f"reproduce/{table.name}"
+    rows = run_table(table, out=out, seeds=seeds, models=split(args.models),
+                     datasets=split(args.datasets), overrides=overrides)
+    title = f"nsm reproduce {table.name}: {table.description}"
+    command = "nsm " + " ".join(map(str, args.argv))
+    md, cs = write_table(rows, out, title, command)
+    print(format_markdown(rows, title, command))
+    print(f"wrote {md} and {cs}")
+    return 0
 
 
 def _train(args) -> int:
@@ -92,7 +149,8 @@ def _models(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": _train, "fetch": _fetch, "models": _models}[args.command]
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    handler = {"train": _train, "fetch": _fetch, "models": _models, "reproduce": _reproduce}[args.command]
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:

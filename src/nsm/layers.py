@@ -21,11 +21,30 @@ from . import functional as NF
 from .estimators import make_estimator
 from .registry import name_of
 
-__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "MaxPool2d", "NSMLayer"]
+__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "MaxPool2d", "NSMLayer", "Stochastic",
+           "nsm_layers", "stochastic_layers"]
 
 
-class NSMLayer:
-    """Mixin with the options shared by the NSM layers (validated once, here)."""
+class Stochastic:
+    """Marker for modules with noise, switched by :func:`nsm.forward_mode`.
+
+    ``mode``: ``"sample"`` (draw the noise), ``"mean"`` (the expectation) or ``"threshold"``
+    (noise off). ``copies``: how many stacked identical copies the batch holds (set during
+    Monte-Carlo prediction; a hint that layers may use to share work).
+    """
+
+    mode: str = "sample"
+    copies: int = 1
+
+
+class NSMLayer(Stochastic):
+    """Mixin with the options shared by the NSM layers (validated once, here).
+
+    ``fixed_mode``: if set (e.g. ``"threshold"`` for the noise-free BN baseline), the layer
+    always runs in that mode, whatever :func:`nsm.forward_mode` says.
+    """
+
+    fixed_mode: Optional[str] = None
 
     weight: Tensor
     bias: Optional[Tensor]
@@ -54,7 +73,7 @@ class NSMLayer:
         return NF.nsm_forward(
             x, self.weight, self.magnitude.view(shape), bias, op=op, noise=self.noise,
             sampler=self.sampler, estimator=self.estimator, variance=self.variance,
-            mode=self.mode, generator=self.generator, copies=self.copies)
+            mode=self.fixed_mode or self.mode, generator=self.generator, copies=self.copies)
 
     def _drive(self, x: Tensor, op, shape) -> Tensor:
         s = op(x, self.weight)
@@ -229,4 +248,9 @@ class SignSTE(nn.Module):
 def nsm_layers(model: nn.Module):
     """The NSM layers of a model, in order."""
     return [m for m in model.modules() if isinstance(m, NSMLayer)]
+
+
+def stochastic_layers(model: nn.Module):
+    """Every module with noise (NSM layers and stochastic baseline units), in order."""
+    return [m for m in model.modules() if isinstance(m, Stochastic)]
 

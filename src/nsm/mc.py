@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import MODES
-from .layers import nsm_layers
+from .layers import stochastic_layers
 
 __all__ = ["forward_mode", "mc_predict", "mc_sample_probs", "accuracy", "error_rate"]
 
@@ -41,7 +41,7 @@ def forward_mode(model: nn.Module, mode: str = "sample"):
 
 @contextlib.contextmanager
 def _set_layers(model: nn.Module, attr: str, value):
-    layers = nsm_layers(model)
+    layers = stochastic_layers(model)
     saved = [getattr(layer, attr) for layer in layers]
     try:
         for layer in layers:

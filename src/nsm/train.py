@@ -32,9 +32,10 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .io import save_figure, save_torch, write_json
 from .mc import mc_predict
-from .models import MODELS, build_model
+from .baselines import after_step
+from .models import build_model, is_stochastic
 
-__all__ = ["train_one_epoch", "evaluate", "fit", "resolve_device", "make_run_dir"]
+__all__ = ["train_step", "train_one_epoch", "evaluate", "fit", "resolve_device", "make_run_dir"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,6 +55,30 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor
+               ) -> tuple[float, int]:
+    """One optimizer step on a batch; returns (loss, number of wrong predictions).
+
+    Back-propagation of the cross-entropy for every model except those that compute their
+    own update direction (``model.contrastive_divergence(x, y)`` fills ``.grad``: the S2M;
+    its loss is the pixel reconstruction error). Afterwards every module's ``after_step``
+    hook runs (BNN weight clipping).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    cd = getattr(model, "contrastive_divergence", None)
+    if cd is not None:
+        stats = cd(xb, yb)
+        loss, n_wrong = stats["loss"], stats["wrong"]
+    else:
+        logits = model(xb)
+        loss_t = F.cross_entropy(logits, yb)
+        loss_t.backward()
+        loss, n_wrong = loss_t.item(), int((logits.argmax(-1) != yb).sum())
+    optimizer.step()
+    after_step(model)
+    return loss, n_wrong
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
                     batch_size: int, generator: torch.Generator, device: torch.device,
                     progress: bool = False, desc: str = "train") -> dict:
@@ -69,16 +94,12 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     for b in bar:
         idx = order[b * batch_size:(b + 1) * batch_size]
         xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * yb.shape[0]
-        wrong += (logits.argmax(-1) != yb).sum().item()
+        loss, n_wrong = train_step(model, optimizer, xb, yb)
+        total_loss += loss * yb.shape[0]
+        wrong += n_wrong
         seen += yb.shape[0]
         if progress and b % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     if not math.isfinite(total_loss):
         raise FloatingPointError(f"training loss became {total_loss}; lower the learning rate")
     return {"train_loss": total_loss / seen, "train_error": wrong / seen}
@@ -149,8 +170,7 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     data_gen = torch.Generator().manual_seed(config.seed)
-    stochastic = MODELS.get(config.model).defaults.get("stochastic", True)
-    samples = config.samples if stochastic else 1
+    samples = config.samples if is_stochastic(config.model) else 1
 
     run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
     write_json(run_dir / "config.json", {
