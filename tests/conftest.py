@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -27,3 +31,44 @@ def mnist_dir() -> Path:
             raise
         pytest.skip(f"real MNIST not available in {root}: {exc}")
     return root
+
+
+TONIC_SDIST = "tonic-1.6.0.tar.gz"
+SAMPLE_MEMBER = "tonic-1.6.0/test/test_data/sample_nmnist.bin"
+SAMPLE_SHA256 = "3c9159329633efbb6879bba1b430598b78cc06a779a55d1259ec13e203ad00ee"
+
+
+@pytest.fixture(scope="session")
+def real_nmnist_file() -> Path:
+    """One real N-MNIST recording: ``test/test_data/sample_nmnist.bin`` of the tonic==1.6.0 sdist.
+
+    Downloaded with pip into ``$NSM_TEST_DATA_DIR/tonic`` (else ``~/.cache/nsm/test-data/tonic``)
+    and reused from there; tonic is GPL-3, so the file never goes into this repository.  Skips
+    when it cannot be fetched, unless ``$NSM_REQUIRE_DATA`` is set (then it errors).
+    """
+    env = os.environ.get("NSM_TEST_DATA_DIR")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "nsm" / "test-data"
+    root = base / "tonic"
+    target = root / "sample_nmnist.bin"
+    try:
+        if not target.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            if not (root / TONIC_SDIST).is_file():
+                proc = subprocess.run(
+                    [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                     "tonic==1.6.0", "-d", str(root)],
+                    capture_output=True, text=True, timeout=600)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"pip download tonic==1.6.0 failed: {proc.stderr[-800:]}")
+            with tarfile.open(root / TONIC_SDIST, "r:gz") as tar:
+                data = tar.extractfile(SAMPLE_MEMBER).read()
+            tmp = root / f".sample_nmnist.bin.{os.getpid()}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    except (OSError, RuntimeError, KeyError, tarfile.TarError, subprocess.SubprocessError) as exc:
+        if os.environ.get("NSM_REQUIRE_DATA"):
+            raise
+        pytest.skip(f"real N-MNIST sample not available in {root}: {exc}")
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert digest == SAMPLE_SHA256, f"{target}: unexpected sha256 {digest}"
+    return target

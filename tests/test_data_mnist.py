@@ -84,13 +84,19 @@ def test_read_idx_bad_header(tmp_path):
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx_md5_mismatch(tmp_path, suffix):
     raw = idx_bytes(np.arange(6, dtype=np.uint8))
-    path = write(tmp_path / f"f{suffix}", raw)
+    (tmp_path / "mnist").mkdir()
+    path = write(tmp_path / "mnist" / f"f{suffix}", raw)
     wrong = "0" * 32
     with pytest.raises(DataError) as err:
         read_idx(path, expected_md5=wrong)
     msg = str(err.value)
     assert str(path) in msg and wrong in msg and hashlib.md5(raw).hexdigest() in msg
     assert "nsm fetch mnist" in msg
+    # the hint names the dataset whose folder holds the file
+    (tmp_path / "fashion-mnist").mkdir()
+    other = write(tmp_path / "fashion-mnist" / f"f{suffix}", raw)
+    with pytest.raises(DataError, match="nsm fetch fashion-mnist"):
+        read_idx(other, expected_md5=wrong)
 
 
 def test_read_idx_corrupt_gzip(tmp_path):

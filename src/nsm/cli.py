@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 _TRAIN_OPTIONS = [
     ("--model", "model", str, "registered model name (see `nsm models`); default bnsm"),
     ("--dataset", "dataset", str, "dataset name; default mnist"),
-    ("--epochs", "epochs", int, "training epochs; default 100"),
+    ("--epochs", "epochs", int, "training epochs; default: the dataset's protocol (100 for MNIST)"),
     ("--seed", "seed", int, "random seed (initialization, shuffling, noise); default 0"),
     ("--device", "device", str, "cpu, cuda, cuda:N or auto; default cpu"),
     ("--samples", "samples", int, "Monte-Carlo samples per test image; default 100"),
@@ -25,6 +25,9 @@ _TRAIN_OPTIONS = [
     ("--lr", "lr", float, "Adam learning rate; default 3e-4"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay; default 1e-6"),
     ("--lr-step", "lr_step", int, "epochs between learning-rate halvings; default 50"),
+    ("--lr-schedule", "lr_schedule", str, "step (halve every --lr-step epochs) or linear (CIFAR: "
+     "constant until --lr-decay-start, then linearly to 0); default: the dataset's protocol"),
+    ("--lr-decay-start", "lr_decay_start", int, "linear schedule: epoch where the decay starts"),
     ("--eval-every", "eval_every", int, "evaluate every N epochs (and after the last); default 1"),
     ("--train-subset", "train_subset", int, "train on the first N training images only"),
     ("--test-subset", "test_subset", int, "test on the first N test images only"),
@@ -48,10 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     train.add_argument("--sampler", default=None, help="NSM sampler: neuron, synapse, probability")
     train.add_argument("--estimator", default=None, help="NSM estimator: prob, ste, binconcrete")
+    train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
+    train.add_argument("--split", default=None, help="EMNIST split (default letters)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    fetch = sub.add_parser("fetch", help="download a dataset into the data directory")
-    fetch.add_argument("dataset", choices=["mnist"])
+    fetch = sub.add_parser("fetch", help="download a dataset into the data directory",
+                           description="Download a dataset from its official location into the data "
+                                       "directory (md5-checked; existing files are never overwritten). "
+                                       "DVS Gesture has no direct download: its loader's error says "
+                                       "what to download and where to put it.")
+    fetch.add_argument("dataset", choices=["mnist", "fashion-mnist", "emnist", "nmnist", "cifar10", "cifar100"])
+    fetch.add_argument("--split", default="letters", help="EMNIST split (default letters)")
     fetch.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
 
     sub.add_parser("models", help="list the registered models")
@@ -121,7 +131,11 @@ def _train(args) -> int:
 
     fields = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
     options = {k: getattr(args, k) for k in ("sampler", "estimator") if getattr(args, k) is not None}
-    config = TrainConfig(**fields, model_options=options, progress=not args.no_progress)
+    data_options = {"zca": True} if args.zca else {}
+    if args.split is not None:
+        data_options["split"] = args.split
+    config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
+                                     dataset_options=data_options, progress=not args.no_progress)
     summary = fit(config)
     print(f"test error (MC mean of softmax, S={summary['samples']}): "
           f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
@@ -132,9 +146,19 @@ def _train(args) -> int:
 
 def _fetch(args) -> int:
     from .data import fetch_mnist
+    from .data.cifar import fetch_cifar
+    from .data.emnist import fetch_emnist
+    from .data.fashion import fetch_fashion_mnist
+    from .data.nmnist import fetch_nmnist
 
-    folder = fetch_mnist(args.data_dir)
-    print(f"MNIST is in {folder}")
+    fetchers = {"mnist": lambda: fetch_mnist(args.data_dir),
+                "fashion-mnist": lambda: fetch_fashion_mnist(args.data_dir),
+                "emnist": lambda: fetch_emnist(args.data_dir, args.split),
+                "nmnist": lambda: fetch_nmnist(args.data_dir),
+                "cifar10": lambda: fetch_cifar(10, args.data_dir),
+                "cifar100": lambda: fetch_cifar(100, args.data_dir)}
+    folder = fetchers[args.dataset]()
+    print(f"{args.dataset} is in {folder}")
     return 0
 
 

@@ -253,3 +253,6 @@ def _bnn(in_shape, num_classes, hidden=512):
 @register_model("s2m", "Synaptic Sampling Machine: RBM with blank-out synapses, CD-1 (fully connected)")
 def _s2m(in_shape, num_classes, **options):
     return SynapticSamplingMachine(in_shape[0] * in_shape[1] * in_shape[2], num_classes, **options)
+
+
+from . import nets  # noqa: E402,F401  (registers the Table 7 and all-convolutional networks)

@@ -51,8 +51,8 @@ PAPER_ERRORS: dict[str, dict[str, float]] = {
 
 # The config fields that define a run; a finished run is reused only if they all match.
 PROTOCOL_FIELDS = ("model", "dataset", "seed", "epochs", "batch_size", "lr", "weight_decay",
-                   "lr_step", "lr_gamma", "samples", "eval_every", "train_subset", "test_subset",
-                   "model_options")
+                   "lr_schedule", "lr_step", "lr_gamma", "lr_decay_start", "samples", "eval_every",
+                   "train_subset", "test_subset", "model_options", "dataset_options")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,13 @@ MNIST_MODELS = ("dcnn", "bnsm", "gnsm", "ste", "bd", "wbd", "sn", "bn", "bnsm-bi
                 "gnsm-binconcrete", "sigmoid", "stnn", "bnn", "s2m", "bnsm-fc", "stnn-fc")
 TABLES.register("mnist", PaperTable(
     "mnist", "every model of the paper's MNIST comparison (SPEC section 7)", MNIST_MODELS, ("mnist",)))
+TABLES.register("main", PaperTable(
+    "main", "the paper's main table: bNSM, gNSM and dCNN on every dataset (SPEC section 7), each "
+    "on the network and protocol the paper uses for it",
+    ("dcnn", "bnsm", "gnsm"), ("mnist", "emnist", "nmnist", "dvs-gesture", "cifar10", "cifar100")))
+TABLES.register("fashion-mnist", PaperTable(
+    "fashion-mnist", "bNSM, gNSM and dCNN on Fashion-MNIST (Table 6 network; not in the paper)",
+    ("dcnn", "bnsm", "gnsm"), ("fashion-mnist",)))
 
 
 def _cells(table: PaperTable, models, datasets) -> list[tuple[str, str]]:
@@ -90,7 +97,10 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
         return "incomplete"
     saved = json.loads((run_dir / "config.json").read_text())
     want = config.to_dict()
-    diff = [f for f in PROTOCOL_FIELDS if saved.get(f) != want[f]]
+    # a field missing from an older run's config.json had its default value then
+    default = TrainConfig().to_dict()
+    saved = {f: saved.get(f, default[f]) for f in PROTOCOL_FIELDS}
+    diff = [f for f in PROTOCOL_FIELDS if saved[f] != want[f]]
     if diff:
         detail = ", ".join(f"{f}: {saved.get(f)!r} there, {want[f]!r} asked" for f in diff)
         raise ValueError(f"{run_dir} holds a finished run with another protocol ({detail}); "
@@ -113,8 +123,9 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
               load: Optional[Callable] = None) -> list[dict]:
     """Train every (dataset, model, seed) not yet finished under ``out/runs``; return the rows.
 
-    ``overrides``: TrainConfig fields for every run (epochs, samples, eval_every, subsets,
-    device, data_dir, ...), applied over the table's per-dataset protocol.
+    Each run follows its dataset's protocol (:data:`nsm.config.PROTOCOLS`; the MNIST one by
+    default), then the table's own per-dataset ``protocol``, then ``overrides``: TrainConfig
+    fields for every run (epochs, samples, eval_every, subsets, device, data_dir, ...).
     ``load(dataset_name, config)``: returns the Dataset (default: :func:`nsm.data.load_dataset`).
     """
     from .data import load_dataset
@@ -131,9 +142,8 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
     for dataset, model in cells:
         for seed in seeds:
             fields = {**table.protocol.get(dataset, {}), **overrides, "model": model,
-                      "dataset": dataset, "seed": seed, "out": str(out / "runs"),
-                      "run_name": f"{model}-{dataset}-seed{seed}"}
-            config = TrainConfig(**fields)  # validated before any run starts
+                      "seed": seed, "out": str(out / "runs"), "run_name": f"{model}-{dataset}-seed{seed}"}
+            config = TrainConfig.for_dataset(dataset, **fields)  # validated before any run starts
             plan.append((config, _run_state(out / "runs" / config.run_name, config)))
     todo = sum(state != "done" for _, state in plan)
     log(f"table {table.name}: {len(cells)} cell(s) x {len(seeds)} seed(s) = {len(plan)} runs, "

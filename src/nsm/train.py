@@ -34,8 +34,9 @@ from .io import save_figure, save_torch, write_json
 from .mc import mc_predict
 from .baselines import after_step
 from .models import build_model, is_stochastic
+from .nets import model_for_dataset
 
-__all__ = ["train_step", "train_one_epoch", "evaluate", "fit", "resolve_device", "make_run_dir"]
+__all__ = ["train_step", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device", "make_run_dir"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,10 +82,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
                     batch_size: int, generator: torch.Generator, device: torch.device,
-                    progress: bool = False, desc: str = "train") -> dict:
+                    progress: bool = False, desc: str = "train", transform=None) -> dict:
     """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
 
     The training error is that of the single stochastic pass used for the gradient.
+    ``transform(xb, generator)``: training-time augmentation of each batch (e.g. CIFAR's).
     """
     model.train()
     order = torch.randperm(x.shape[0], generator=generator)
@@ -93,7 +95,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     bar = _bar(range(n_batches), n_batches, desc, progress)
     for b in bar:
         idx = order[b * batch_size:(b + 1) * batch_size]
-        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        xb = x[idx] if transform is None else transform(x[idx], generator)
+        xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
         loss, n_wrong = train_step(model, optimizer, xb, yb)
         total_loss += loss * yb.shape[0]
         wrong += n_wrong
@@ -119,6 +122,21 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: to
         nll -= probs.gather(1, yb[:, None]).clamp_min(1e-12).log().sum().item()
     n = x.shape[0]
     return {"test_error": wrong / n, "test_accuracy": 1 - wrong / n, "test_nll": nll / n}
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """``"step"``: lr x lr_gamma every lr_step epochs. ``"linear"``: constant until
+    lr_decay_start, then linearly down to 0 at the last epoch (the CIFAR protocol)."""
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    start, end = config.lr_decay_start, config.epochs
+
+    def factor(epoch: int) -> float:  # epoch = number of epochs done
+        if epoch < start or end <= start:
+            return 1.0
+        return max(0.0, (end - epoch) / (end - start))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_run_dir(out: str | os.PathLike, name: str) -> Path:
@@ -161,23 +179,24 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
     device = resolve_device(config.device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
-                               test_subset=config.test_subset)
+                               test_subset=config.test_subset, **config.dataset_options)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, dataset.in_shape, dataset.num_classes,
+    model = build_model(model_name, dataset.in_shape, dataset.num_classes,
                         **config.model_options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    scheduler = make_scheduler(optimizer, config)
     data_gen = torch.Generator().manual_seed(config.seed)
-    samples = config.samples if is_stochastic(config.model) else 1
+    samples = config.samples if is_stochastic(model_name) else 1
 
     run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
     write_json(run_dir / "config.json", {
         **config.to_dict(),
         "_environment": {"torch": torch.__version__, "python": platform.python_version(),
                          "device": str(device), "threads": torch.get_num_threads(),
-                         "argv": sys.argv, "n_train": int(dataset.train_x.shape[0]),
+                         "argv": sys.argv, "network": model_name, "n_train": int(dataset.train_x.shape[0]),
                          "n_test": int(dataset.test_x.shape[0])},
     })
     log(f"run directory: {run_dir}")
@@ -188,7 +207,8 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(model, optimizer, dataset.train_x, dataset.train_y,
                                    batch_size=config.batch_size, generator=data_gen, device=device,
-                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}"))
+                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
+                                   transform=dataset.train_transform))
         scheduler.step()
         row["train_seconds"] = time.perf_counter() - t0
         if epoch % config.eval_every == 0 or epoch == config.epochs:
@@ -204,7 +224,7 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
                 f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
     last = history[-5:]
     summary = {
-        "model": config.model, "dataset": config.dataset, "seed": config.seed,
+        "model": config.model, "network": model_name, "dataset": config.dataset, "seed": config.seed,
         "epochs": config.epochs, "samples": samples,
         "final_test_error": history[-1]["test_error"],
         "last5_test_error": sum(h["test_error"] for h in last) / len(last),
@@ -213,7 +233,7 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
         "run_dir": str(run_dir),
     }
     save_torch(run_dir / "checkpoint.pt", {
-        "model": config.model, "model_state": model.state_dict(),
+        "model": model_name, "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict(), "epoch": config.epochs,
         "config": config.to_dict(), "in_shape": dataset.in_shape,
         "num_classes": dataset.num_classes})

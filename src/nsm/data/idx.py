@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DataError", "IDX_DTYPES", "read_idx", "read_raw_bytes", "verify_md5"]
+__all__ = ["DataError", "IDX_DTYPES", "read_idx", "read_raw_bytes", "verify_md5", "md5_file"]
 
 #: IDX dtype code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -31,10 +31,13 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-_FETCH_HINT = (
-    "The file is corrupt or truncated; delete it and run `nsm fetch mnist` "
-    "again (nsm never overwrites your files)"
-)
+def _fetch_hint(path) -> str:
+    """What to do about a bad file, naming the dataset by its folder (mnist/, emnist/gzip/...)."""
+    parts = os.path.normpath(os.fspath(path)).split(os.sep)
+    known = ("mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "nmnist")
+    dataset = next((p for p in reversed(parts[:-1]) if p in known), "DATASET")
+    return (f"The file is corrupt or truncated; delete it and run `nsm fetch {dataset}` "
+            "again (nsm never overwrites your files)")
 
 
 class DataError(ValueError):
@@ -61,7 +64,7 @@ def read_raw_bytes(path: str | os.PathLike, *, gzipped: bool | None = None) -> b
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{os.fspath(path)}: expected a valid gzip stream, found a corrupt or "
-            f"truncated one ({exc}). {_FETCH_HINT}"
+            f"truncated one ({exc}). {_fetch_hint(path)}"
         ) from exc
 
 
@@ -70,13 +73,22 @@ def _read_file(path: str | os.PathLike) -> bytes:
         return fh.read()
 
 
+def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """md5 hex digest of a file, read in chunks (for archives too large to hold in memory)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify_md5(path: str | os.PathLike, raw: bytes, expected_md5: str) -> None:
     """Raise :class:`DataError` unless ``md5(raw)`` equals ``expected_md5``."""
     found = hashlib.md5(raw).hexdigest()
     if found != expected_md5.lower():
         raise DataError(
             f"{os.fspath(path)}: md5 mismatch: expected {expected_md5}, found {found}. "
-            f"{_FETCH_HINT}"
+            f"{_fetch_hint(path)}"
         )
 
 

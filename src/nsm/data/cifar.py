@@ -1,0 +1,273 @@
+"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009), python versions: locate, fetch and load.
+
+Format: each batch file is a pickle (protocol 2, written by Python 2) of a dict; loaded
+with ``encoding="bytes"`` its keys are bytes.  ``b"data"`` is a uint8 numpy array
+(N, 3072): each row is a 32x32 colour image, its 1024 red values first, then green, then
+blue, each channel row-major (CHW order).  CIFAR-10 labels are the list ``b"labels"``
+(0..9); CIFAR-100 has ``b"fine_labels"`` (0..99) and ``b"coarse_labels"`` (0..19).
+
+Layout (the official archives' own)::
+
+    <data_dir>/cifar10/cifar-10-batches-py/data_batch_1 .. data_batch_5, test_batch, batches.meta
+    <data_dir>/cifar100/cifar-100-python/train, test, meta
+
+Download: :func:`fetch_cifar` takes the archive (:data:`CIFAR`: URL and md5) from the
+dataset folder if you put it there, else downloads it; the md5 is checked, then only the
+files above are extracted, each by its exact member name into a path nsm builds (never a
+path from the archive), through a temporary file moved atomically into place.  Present
+files are never overwritten.
+
+Safety: pickles can run code.  Files are read with a restricted unpickler that allows only
+the globals a pickled numpy array needs and refuses any other with :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .idx import DataError, md5_file
+from .mnist import _download, _say, default_data_dir
+
+try:  # numpy >= 2 (numpy 1.x pickles name numpy.core.multiarray: same function)
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+__all__ = ["CIFAR", "fetch_cifar", "load_cifar", "read_batch"]
+
+#: num_classes -> archive, its md5, folders, files per split, label keys, split sizes.
+CIFAR: dict[int, dict] = {
+    10: {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+         "md5": "c58f30108f718f92721af3b95e74349a",
+         "folder": "cifar10", "subdir": "cifar-10-batches-py",
+         "train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",),
+         "meta": "batches.meta", "labels": {"fine": (b"labels", 10)},
+         "sizes": {"train": 50000, "test": 10000}},
+    100: {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+          "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+          "folder": "cifar100", "subdir": "cifar-100-python",
+          "train": ("train",), "test": ("test",), "meta": "meta",
+          "labels": {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)},
+          "sizes": {"train": 50000, "test": 10000}},
+}
+
+_CHUNK = 1 << 20
+
+
+# Python 3 pickles bytes under protocol 2 as _codecs.encode(text, "latin1"), b"" as bytes().
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args) -> bytes:
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments is not allowed")
+    return b""
+
+
+#: The only globals a CIFAR pickle may name (Python 2 writes the first three).
+_ALLOWED: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, fh, path: str) -> None:
+        super().__init__(fh, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise DataError(f"{self.path}: refusing to unpickle the global {module}.{name}: a "
+                            f"CIFAR file holds only numpy arrays, lists and strings "
+                            f"(tampered with, or not a CIFAR file?)") from None
+
+
+def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None
+               ) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
+    """Read one batch file safely: ``data`` as uint8 ``(N, 3, 32, 32)`` and ``{key: int64 (N,)}``.
+
+    ``labels`` maps each label key to read to its number of classes (default
+    ``{b"labels": 10}``, CIFAR-10's).
+
+    Any problem (not a pickle, truncated, a forbidden global, a missing key, a wrong
+    shape, dtype or label) raises :class:`DataError` naming the file (and key).
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            obj = _RestrictedUnpickler(fh, name).load()
+    except DataError:
+        raise
+    except Exception as exc:  # with only harmless globals, any failure means a bad file
+        raise DataError(f"{name}: expected a CIFAR batch pickle, found a corrupt or truncated "
+                        f"file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{name}: expected a dict, found {type(obj).__name__}")
+    data = obj.get(b"data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
+        found = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                 else "nothing" if data is None else type(data).__name__)
+        raise DataError(f"{name}: key b'data': expected a uint8 array of shape (N, 3072), "
+                        f"found {found}")
+    out = {}
+    for key, classes in (labels if labels is not None else {b"labels": 10}).items():
+        raw = obj.get(key)
+        try:
+            values = np.asarray(raw, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            values = np.zeros(0)
+        if raw is None or values.shape != (len(data),):
+            found = "nothing" if raw is None else f"{type(raw).__name__} of shape {values.shape}"
+            raise DataError(f"{name}: key {key!r}: expected {len(data)} integer labels, "
+                            f"found {found}")
+        if values.size and (values.min() < 0 or values.max() >= classes):
+            raise DataError(f"{name}: key {key!r}: expected labels in 0..{classes - 1}, found "
+                            f"{values.min()}..{values.max()}")
+        out[key] = values
+    return data.reshape(len(data), 3, 32, 32), out
+
+
+def _spec(num_classes: int) -> dict:
+    if num_classes not in CIFAR:
+        raise ValueError(f"num_classes must be 10 or 100 (CIFAR-10, CIFAR-100), got {num_classes}")
+    return CIFAR[num_classes]
+
+
+def _paths(spec: dict, data_dir: str | os.PathLike | None) -> tuple[Path, Path]:
+    base = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
+    return base / spec["folder"], base / spec["folder"] / spec["subdir"]
+
+
+
+
+def _missing_message(spec: dict, root: Path, folder: Path, names: list[str], why: str) -> str:
+    archive = spec["url"].rsplit("/", 1)[-1]
+    return (f"CIFAR files missing in {folder}: {', '.join(names)} ({why}). Download "
+            f"{spec['url']} (md5 {spec['md5']}) and either put it at {root / archive} and "
+            f"call nsm.data.cifar.fetch_cifar() or load_cifar(download=True), or unpack it "
+            f"in {root}")
+
+
+def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
+    """Copy the members ``<subdir>/<name>`` (regular files only) into ``folder``."""
+    try:
+        with tarfile.open(tgz, "r:gz") as tar:
+            for name in names:
+                member_name = f"{spec['subdir']}/{name}"
+                try:
+                    member = tar.getmember(member_name)
+                except KeyError:
+                    raise DataError(f"{tgz}: expected a member {member_name!r}, found none") \
+                        from None
+                src = tar.extractfile(member) if member.isfile() else None
+                if src is None:
+                    raise DataError(f"{tgz}: expected {member_name!r} to be a regular file, "
+                                    f"found another kind of member")
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+                tmp = Path(tmp_name)
+                try:
+                    with os.fdopen(fd, "wb") as out, src:
+                        shutil.copyfileobj(src, out, _CHUNK)
+                    if not (folder / name).exists():  # never overwrite
+                        os.replace(tmp, folder / name)
+                finally:
+                    tmp.unlink(missing_ok=True)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{tgz}: expected a readable tar.gz archive, found: {exc}") from exc
+
+
+def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None, *,
+                timeout: float = 60.0, progress: bool = True) -> Path:
+    """Make sure CIFAR-``num_classes``'s files are present; return the folder holding them.
+
+    Uses the archive when it lies in ``<data_dir>/cifar10`` (``cifar100``), else
+    downloads it (and deletes it after extraction).  A wrong md5 raises
+    :class:`DataError`; an unreachable server :class:`FileNotFoundError`.
+    """
+    spec = _spec(num_classes)
+    root, folder = _paths(spec, data_dir)
+    missing = [n for n in (*spec["train"], *spec["test"], spec["meta"])
+               if not (folder / n).is_file()]
+    if not missing:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    url, archive = spec["url"], root / spec["url"].rsplit("/", 1)[-1]
+    downloaded = not archive.is_file()
+    if downloaded:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=root)
+        archive = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _download(url, out, timeout, progress)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            archive.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", None) or exc
+            _say(progress, f"nsm: {url}: failed ({reason})")
+            raise FileNotFoundError(_missing_message(
+                spec, root, folder, missing, f"downloading failed: {reason}")) from exc
+    try:
+        found = md5_file(archive)
+        if found != spec["md5"]:
+            raise DataError(f"{url if downloaded else archive}: md5 mismatch: expected "
+                            f"{spec['md5']}, found {found} (a corrupt or different archive)")
+        _say(progress and downloaded, f"nsm: {url}: ok")
+        _extract(archive, spec, folder, missing)
+    finally:
+        if downloaded:
+            archive.unlink(missing_ok=True)
+    return folder
+
+
+def load_cifar(data_dir: str | os.PathLike | None = None, train: bool = True, *,
+               num_classes: int = 10, label: str = "fine", download: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one split: images uint8 ``(N, 3, 32, 32)`` (RGB planes), labels int64 ``(N,)``.
+
+    ``label`` picks CIFAR-100's ``"fine"`` (100 classes) or ``"coarse"`` (20
+    superclasses) labels; CIFAR-10 has only ``"fine"``.  Missing files are fetched
+    with :func:`fetch_cifar` when ``download`` is true; otherwise
+    :class:`FileNotFoundError` says what to download and where.
+    """
+    spec = _spec(num_classes)
+    if label not in spec["labels"]:
+        raise ValueError(f"label must be one of {', '.join(map(repr, spec['labels']))} for "
+                         f"CIFAR-{num_classes}, got {label!r}")
+    root, folder = _paths(spec, data_dir)
+    split = "train" if train else "test"
+    missing = [n for n in spec[split] if not (folder / n).is_file()]
+    if missing:
+        if not download:
+            raise FileNotFoundError(_missing_message(spec, root, folder, missing,
+                                                     "download=False"))
+        fetch_cifar(num_classes, data_dir)
+    key, classes = spec["labels"][label]
+    parts = [read_batch(folder / n, {key: classes}) for n in spec[split]]
+    images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    labels = np.concatenate([p[1][key] for p in parts])
+    if len(images) != spec["sizes"][split]:
+        raise DataError(f"{folder}: expected {spec['sizes'][split]} {split} images for "
+                        f"CIFAR-{num_classes}, found {len(images)} in {', '.join(spec[split])}")
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
