@@ -79,3 +79,15 @@ def test_models_command_and_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "nsm", "models"], capture_output=True, text=True, check=True)
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert {"bnsm", "gnsm", "dcnn"} <= set(names)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from nsm.io import write_json
+
+    path = write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)
+    assert json.loads(path.read_text()) == {"x": 1}
