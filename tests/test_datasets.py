@@ -114,3 +114,13 @@ def test_nmnist_pipeline_on_a_real_recording(real_nmnist_file, tmp_path, capsys)
     assert ds.in_shape == (10, 34, 34) and ds.train_x.shape[0] == 10
     assert set(ds.train_x.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(ds.train_x[0], ds.train_x[9])  # same recording, same frames
+
+
+def test_cifar_trains_on_the_allconv_network_with_augmentation(small_cifar, tmp_path):
+    config = TrainConfig.for_dataset("cifar10", epochs=1, samples=2, batch_size=5,
+                                     data_dir=str(small_cifar), out=str(tmp_path / "runs"),
+                                     model_options={"width": 0.05}, progress=False)
+    assert (config.lr, config.lr_schedule) == (1e-3, "linear")
+    summary = fit(config, log=lambda s: None)
+    assert summary["network"] == "bnsm-allconv" and summary["samples"] == 2
+    assert 0 <= summary["final_test_error"] <= 1
