@@ -1,4 +1,4 @@
-"""The ``nsm`` command: ``nsm train``, ``nsm reproduce``, ``nsm fetch``, ``nsm models``.
+"""The ``nsm`` command: ``nsm train``, ``nsm reproduce``, ``nsm analyze``, ``nsm fetch``, ``nsm models``.
 
 Run ``nsm COMMAND --help`` for the options. Every option of ``nsm train`` overrides one
 field of :class:`nsm.config.TrainConfig`; the resolved configuration is saved in the run
@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
     train.add_argument("--split", default=None, help="EMNIST split (default letters)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--record", action="store_true",
+                       help="record weight histograms and statistics, mean gradients and the last hidden "
+                            "layer's input percentiles into RUN_DIR/record (see `nsm analyze`)")
+    train.add_argument("--record-every", type=int, default=None, metavar="N",
+                       help="with --record: record every N optimizer steps (default: after every epoch)")
+    train.add_argument("--compare-grad", default=None, metavar="MODEL[,MODEL]",
+                       help="with --record: at each record point, the cosine between this model's weight "
+                            "gradients and those of MODEL given the same weights and probe batch "
+                            "(e.g. bnsm-binconcrete,sigmoid)")
 
     fetch = sub.add_parser("fetch", help="download a dataset into the data directory",
                            description="Download a dataset from its official location into the data "
@@ -65,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
 
     sub.add_parser("models", help="list the registered models")
+
+    ana = sub.add_parser(
+        "analyze", help="figures of the paper's analyses (SI 4.5, 4.11) from run directories",
+        description="Read run directories (trained with `nsm train`, with --record for everything but the "
+                    "convergence plot) and write PNG figures and analysis.json: convergence (test error vs "
+                    "epoch), the evolution, mean and std drift of one layer's weights (SI Fig. 4), weight "
+                    "histograms, mean weights, mean gradients and gradient cosines per layer (SI Figs. 5-8), "
+                    "and the percentiles of the last hidden layer's input.")
+    ana.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    ana.add_argument("--out", default="analysis", help="folder for the figures (default ./analysis)")
+    ana.add_argument("--layer", default="W3", help="layer of the weight-evolution figure (default W3, "
+                     "the paper's: the third weight layer)")
 
     rep = sub.add_parser(
         "reproduce", help="train every model x dataset x seed of a paper table and write the table",
@@ -134,6 +155,12 @@ def _train(args) -> int:
     data_options = {"zca": True} if args.zca else {}
     if args.split is not None:
         data_options["split"] = args.split
+    if args.record:
+        fields["record"] = True
+    if args.record_every is not None:
+        fields["record_every"] = args.record_every
+    if args.compare_grad is not None:
+        fields["record_compare"] = [m.strip() for m in args.compare_grad.split(",") if m.strip()]
     config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
                                      dataset_options=data_options, progress=not args.no_progress)
     summary = fit(config)
@@ -171,10 +198,20 @@ def _models(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from .figures import analyze
+
+    written = analyze(args.runs, args.out, layer=args.layer)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handler = {"train": _train, "fetch": _fetch, "models": _models, "reproduce": _reproduce}[args.command]
+    handler = {"train": _train, "fetch": _fetch, "models": _models, "reproduce": _reproduce,
+               "analyze": _analyze}[args.command]
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:

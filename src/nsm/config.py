@@ -52,9 +52,13 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # passed to the model builder
     dataset_options: dict = field(default_factory=dict)  # passed to the dataset loader (zca, split)
     progress: bool = True
+    record: bool = False       # record weight/gradient statistics (nsm.analysis) into RUN_DIR/record
+    record_every: int = 0      # record every N optimizer steps; 0: after every epoch
+    record_probe: int = 500    # training images in the fixed probe batch (percentiles, gradient agreement)
+    record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
 
     _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
-                 "threads", "train_subset", "test_subset")
+                 "threads", "train_subset", "test_subset", "record_probe")
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -74,11 +78,19 @@ class TrainConfig:
             raise ValueError(f"config field 'lr_schedule' must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.seed < 0:
             raise ValueError(f"config field 'seed' must be >= 0, got {self.seed!r}")
+        if self.record_every < 0:
+            raise ValueError(f"config field 'record_every' must be >= 0 (0: every epoch), got {self.record_every!r}")
+        if (self.record_every or self.record_compare) and not self.record:
+            raise ValueError("config fields 'record_every' and 'record_compare' need record=True (--record)")
         from .data import DATASETS
         from .models import MODELS
 
         if self.model not in MODELS:
             raise ValueError(f"config field 'model': unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
+        for name in self.record_compare:
+            if not isinstance(name, str) or name not in MODELS:
+                raise ValueError(f"config field 'record_compare': unknown model {name!r}; "
+                                 f"known: {', '.join(MODELS.names())}")
         if self.dataset not in DATASETS:
             raise ValueError(f"config field 'dataset': unknown dataset {self.dataset!r}; "
                              f"known: {', '.join(DATASETS.names())}")

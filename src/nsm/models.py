@@ -210,6 +210,37 @@ def _sigmoid(in_shape, num_classes, hidden=512):
                   binary_input=False, hidden=hidden)
 
 
+def _bn_then(unit: Callable[[], nn.Module]):
+    return lambda n, is_conv: [nn.BatchNorm2d(n) if is_conv else nn.BatchNorm1d(n), unit()]
+
+
+# The deterministic networks of the convergence comparison (main text: the NSM trains like a
+# weight-normalized network): the same Table 6 network with weight or batch normalization.
+@register_model("dcnn-wn", "dCNN with weight normalization (w = g v/||v||)", stochastic=False)
+def _dcnn_wn(in_shape, num_classes, hidden=512):
+    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear, unit=lambda n, c: [nn.ReLU()],
+                  binary_input=False, hidden=hidden)
+
+
+@register_model("dcnn-bn", "dCNN with batch normalization before each ReLU", stochastic=False)
+def _dcnn_bn(in_shape, num_classes, hidden=512):
+    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.ReLU),
+                  binary_input=False, hidden=hidden)
+
+
+@register_model("sigmoid-wn", "the sigmoid network with weight normalization", stochastic=False)
+def _sigmoid_wn(in_shape, num_classes, hidden=512):
+    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear, unit=lambda n, c: [nn.Sigmoid()],
+                  binary_input=False, hidden=hidden)
+
+
+@register_model("sigmoid-bn", "the sigmoid network with batch normalization before each sigmoid",
+                stochastic=False)
+def _sigmoid_bn(in_shape, num_classes, hidden=512):
+    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.Sigmoid),
+                  binary_input=False, hidden=hidden)
+
+
 @register_model("bd", "deterministic binary: sgn units, straight-through (identity) gradient",
                 stochastic=False)
 def _bd(in_shape, num_classes, hidden=512):
@@ -243,10 +274,8 @@ def _stnn_fc(in_shape, num_classes, widths=(300, 300, 300)):
 @register_model("bnn", "binarized weights and activations (Courbariaux & Hubara 2016), batch norm, "
                 "clipped STE", stochastic=False)
 def _bnn(in_shape, num_classes, hidden=512):
-    def unit(n, is_conv):
-        return [nn.BatchNorm2d(n) if is_conv else nn.BatchNorm1d(n), SignUnit(clip=True)]
-
-    return table6(in_shape, num_classes, conv=BinaryConv2d, fc=BinaryLinear, unit=unit,
+    return table6(in_shape, num_classes, conv=BinaryConv2d, fc=BinaryLinear,
+                  unit=_bn_then(lambda: SignUnit(clip=True)),
                   binary_input=True, hidden=hidden)
 
 

@@ -11,6 +11,7 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
     summary.json      final test error and the mean over the last 5 evaluated epochs (SI 4.7)
     checkpoint.pt     model and optimizer state after the last epoch
     curves.png        learning curves
+    record/           with ``config.record``: weight and gradient statistics (:mod:`nsm.analysis`)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .io import save_figure, save_torch, write_json
 from .mc import mc_predict
+from .analysis import make_recorder
 from .baselines import after_step
 from .models import build_model, is_stochastic
 from .nets import model_for_dataset
@@ -56,14 +58,15 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor
-               ) -> tuple[float, int]:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor,
+               before_step=None) -> tuple[float, int]:
     """One optimizer step on a batch; returns (loss, number of wrong predictions).
 
     Back-propagation of the cross-entropy for every model except those that compute their
     own update direction (``model.contrastive_divergence(x, y)`` fills ``.grad``: the S2M;
     its loss is the pixel reconstruction error). Afterwards every module's ``after_step``
-    hook runs (BNN weight clipping).
+    hook runs (BNN weight clipping). ``before_step()``, if given, runs between the
+    gradient and the step (the :class:`nsm.analysis.Recorder` reads the gradients there).
     """
     optimizer.zero_grad(set_to_none=True)
     cd = getattr(model, "contrastive_divergence", None)
@@ -75,6 +78,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
         loss_t = F.cross_entropy(logits, yb)
         loss_t.backward()
         loss, n_wrong = loss_t.item(), int((logits.argmax(-1) != yb).sum())
+    if before_step is not None:
+        before_step()
     optimizer.step()
     after_step(model)
     return loss, n_wrong
@@ -82,11 +87,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
                     batch_size: int, generator: torch.Generator, device: torch.device,
-                    progress: bool = False, desc: str = "train", transform=None) -> dict:
+                    progress: bool = False, desc: str = "train", transform=None,
+                    recorder=None) -> dict:
     """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
 
     The training error is that of the single stochastic pass used for the gradient.
     ``transform(xb, generator)``: training-time augmentation of each batch (e.g. CIFAR's).
+    ``recorder``: an :class:`nsm.analysis.Recorder` fed after every step (None: no cost).
     """
     model.train()
     order = torch.randperm(x.shape[0], generator=generator)
@@ -97,7 +104,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
         idx = order[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if transform is None else transform(x[idx], generator)
         xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-        loss, n_wrong = train_step(model, optimizer, xb, yb)
+        if recorder is None:
+            loss, n_wrong = train_step(model, optimizer, xb, yb)
+        else:
+            loss, n_wrong = train_step(model, optimizer, xb, yb, before_step=recorder.after_backward)
+            recorder.after_step()
         total_loss += loss * yb.shape[0]
         wrong += n_wrong
         seen += yb.shape[0]
@@ -200,6 +211,14 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
                          "n_test": int(dataset.test_x.shape[0])},
     })
     log(f"run directory: {run_dir}")
+    recorder = None
+    if config.record:
+        recorder = make_recorder(
+            model, run_dir, train_x=dataset.train_x, train_y=dataset.train_y, device=device,
+            steps_per_epoch=math.ceil(dataset.train_x.shape[0] / config.batch_size),
+            every=config.record_every, probe=config.record_probe, companions=config.record_compare,
+            build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed)
+        recorder.record()  # the initial weights
     history: list[dict] = []
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -208,7 +227,9 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
         row.update(train_one_epoch(model, optimizer, dataset.train_x, dataset.train_y,
                                    batch_size=config.batch_size, generator=data_gen, device=device,
                                    progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
-                                   transform=dataset.train_transform))
+                                   transform=dataset.train_transform, recorder=recorder))
+        if recorder is not None:
+            recorder.end_epoch()
         scheduler.step()
         row["train_seconds"] = time.perf_counter() - t0
         if epoch % config.eval_every == 0 or epoch == config.epochs:
@@ -222,6 +243,8 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
             log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
                 f"test err {100 * row['test_error']:.2f}% (S={samples})  "
                 f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
+    if recorder is not None:
+        recorder.record()  # the final weights, if not recorded yet
     last = history[-5:]
     summary = {
         "model": config.model, "network": model_name, "dataset": config.dataset, "seed": config.seed,
