@@ -119,20 +119,20 @@ def test_gradient_agreement_is_one_for_a_deterministic_copy():
 
 
 def test_nsm_and_binconcrete_gradients_agree_but_less_than_two_nsm_draws():
-    """Same weights, same (structured) batch, 16 noise draws per gradient: two independent
-    bNSM gradient estimates agree almost perfectly (cos > 0.95; measured 0.97-0.998 over 3
-    seeds), the bNSM and its BinConcrete relaxation clearly but less (cos > 0.4, measured
-    0.54-0.85 in the hidden layers; chance for 800+ entries is ~0 +- 0.035)."""
+    """Same weights, same (structured) batch of 32, 8 noise draws per gradient: two independent
+    bNSM gradient estimates agree closely (cos > 0.9; measured 0.94-0.99 in the hidden layers
+    over 4 seeds), the bNSM and its BinConcrete relaxation clearly but less (cos > 0.45,
+    measured 0.63-0.84; chance for 800+ entries is ~0 +- 0.035)."""
     torch.manual_seed(0)
     a, b = build_model("bnsm", (1, 16, 16), 3), build_model("bnsm-binconcrete", (1, 16, 16), 3)
     again = build_model("bnsm", (1, 16, 16), 3)
     data = _toy_dataset()
-    x, y = data.train_x[:64], data.train_y[:64]
-    relaxed = gradient_agreement(a, b, x, y, draws=16)
-    same = gradient_agreement(a, again, x, y, draws=16)
+    x, y = data.train_x[:32], data.train_y[:32]
+    relaxed = gradient_agreement(a, b, x, y, draws=8)
+    same = gradient_agreement(a, again, x, y, draws=8)
     for name in ("W1", "W2", "W3"):
-        assert same[name] > 0.95, same
-        assert 0.4 < relaxed[name] < same[name], relaxed
+        assert same[name] > 0.9, same
+        assert 0.45 < relaxed[name] < same[name], relaxed
 
 
 def _tiny_model():
@@ -215,6 +215,19 @@ def test_recording_writes_the_record_and_does_not_change_training(tmp_path):
     assert all(-1 <= float(r["cosine"]) <= 1 for r in cos)
     layers = json.loads((folder / "layers.json").read_text())
     assert layers["hidden"]["layer"] == "W3" and "drive" in layers["hidden"]["quantity"]
+
+
+def test_without_record_no_recorder_is_made_and_nothing_is_written(tmp_path, monkeypatch):
+    """Off means off: fit never builds a recorder (so no hooks, no per-step work)."""
+    import nsm.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorder was made although record=False")
+
+    monkeypatch.setattr(nsm.train, "make_recorder", refuse)
+    _fit(tmp_path, "off")
+    assert sorted(p.name for p in (tmp_path / "off").iterdir()) == [
+        "checkpoint.pt", "config.json", "curves.png", "metrics.jsonl", "summary.json"]
 
 
 def test_a_companion_of_another_shape_is_refused_before_training(tmp_path):

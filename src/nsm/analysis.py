@@ -320,9 +320,8 @@ class Recorder:
                         "init_std": self.init[name][1]} for name, path, m in self.layers],
             "hidden": None if self.hidden is None else {
                 "layer": self.hidden[0],
-                "quantity": ("drive t = E[u]/sqrt(2 Var u) of the NSM units (P(z=+1) = (1 + erf t)/2)"
-                             if isinstance(self.hidden[2], NSMLayer) else
-                             f"output of {type(self.hidden[2]).__name__}, the input of its units")},
+                "quantity": ("NSM drive t, P(z=+1) = (1 + erf t)/2" if isinstance(self.hidden[2], NSMLayer)
+                             else f"unit input u ({type(self.hidden[2]).__name__} output)")},
             "companions": list(self.companions),
         })
         _write_csv(self.dir / "stats.csv", _STATS_COLUMNS, self.stats)
@@ -344,7 +343,7 @@ class Recorder:
 
 def make_recorder(model: nn.Module, run_dir, *, train_x: Tensor, train_y: Tensor, device,
                   steps_per_epoch: int, every: int, probe: int, companions: Sequence[str],
-                  build: Callable[[str], nn.Module], seed: int) -> Recorder:
+                  build: Callable[[str], nn.Module], seed: int, draws: int = 4) -> Recorder:
     """A :class:`Recorder` with a probe batch of ``probe`` training images chosen with
     ``seed`` (its own generator) and the companion models built by ``build(name)``."""
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -357,4 +356,4 @@ def make_recorder(model: nn.Module, run_dir, *, train_x: Tensor, train_y: Tensor
         except ValueError as exc:
             raise ValueError(f"companion model {name!r} does not fit this network: {exc}") from None
     return Recorder(model, run_dir, probe_x=train_x[idx].to(device), probe_y=train_y[idx].to(device),
-                    steps_per_epoch=steps_per_epoch, every=every, companions=comps)
+                    steps_per_epoch=steps_per_epoch, every=every, companions=comps, draws=draws)

@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compare-grad", default=None, metavar="MODEL[,MODEL]",
                        help="with --record: at each record point, the cosine between this model's weight "
                             "gradients and those of MODEL given the same weights and probe batch "
-                            "(e.g. bnsm-binconcrete,sigmoid)")
+                            "(e.g. bnsm-binconcrete,sigmoid; the model itself, e.g. bnsm, gives the "
+                            "agreement of two independent noise draws: the noise floor)")
+    train.add_argument("--record-draws", type=int, default=None, metavar="K",
+                       help="with --compare-grad: stochastic passes averaged per gradient (default 4)")
 
     fetch = sub.add_parser("fetch", help="download a dataset into the data directory",
                            description="Download a dataset from its official location into the data "
@@ -159,6 +162,8 @@ def _train(args) -> int:
         fields["record"] = True
     if args.record_every is not None:
         fields["record_every"] = args.record_every
+    if args.record_draws is not None:
+        fields["record_draws"] = args.record_draws
     if args.compare_grad is not None:
         fields["record_compare"] = [m.strip() for m in args.compare_grad.split(",") if m.strip()]
     config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,

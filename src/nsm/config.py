@@ -56,9 +56,10 @@ class TrainConfig:
     record_every: int = 0      # record every N optimizer steps; 0: after every epoch
     record_probe: int = 500    # training images in the fixed probe batch (percentiles, gradient agreement)
     record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
+    record_draws: int = 4      # stochastic passes averaged per gradient in the cosine
 
     _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
-                 "threads", "train_subset", "test_subset", "record_probe")
+                 "threads", "train_subset", "test_subset", "record_probe", "record_draws")
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))

@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import os
+import textwrap
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,10 +592,10 @@ def plot_percentiles(run: RunRecord, ax: Optional[Axes] = None) -> Axes:
     for p, style in zip(PERCENTILES, ("--", "-", "--")):
         ax.plot(table["epoch"], table[p], linestyle=style, marker=".", label=f"{p[1:]}th percentile")
     hidden = run.record.layers.get("hidden") or {}
-    what = ", ".join(str(hidden[k]) for k in ("layer", "quantity") if hidden.get(k))
-    ax.set_title(f"{run.label}: {what}" if what else run.label, fontsize="medium")
+    title = f"{run.label}: {hidden['layer']}" if hidden.get("layer") else run.label
+    ax.set_title(title, fontsize="medium")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("input to hidden units")
+    ax.set_ylabel(textwrap.fill(str(hidden.get("quantity") or "input to hidden units"), 36))
     _legend(ax)
     return ax
 

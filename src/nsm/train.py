@@ -217,7 +217,8 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
             model, run_dir, train_x=dataset.train_x, train_y=dataset.train_y, device=device,
             steps_per_epoch=math.ceil(dataset.train_x.shape[0] / config.batch_size),
             every=config.record_every, probe=config.record_probe, companions=config.record_compare,
-            build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed)
+            build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed,
+            draws=config.record_draws)
         recorder.record()  # the initial weights
     history: list[dict] = []
     start = time.perf_counter()
