@@ -273,7 +273,7 @@ def test_plot_grad_cosine(run):
 def test_plot_percentiles(run):
     ax = plot_percentiles(run)
     assert len(ax.lines) == 3
-    assert "bnsm" in ax.get_title() and "W2" in ax.get_title() and "pre-activation" in ax.get_title()
+    assert "bnsm" in ax.get_title() and "W2" in ax.get_title() and "pre-activation" in ax.get_ylabel()
     _, given = plt.subplots()
     assert plot_percentiles(run, ax=given) is given
 
