@@ -208,3 +208,19 @@ def test_s2m_classifies_by_label_counts_and_checks_input():
         s2m.contrastive_divergence(torch.rand(2, 1, 28, 28), torch.tensor([0, 10]))
     with pytest.raises(ValueError, match="S2M sampler"):
         SynapticSamplingMachine(sampler="neuron")
+
+
+def test_mc_dropout_drops_at_rate_p_in_eval_and_is_identity_in_mean_mode():
+    from nsm.baselines import MCDropout
+
+    torch.manual_seed(0)
+    layer = MCDropout(0.3).eval()  # eval() does not switch it off: the noise is the model
+    x = torch.ones(200_000)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 5 * (0.3 * 0.7 / x.numel()) ** 0.5  # 5 binomial SE
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    with nsm.forward_mode(layer, "mean"):
+        assert torch.equal(layer(x), x)
+    with pytest.raises(ValueError, match="dropout p"):
+        MCDropout(1.0)

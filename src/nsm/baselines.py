@@ -8,6 +8,7 @@ Each class holds one defining property, tested in ``tests/test_baselines.py``:
 - :class:`SignUnit`: deterministic binary units sgn(u) with a straight-through gradient
   (identity, or Courbariaux & Hubara's clipped identity 1{|u| <= 1}).
 - :class:`NoisyReLU`: ReLU(u + N(0, sigma^2)), the SN baseline's noisy rectifier.
+- :class:`MCDropout`: dropout kept on at test time (the MC-dropout uncertainty baseline).
 - :class:`SigmoidBernoulli`: stochastic binary units, P(z = +1) = sigmoid(u), trained with
   the gradient of E[z] = 2 sigmoid(u) - 1 (the StNN baseline).
 - :class:`BinaryLinear`, :class:`BinaryConv2d`: binarized weights sgn(w) in the forward
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from .functional import sign, sign_ste
 from .layers import Stochastic
 
-__all__ = ["WNLinear", "WNConv2d", "SignUnit", "NoisyReLU", "SigmoidBernoulli",
+__all__ = ["WNLinear", "WNConv2d", "SignUnit", "NoisyReLU", "MCDropout", "SigmoidBernoulli",
            "BinaryLinear", "BinaryConv2d", "sign_clipped_ste", "after_step"]
 
 
@@ -124,6 +125,29 @@ class NoisyReLU(Stochastic, nn.Module):
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
+
+
+class MCDropout(Stochastic, nn.Module):
+    """Dropout that stays on at test time (Monte-Carlo dropout, Gal & Ghahramani 2016).
+
+    ``mode="sample"``: each unit is zeroed with probability ``p`` and the rest scaled by
+    1/(1 - p), in training and in evaluation alike; ``"mean"`` / ``"threshold"``: the
+    identity (the usual deterministic dropout network).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not (isinstance(p, (int, float)) and 0 <= p < 1):
+            raise ValueError(f"dropout p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode != "sample" or self.p == 0:
+            return x
+        return F.dropout(x, self.p, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class SigmoidBernoulli(Stochastic, nn.Module):

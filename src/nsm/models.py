@@ -33,7 +33,7 @@ from typing import Callable
 
 from torch import nn
 
-from .baselines import (BinaryConv2d, BinaryLinear, NoisyReLU, SigmoidBernoulli, SignUnit,
+from .baselines import (BinaryConv2d, BinaryLinear, MCDropout, NoisyReLU, SigmoidBernoulli, SignUnit,
                         WNConv2d, WNLinear)
 from .estimators import make_estimator
 from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE, nsm_layers
@@ -238,6 +238,14 @@ def _sigmoid_wn(in_shape, num_classes, hidden=512):
                 stochastic=False)
 def _sigmoid_bn(in_shape, num_classes, hidden=512):
     return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.Sigmoid),
+                  binary_input=False, hidden=hidden)
+
+
+@register_model("dcnn-mcdropout", "dCNN with dropout kept on at test time after each hidden layer "
+                "(MC dropout; p=0.1 conv, 0.5 fc)")
+def _dcnn_mcdropout(in_shape, num_classes, hidden=512, p_conv=0.1, p_fc=0.5):
+    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear,
+                  unit=lambda n, c: [nn.ReLU(), MCDropout(p_conv if c else p_fc)],
                   binary_input=False, hidden=hidden)
 
 
