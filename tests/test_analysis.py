@@ -17,9 +17,9 @@ from nsm.analysis import (Recorder, copy_weights, cosine_similarity, gradient_ag
                           histogram_edges, layer_gradients, percentiles, unit_input, weight_layers,
                           weight_stats)
 from nsm.config import TrainConfig
-from nsm.data import Dataset
 from nsm.models import build_model
 from nsm.train import fit
+from toys import toy_dataset
 
 
 def _rows(path):
@@ -126,7 +126,7 @@ def test_nsm_and_binconcrete_gradients_agree_but_less_than_two_nsm_draws():
     torch.manual_seed(0)
     a, b = build_model("bnsm", (1, 16, 16), 3), build_model("bnsm-binconcrete", (1, 16, 16), 3)
     again = build_model("bnsm", (1, 16, 16), 3)
-    data = _toy_dataset()
+    data = toy_dataset()
     x, y = data.train_x[:32], data.train_y[:32]
     relaxed = gradient_agreement(a, b, x, y, draws=8)
     same = gradient_agreement(a, again, x, y, draws=8)
@@ -181,19 +181,10 @@ def test_recorder_with_known_weights_and_gradients(tmp_path):
     assert layers["hidden"]["layer"] == "W1" and "Linear" in layers["hidden"]["quantity"]
 
 
-def _toy_dataset(n=120):
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 3, (n,), generator=g)
-    x = torch.rand(n, 1, 16, 16, generator=g) * 0.3
-    for k in range(3):  # one bright block per class
-        x[y == k, :, 5 * k:5 * k + 5, :] += 0.7
-    return Dataset("toy", x[:90], y[:90], x[90:], y[90:], 3)
-
-
 def _fit(tmp_path, name, **fields):
     config = TrainConfig(model="bnsm", epochs=2, batch_size=30, samples=2, out=str(tmp_path), run_name=name,
                          progress=False, **fields)
-    return fit(config, dataset=_toy_dataset(), log=lambda *a: None)
+    return fit(config, dataset=toy_dataset(), log=lambda *a: None)
 
 
 def test_recording_writes_the_record_and_does_not_change_training(tmp_path):
@@ -258,7 +249,7 @@ def test_nsm_analyze_on_recorded_runs_writes_every_figure(tmp_path, capsys):
          record_compare=["bnsm-binconcrete", "sigmoid"])
     sigmoid = TrainConfig(model="sigmoid", epochs=2, batch_size=30, samples=1, out=str(tmp_path),
                           run_name="sig", progress=False, record=True)
-    fit(sigmoid, dataset=_toy_dataset(), log=lambda *a: None)
+    fit(sigmoid, dataset=toy_dataset(), log=lambda *a: None)
     out = tmp_path / "figures"
     assert main(["analyze", str(tmp_path / "nsm"), str(tmp_path / "sig"), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
