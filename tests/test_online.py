@@ -150,3 +150,20 @@ def test_run_online_writes_json_and_figure(tmp_path):
     assert saved["results"]["dcnn-bn"]["failed_at"] == 0
     assert (out / "online.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_online_command_on_real_mnist(mnist_dir, tmp_path, capsys):
+    from nsm.cli import main
+
+    out = tmp_path / "on"
+    code = main(["online", "bnsm,dcnn-bn", "--examples", "30", "--eval-at", "0,30", "--samples", "2",
+                 "--test-subset", "50", "--threads", "1", "--data-dir", str(mnist_dir), "--out", str(out),
+                 "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "bnsm: test error" in printed.out and "after 30 examples" in printed.out
+    assert "dcnn-bn: failed at example 0" in printed.out
+    saved = json.loads((out / "online.json").read_text())
+    assert saved["config"]["dataset"] == "mnist" and saved["results"]["bnsm"]["examples"] == [0, 30]
+    assert main(["online", "bnsm", "--eval-at", "0,x", "--out", str(tmp_path / "bad")]) == 2
+    assert "--eval-at must be comma-separated ints" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The ``nsm`` command: ``nsm train``, ``nsm reproduce``, ``nsm analyze``, ``nsm fetch``, ``nsm models``.
+"""The ``nsm`` command: ``nsm train``, ``nsm reproduce``, ``nsm analyze``, ``nsm evaluate``,
+``nsm online``, ``nsm fetch``, ``nsm models``.
 
 Run ``nsm COMMAND --help`` for the options. Every option of ``nsm train`` overrides one
 field of :class:`nsm.config.TrainConfig`; the resolved configuration is saved in the run
@@ -78,6 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models")
 
+    ev = sub.add_parser(
+        "evaluate", help="uncertainty, rotation, OOD detection and device robustness of trained runs",
+        description="Evaluate trained run directories on their test set: uncertainty from S Monte-Carlo "
+                    "passes (NLL, Brier, ECE, entropy, mutual information, accuracy vs S), rotated test "
+                    "images (0-180 degrees), out-of-distribution detection (MNIST <-> Fashion-MNIST: AUROC "
+                    "of entropy and mutual information) and accuracy under device non-idealities "
+                    "(quantized weights, spread of the blank-out probability, read noise). Writes "
+                    "evaluation.json, evaluation.md and PNG figures to --out.")
+    ev.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with checkpoint.pt)")
+    ev.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
+    ev.add_argument("--samples", type=int, default=100, help="Monte-Carlo passes per image (default 100)")
+    ev.add_argument("--shift-subset", type=int, default=1000,
+                    help="test images used for rotation and OOD detection (default 1000)")
+    ev.add_argument("--angles", default=None, help="comma-separated rotation angles in degrees "
+                    "(default 0,15,...,180)")
+    ev.add_argument("--ood", default="auto", help="OOD dataset: auto (MNIST <-> Fashion-MNIST), a dataset "
+                    "name, or none")
+    ev.add_argument("--no-devices", action="store_true", help="skip the device non-ideality sweeps")
+    ev.add_argument("--device-subset", type=int, default=2000, help="test images for the device sweeps")
+    ev.add_argument("--device-samples", type=int, default=20, help="passes per image in the device sweeps")
+    ev.add_argument("--test-subset", type=int, default=None, help="use the first N test images only")
+    ev.add_argument("--data-dir", default=None, help="default: the run's, else $NSM_DATA_DIR or ~/.cache/nsm/data")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise")
+
     ana = sub.add_parser(
         "analyze", help="figures of the paper's analyses (SI 4.5, 4.11) from run directories",
         description="Read run directories (trained with `nsm train`, with --record for everything but the "
@@ -89,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--out", default="analysis", help="folder for the figures (default ./analysis)")
     ana.add_argument("--layer", default="W3", help="layer of the weight-evolution figure (default W3, "
                      "the paper's: the third weight layer)")
+
+    onl = sub.add_parser(
+        "online", help="online learning: models trained on a stream, one example per step",
+        description="Train each model with batch size 1 on one pass over the first --examples training "
+                    "images (same order for all), Adam; after the counts in --eval-at, the MC test error "
+                    "and NLL. Writes OUT/online.json and OUT/online.png. Batch-normalized models fail at "
+                    "the first step (batch statistics of one example): recorded as failed.")
+    onl.add_argument("models", help="comma-separated registered model names, e.g. bnsm,dcnn,dcnn-bn")
+    onl.add_argument("--dataset", default="mnist", help="dataset name (default mnist)")
+    onl.add_argument("--examples", type=int, default=10000, help="length of the stream (default 10000)")
+    onl.add_argument("--eval-at", default=None, help="comma-separated example counts at which to test "
+                     "(default 0,100,300,1000,3000,10000,30000,60000 below --examples, then --examples)")
+    onl.add_argument("--samples", type=int, default=20, help="MC samples per test image (default 20)")
+    onl.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    onl.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    onl.add_argument("--test-subset", type=int, default=None, help="test on the first N test images only")
+    onl.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (one example per step: 1 is often fastest)")
+    onl.add_argument("--seed", type=int, default=0, help="seed of initialization and noise (default 0)")
+    onl.add_argument("--out", default="online", help="output folder (default ./online)")
+    onl.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
+    onl.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    onl.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     rep = sub.add_parser(
         "reproduce", help="train every model x dataset x seed of a paper table and write the table",
@@ -126,10 +175,7 @@ def _reproduce(args) -> int:
     if args.seed_list is not None and args.seeds is not None:
         raise ValueError("give --seeds or --seed-list, not both")
     if args.seed_list is not None:
-        try:
-            seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--seed-list must be comma-separated ints, got {args.seed_list!r}") from None
+        seeds = _int_list(args.seed_list, "--seed-list")
     else:
         n = 2 if args.seeds is None else args.seeds
         if n < 1:
@@ -203,6 +249,51 @@ def _models(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluate import DEFAULT_ANGLES, evaluate_runs
+    from .train import resolve_device
+
+    angles = DEFAULT_ANGLES
+    if args.angles is not None:
+        try:
+            angles = [float(a) for a in args.angles.split(",") if a.strip()]
+        except ValueError:
+            raise ValueError(f"--angles must be comma-separated numbers, got {args.angles!r}") from None
+    written = evaluate_runs(
+        args.runs, args.out, command="nsm " + " ".join(map(str, args.argv)), samples=args.samples,
+        shift_subset=args.shift_subset, angles=angles, ood=None if args.ood == "none" else args.ood,
+        devices=not args.no_devices, device_subset=args.device_subset, device_samples=args.device_samples,
+        data_dir=args.data_dir, test_subset=args.test_subset, device=resolve_device(args.device), seed=args.seed)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated ints, got {text!r}") from None
+
+
+def _online(args) -> int:
+    from .online import run_online
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    eval_at = None if args.eval_at is None else _int_list(args.eval_at, "--eval-at")
+    report = run_online(models, args.dataset, examples=args.examples, eval_at=eval_at, samples=args.samples,
+                        lr=args.lr, seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
+                        progress=not args.no_progress, test_subset=args.test_subset,
+                        weight_decay=args.weight_decay, threads=args.threads)
+    for name, res in report["results"].items():
+        if res.get("failed"):
+            print(f"{name}: failed at example {res.get('failed_at')}: {res['failed']}")
+        else:
+            print(f"{name}: test error {100 * res['test_error'][-1]:.2f}% after {res['examples'][-1]} examples")
+    print(f"wrote {args.out}/online.json and {args.out}/online.png")
+    return 0
+
+
 def _analyze(args) -> int:
     from .figures import analyze
 
@@ -216,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": _train, "fetch": _fetch, "models": _models, "reproduce": _reproduce,
-               "analyze": _analyze}[args.command]
+               "analyze": _analyze, "evaluate": _evaluate, "online": _online}[args.command]
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
