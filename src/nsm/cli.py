@@ -281,16 +281,10 @@ def _online(args) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     eval_at = None if args.eval_at is None else _int_list(args.eval_at, "--eval-at")
-    report = run_online(models, args.dataset, examples=args.examples, eval_at=eval_at, samples=args.samples,
-                        lr=args.lr, seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
-                        progress=not args.no_progress, test_subset=args.test_subset,
-                        weight_decay=args.weight_decay, threads=args.threads)
-    for name, res in report["results"].items():
-        if res.get("failed"):
-            print(f"{name}: failed at example {res.get('failed_at')}: {res['failed']}")
-        else:
-            print(f"{name}: test error {100 * res['test_error'][-1]:.2f}% after {res['examples'][-1]} examples")
-    print(f"wrote {args.out}/online.json and {args.out}/online.png")
+    run_online(models, args.dataset, examples=args.examples, eval_at=eval_at, samples=args.samples,
+               lr=args.lr, seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
+               progress=not args.no_progress, test_subset=args.test_subset,
+               weight_decay=args.weight_decay, threads=args.threads)  # prints each model's result
     return 0
 
 

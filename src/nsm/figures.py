@@ -563,13 +563,15 @@ def plot_grad_cosine(runs, layers: Optional[Sequence[str]] = None,
         layers = [layers] if isinstance(layers, str) else list(layers)
     axes = _axes(axes, len(layers), "Gradient cosine with companion models")
     styles = ("-", "--", "-.", ":")
+    # one run: a colour per companion; several runs: a colour per run, a line style per companion
+    by_companion = len({i for i, _, _ in pairs}) == 1
     for ax, layer in zip(axes, layers):
         for i, run, (name, companion) in pairs:
             if name != layer:
                 continue
             companions = list(dict.fromkeys(c for _, c in run.record.cosine))
             epochs, cosine = run.record.cosine[(name, companion)]
-            ax.plot(epochs, cosine, marker=".", color=_color(i),
+            ax.plot(epochs, cosine, marker=".", color=_color(companions.index(companion) if by_companion else i),
                     linestyle=styles[companions.index(companion) % len(styles)],
                     label=f"{run.label} vs {companion}")
         ax.axhline(0.0, color="gray", linestyle=":", linewidth=1)
