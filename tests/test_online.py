@@ -162,7 +162,7 @@ def test_online_command_on_real_mnist(mnist_dir, tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "bnsm: test error" in printed.out and "after 30 examples" in printed.out
-    assert "dcnn-bn: failed: RuntimeError" in printed.out and "online.png" in printed.out
+    assert "dcnn-bn: failed: ValueError on the training step of example 1" in printed.out and "online.png" in printed.out
     saved = json.loads((out / "online.json").read_text())
     assert saved["config"]["dataset"] == "mnist" and saved["results"]["bnsm"]["examples"] == [0, 30]
     assert main(["online", "bnsm", "--eval-at", "0,x", "--out", str(tmp_path / "bad")]) == 2
