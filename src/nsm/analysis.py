@@ -256,6 +256,30 @@ class Recorder:
         if not self.every:
             self.record()
 
+    # -- resuming (nsm.checkpoint)
+    def state_dict(self) -> dict:
+        """Everything recorded so far and the gradient accumulators (tensors, no numpy)."""
+        return {"step": self.step, "stats": self.stats, "pct": self.pct, "cos": self.cos, "steps": self.steps,
+                "counts": {k: [torch.from_numpy(c) for c in v] for k, v in self.counts.items()},
+                "g_sum": self._g_sum, "g_steps": self._g_steps, "init": self.init,
+                "edges": {k: torch.from_numpy(np.asarray(e)) for k, e in self.edges.items()},
+                "companions": {k: m.state_dict() for k, m in self.companions.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if sorted(state["counts"]) != sorted(self.counts) or sorted(state["companions"]) != sorted(self.companions):
+            raise ValueError(f"recorder state of layers {sorted(state['counts'])} and companions "
+                             f"{sorted(state['companions'])} does not fit layers {sorted(self.counts)} "
+                             f"and companions {sorted(self.companions)}")
+        self.step, self.stats, self.pct, self.cos = state["step"], state["stats"], state["pct"], state["cos"]
+        self.steps, self._g_steps = state["steps"], state["g_steps"]
+        dev = self.probe_x.device  # a checkpoint is read onto the CPU
+        self._g_sum = {k: None if g is None else g.to(dev) for k, g in state["g_sum"].items()}
+        self.counts = {k: [c.numpy() for c in v] for k, v in state["counts"].items()}
+        self.init = {k: tuple(v) for k, v in state["init"].items()}
+        self.edges = {k: e.numpy() for k, e in state["edges"].items()}
+        for k, m in self.companions.items():
+            m.load_state_dict(state["companions"][k])
+
     # -- recording
     def record(self) -> None:
         """Take one record point now and rewrite the files."""

@@ -38,6 +38,8 @@ _TRAIN_OPTIONS = [
     ("--out", "out", str, "parent folder of run directories; default runs"),
     ("--run-name", "run_name", str, "run directory name (default MODEL-DATASET-seedSEED; "
      "never overwrites: a taken name gets a suffix)"),
+    ("--checkpoint-every", "checkpoint_every", int, "also write RUN_DIR/checkpoint.pt every N optimizer "
+     "steps (default 0: after every epoch only)"),
 ]
 
 
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
     train.add_argument("--split", default=None, help="EMNIST split (default letters)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue the interrupted run in RUN_DIR from its checkpoint, with the configuration "
+                            "in RUN_DIR/config.json (other options must agree with it; --data-dir and "
+                            "--no-progress may change)")
     train.add_argument("--record", action="store_true",
                        help="record weight histograms and statistics, mean gradients and the last hidden "
                             "layer's input percentiles into RUN_DIR/record (see `nsm analyze`)")
@@ -212,14 +218,41 @@ def _train(args) -> int:
         fields["record_draws"] = args.record_draws
     if args.compare_grad is not None:
         fields["record_compare"] = [m.strip() for m in args.compare_grad.split(",") if m.strip()]
-    config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
-                                     dataset_options=data_options, progress=not args.no_progress)
-    summary = fit(config)
+    if args.resume is not None:
+        config = _resume_config(args.resume, {**fields, "model_options": options, "dataset_options": data_options},
+                                args.no_progress)
+    else:
+        config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
+                                         dataset_options=data_options, progress=not args.no_progress)
+    summary = fit(config, resume=args.resume)
     print(f"test error (MC mean of softmax, S={summary['samples']}): "
           f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
           f"in {summary['wall_seconds']:.0f} s")
     print(f"run directory: {summary['run_dir']}")
     return 0
+
+
+def _resume_config(run_dir: str, given: dict, no_progress: bool):
+    """The configuration of ``run_dir``; an option given with another value than the run's is
+    refused (only ``data_dir`` and ``progress`` may change: they do not change the numbers)."""
+    from .checkpoint import load_run_config
+
+    config = load_run_config(run_dir)
+    saved = config.to_dict()
+    given = {k: v for k, v in given.items() if v or k not in ("model_options", "dataset_options")}
+    if "dataset_options" in given:  # --zca / --split add to the run's options
+        given["dataset_options"] = {**saved["dataset_options"], **given["dataset_options"]}
+    if "model_options" in given:
+        given["model_options"] = {**saved["model_options"], **given["model_options"]}
+    conflicts = [f"{k}={v!r} (the run has {saved[k]!r})" for k, v in given.items()
+                 if k != "data_dir" and v != saved[k]]
+    if conflicts:
+        raise ValueError(f"--resume {run_dir} continues the run as configured in {run_dir}/config.json; "
+                         f"conflicting option(s): {', '.join(conflicts)}")
+    changes = {"progress": saved["progress"] and not no_progress}
+    if "data_dir" in given:
+        changes["data_dir"] = given["data_dir"]
+    return config.replace(**changes)
 
 
 def _fetch(args) -> int:
@@ -304,7 +337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "analyze": _analyze, "evaluate": _evaluate, "online": _online}[args.command]
     try:
         return handler(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"nsm {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

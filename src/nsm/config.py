@@ -57,6 +57,7 @@ class TrainConfig:
     record_probe: int = 500    # training images in the fixed probe batch (percentiles, gradient agreement)
     record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
     record_draws: int = 4      # stochastic passes averaged per gradient in the cosine
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
 
     _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
                  "threads", "train_subset", "test_subset", "record_probe", "record_draws")
@@ -81,6 +82,9 @@ class TrainConfig:
             raise ValueError(f"config field 'seed' must be >= 0, got {self.seed!r}")
         if self.record_every < 0:
             raise ValueError(f"config field 'record_every' must be >= 0 (0: every epoch), got {self.record_every!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"config field 'checkpoint_every' must be >= 0 (0: at epoch ends only), "
+                             f"got {self.checkpoint_every!r}")
         if (self.record_every or self.record_compare) and not self.record:
             raise ValueError("config fields 'record_every' and 'record_compare' need record=True (--record)")
         from .data import DATASETS

@@ -61,6 +61,9 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
         raise ValueError(f"cannot read checkpoint {ckpt_path}: {exc}") from None
     if not isinstance(ckpt, dict) or not {"model", "model_state", "in_shape", "num_classes"} <= set(ckpt):
         raise ValueError(f"{ckpt_path} is not an nsm checkpoint (missing model/model_state/in_shape)")
+    if ckpt.get("finished") is False:  # older checkpoints, written only at the end, have no flag
+        raise ValueError(f"{ckpt_path} is from an unfinished run (stopped in epoch {ckpt.get('epoch', 0) + 1} of "
+                         f"{ckpt.get('config', {}).get('epochs')}); finish it with `nsm train --resume {run_dir}`")
     config = ckpt.get("config", {})
     model = build_model(ckpt["model"], tuple(ckpt["in_shape"]), int(ckpt["num_classes"]),
                         **config.get("model_options", {})).to(device)

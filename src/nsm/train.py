@@ -8,14 +8,20 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
 
     config.json       the resolved configuration
     metrics.jsonl     one JSON object per evaluated epoch
-    summary.json      final test error and the mean over the last 5 evaluated epochs (SI 4.7)
-    checkpoint.pt     model and optimizer state after the last epoch
+    summary.json      final test error and the mean over the last 5 evaluated epochs (SI 4.7);
+                      written last, it marks a finished run
+    checkpoint.pt     everything needed to resume (:mod:`nsm.checkpoint`), after every epoch and
+                      every ``checkpoint_every`` steps; after the last epoch, the trained model
     curves.png        learning curves
     record/           with ``config.record``: weight and gradient statistics (:mod:`nsm.analysis`)
+    .lock             while a process writes the directory (:class:`nsm.checkpoint.RunLock`)
+
+``fit(config, resume=RUN_DIR)`` continues an interrupted run from its checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,14 +37,16 @@ from torch import Tensor, nn
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .io import save_figure, save_torch, write_json
+from .checkpoint import (CHECKPOINT, RunLock, config_differences, data_fingerprint, load_checkpoint,
+                         load_run_config, restore, rng_state, save_checkpoint)
+from .io import atomic_write, save_figure, write_json
 from .mc import mc_predict
 from .analysis import make_recorder
 from .baselines import after_step
 from .models import build_model, is_stochastic
 from .nets import model_for_dataset
 
-__all__ = ["train_step", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device", "make_run_dir"]
+__all__ = ["train_step", "new_epoch", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device", "make_run_dir"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,21 +93,32 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
     return loss, n_wrong
 
 
+def new_epoch(n: int, generator: torch.Generator) -> dict:
+    """The state of an epoch about to start: a random order of the ``n`` training examples
+    (drawn from ``generator``), no batch done yet, running sums at zero."""
+    return {"order": torch.randperm(n, generator=generator), "batch": 0, "loss_sum": 0.0, "wrong": 0, "seen": 0}
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
                     batch_size: int, generator: torch.Generator, device: torch.device,
                     progress: bool = False, desc: str = "train", transform=None,
-                    recorder=None) -> dict:
+                    recorder=None, state: Optional[dict] = None, on_step=None) -> dict:
     """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
 
     The training error is that of the single stochastic pass used for the gradient.
     ``transform(xb, generator)``: training-time augmentation of each batch (e.g. CIFAR's).
     ``recorder``: an :class:`nsm.analysis.Recorder` fed after every step (None: no cost).
+    ``state``: where the epoch stands (:func:`new_epoch`, the default, starts one; a
+    checkpoint's resumes one), updated in place after every step, then ``on_step(state)``
+    runs (fit writes its step checkpoints there). A loss that is not finite raises
+    ``FloatingPointError`` naming ``desc`` and the step, before ``on_step`` sees it.
     """
     model.train()
-    order = torch.randperm(x.shape[0], generator=generator)
+    if state is None:
+        state = new_epoch(x.shape[0], generator)
+    order = state["order"]
     n_batches = math.ceil(x.shape[0] / batch_size)
-    total_loss, wrong, seen = 0.0, 0, 0
-    bar = _bar(range(n_batches), n_batches, desc, progress)
+    bar = _bar(range(state["batch"], n_batches), n_batches - state["batch"], desc, progress)
     for b in bar:
         idx = order[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if transform is None else transform(x[idx], generator)
@@ -109,14 +128,18 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
         else:
             loss, n_wrong = train_step(model, optimizer, xb, yb, before_step=recorder.after_backward)
             recorder.after_step()
-        total_loss += loss * yb.shape[0]
-        wrong += n_wrong
-        seen += yb.shape[0]
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{desc}, step {b + 1} of {n_batches}: the training loss became {loss}; "
+                                     f"lower the learning rate")
+        state["loss_sum"] += loss * yb.shape[0]
+        state["wrong"] += n_wrong
+        state["seen"] += yb.shape[0]
+        state["batch"] = b + 1
+        if on_step is not None:
+            on_step(state)
         if progress and b % 20 == 0:
             bar.set_postfix(loss=f"{loss:.3f}")
-    if not math.isfinite(total_loss):
-        raise FloatingPointError(f"training loss became {total_loss}; lower the learning rate")
-    return {"train_loss": total_loss / seen, "train_error": wrong / seen}
+    return {"train_loss": state["loss_sum"] / state["seen"], "train_error": state["wrong"] / state["seen"]}
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: torch.device,
@@ -185,50 +208,124 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) -> dict:
-    """Train ``config.model`` on ``config.dataset``; returns the summary (also saved)."""
-    device = resolve_device(config.device)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
-    if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
-                               test_subset=config.test_subset, **config.dataset_options)
-    torch.manual_seed(config.seed)
-    model = build_model(model_name, dataset.in_shape, dataset.num_classes,
-                        **config.model_options).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = make_scheduler(optimizer, config)
-    data_gen = torch.Generator().manual_seed(config.seed)
-    samples = config.samples if is_stochastic(model_name) else 1
+def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
+        resume: Optional[str | os.PathLike] = None) -> dict:
+    """Train ``config.model`` on ``config.dataset``; returns the summary (also saved).
 
-    run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
-    write_json(run_dir / "config.json", {
-        **config.to_dict(),
-        "_environment": {"torch": torch.__version__, "python": platform.python_version(),
-                         "device": str(device), "threads": torch.get_num_threads(),
-                         "argv": sys.argv, "network": model_name, "n_train": int(dataset.train_x.shape[0]),
-                         "n_test": int(dataset.test_x.shape[0])},
-    })
-    log(f"run directory: {run_dir}")
-    recorder = None
-    if config.record:
-        recorder = make_recorder(
-            model, run_dir, train_x=dataset.train_x, train_y=dataset.train_y, device=device,
-            steps_per_epoch=math.ceil(dataset.train_x.shape[0] / config.batch_size),
-            every=config.record_every, probe=config.record_probe, companions=config.record_compare,
-            build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed,
-            draws=config.record_draws)
-        recorder.record()  # the initial weights
+    ``checkpoint.pt`` is written after every epoch and every ``config.checkpoint_every``
+    optimizer steps (:mod:`nsm.checkpoint`). ``resume``: a run directory of this same
+    configuration (:func:`nsm.checkpoint.load_run_config`) to continue from its checkpoint,
+    or from the start if it has none; the result is bit for bit that of the uninterrupted run.
+    The run directory is locked (:class:`nsm.checkpoint.RunLock`) while it is written.
+    """
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            if not (run_dir / "config.json").is_file():
+                raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm run directory")
+            stack.enter_context(RunLock(run_dir))
+            saved = load_run_config(run_dir).to_dict()
+            diff = config_differences(saved, config)
+            if diff:
+                raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
+            if (run_dir / "summary.json").exists():
+                raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
+        device = resolve_device(config.device)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
+        if dataset is None:
+            dataset = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
+                                   test_subset=config.test_subset, **config.dataset_options)
+        torch.manual_seed(config.seed)
+        model = build_model(model_name, dataset.in_shape, dataset.num_classes,
+                            **config.model_options).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = make_scheduler(optimizer, config)
+        data_gen = torch.Generator().manual_seed(config.seed)
+        if resume is None:
+            run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
+            stack.enter_context(RunLock(run_dir))
+            write_json(run_dir / "config.json", {
+                **config.to_dict(),
+                "_environment": {"torch": torch.__version__, "python": platform.python_version(),
+                                 "device": str(device), "threads": torch.get_num_threads(),
+                                 "argv": sys.argv, "network": model_name,
+                                 "n_train": int(dataset.train_x.shape[0]), "n_test": int(dataset.test_x.shape[0])},
+            })
+        log(f"run directory: {run_dir}")
+        recorder = None
+        if config.record:
+            recorder = make_recorder(
+                model, run_dir, train_x=dataset.train_x, train_y=dataset.train_y, device=device,
+                steps_per_epoch=math.ceil(dataset.train_x.shape[0] / config.batch_size),
+                every=config.record_every, probe=config.record_probe, companions=config.record_compare,
+                build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed,
+                draws=config.record_draws)
+        return _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device,
+                          dataset, recorder, resume is not None, log)
+
+
+def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset,
+               recorder, resuming, log) -> dict:
+    """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
+    samples = config.samples if is_stochastic(model_name) else 1
+    ckpt_path = run_dir / CHECKPOINT
+    data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
     history: list[dict] = []
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
+    done, in_epoch, elapsed = 0, None, 0.0
+    last_good = "none written yet"
+    if resuming:
+        for tmp in [*run_dir.glob(".*.tmp"), *run_dir.glob("record/.*.tmp")]:
+            tmp.unlink()  # left by a write that was killed (nsm.io.atomic_write)
+    if resuming and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, config, data)
+        restore(ckpt, ckpt_path, network=model_name, model=model, optimizer=optimizer, scheduler=scheduler, data_gen=data_gen,
+                device=device, recorder=recorder)
+        history, done, in_epoch, elapsed = ckpt["history"], ckpt["epoch"], ckpt["in_epoch"], ckpt["wall_seconds"]
+        last_good = _where(done, in_epoch)
+        log(f"resuming from {ckpt_path}: {last_good}")
+        if recorder is not None:
+            recorder.save()  # drop record points taken after the checkpoint
+    elif recorder is not None:
+        recorder.record()  # the initial weights
+    _write_metrics(run_dir, history)
+    start = time.perf_counter() - elapsed
+    n_batches = math.ceil(dataset.train_x.shape[0] / config.batch_size)
+
+    def save(epoch_done: int, state: Optional[dict]) -> None:
+        nonlocal last_good
+        where = _where(epoch_done, state)
+        try:
+            save_checkpoint(ckpt_path, {
+                "model": model_name, "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(), "epoch": epoch_done, "in_epoch": state,
+                "history": history, "rng": rng_state(device, data_gen),
+                "recorder": None if recorder is None else recorder.state_dict(),
+                "config": config.to_dict(), "data": data, "in_shape": dataset.in_shape,
+                "num_classes": dataset.num_classes, "wall_seconds": time.perf_counter() - start,
+                "finished": epoch_done == config.epochs and state is None})
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise OSError(exc.errno, f"could not write checkpoint {ckpt_path} at {where}: {exc.strerror}; "
+                                     f"the run stopped, the previous checkpoint ({last_good}) is intact") from None
+        last_good = where
+
+    def _train_epoch(epoch: int, state: Optional[dict]) -> None:
+        t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+
+        def on_step(state: dict) -> None:
+            if ((epoch - 1) * n_batches + state["batch"]) % config.checkpoint_every == 0:
+                save(epoch - 1, {**state, "epoch": epoch, "seconds": time.perf_counter() - t0})
+
         row.update(train_one_epoch(model, optimizer, dataset.train_x, dataset.train_y,
                                    batch_size=config.batch_size, generator=data_gen, device=device,
                                    progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
-                                   transform=dataset.train_transform, recorder=recorder))
+                                   transform=dataset.train_transform, recorder=recorder,
+                                   state=None if state is None else {**state},
+                                   on_step=on_step if config.checkpoint_every else None))
         if recorder is not None:
             recorder.end_epoch()
         scheduler.step()
@@ -239,11 +336,19 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
                                 device=device, progress=config.progress))
             row["test_seconds"] = time.perf_counter() - t1
             history.append(row)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        save(epoch, None)  # before metrics.jsonl: a resumed run rewrites it from the checkpoint
+        if "test_error" in row:
+            _write_metrics(run_dir, history)
             log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
                 f"test err {100 * row['test_error']:.2f}% (S={samples})  "
                 f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
+
+    for epoch in range(done + 1, config.epochs + 1):
+        state = in_epoch if in_epoch is not None and in_epoch["epoch"] == epoch else None
+        try:
+            _train_epoch(epoch, state)
+        except FloatingPointError as exc:  # a bad loss or bad weights: keep the last good checkpoint
+            raise FloatingPointError(f"{exc}; the run stopped, {ckpt_path} ({last_good}) is kept") from None
     if recorder is not None:
         recorder.record()  # the final weights, if not recorded yet
     last = history[-5:]
@@ -256,11 +361,20 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print) ->
         "wall_seconds": time.perf_counter() - start,
         "run_dir": str(run_dir),
     }
-    save_torch(run_dir / "checkpoint.pt", {
-        "model": model_name, "model_state": model.state_dict(),
-        "optimizer_state": optimizer.state_dict(), "epoch": config.epochs,
-        "config": config.to_dict(), "in_shape": dataset.in_shape,
-        "num_classes": dataset.num_classes})
-    write_json(run_dir / "summary.json", summary)
     _plot_curves(history, run_dir / "curves.png", f"{config.model} on {config.dataset}")
+    write_json(run_dir / "summary.json", summary)  # last: its presence marks a finished run
     return summary
+
+
+def _where(epoch_done: int, state: Optional[dict]) -> str:
+    if state is None:
+        return f"after epoch {epoch_done}"
+    return f"epoch {state['epoch']}, after step {state['batch']}"
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in history)
+
+    atomic_write(run_dir / "metrics.jsonl", write)

@@ -1,0 +1,200 @@
+"""Resumable runs: the run directory's lock, its checkpoint, and every random state in it.
+
+A run directory is written by one process at a time. :class:`RunLock` holds an exclusive
+``flock`` on ``RUN_DIR/.lock`` (the file names the holder's pid and host); the kernel
+drops the lock when its process dies, even by SIGKILL, so a lock file left behind by a
+killed run is stale by construction and the next process simply takes it.
+
+``checkpoint.pt`` (written atomically, :func:`nsm.io.save_torch`) is the run's state after
+a whole epoch, or after ``checkpoint_every`` optimizer steps inside one::
+
+    model, model_state, in_shape, num_classes, config   what nsm.evaluate.load_trained reads
+    optimizer_state, scheduler_state
+    epoch        epochs finished
+    in_epoch     None, or the epoch under way: its number, the permutation of the training
+                 set, batches done, running loss sum / wrong / seen, seconds so far
+    history      the metrics rows so far (metrics.jsonl is rewritten from them)
+    rng          torch's global generator (CPU, and CUDA when used) and the data generator
+                 (shuffling and augmentation)
+    recorder     with --record: the recorder's rows and accumulators
+    finished     True once the last epoch is in
+
+Restoring all of it continues the same random stream: a resumed run ends bit for bit where
+the uninterrupted run would (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .config import TrainConfig
+from .io import save_torch
+
+__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "load_run_config", "rng_state", "set_rng_state",
+           "data_fingerprint", "config_differences", "save_checkpoint", "load_checkpoint",
+           "restore"]
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 2
+# config fields a resumed run may change: they do not change what is computed
+FREE_FIELDS = ("progress", "data_dir")
+_KEYS = {"format", "model", "model_state", "optimizer_state", "scheduler_state", "epoch", "in_epoch",
+         "history", "rng", "config", "data", "finished"}
+
+
+class RunLock:
+    """Exclusive lock on a run directory for the life of a ``with`` block (or until
+    :meth:`release`); raises ``RuntimeError`` naming the directory and the holder if another
+    process holds it."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        import fcntl
+
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / ".lock"
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RuntimeError(f"run directory {self.run_dir} is being written by {holder} "
+                                   f"(lock {self.path}); wait for that process to end or stop it") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # the holder we waited on may have removed the file before we locked it: lock the new one
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        self.fd: Optional[int] = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The configuration saved in ``RUN_DIR/config.json`` (validated like any other)."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not an nsm run directory")
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} does not hold a configuration object")
+    saved.pop("_environment", None)
+    return TrainConfig.from_dict(saved)
+
+
+def config_differences(saved: dict, config: TrainConfig) -> list[str]:
+    """``field: saved there, given here`` for each field that differs (FREE_FIELDS aside)."""
+    want = config.to_dict()
+    default = TrainConfig().to_dict()  # a field an older run did not save had its default then
+    return [f"{f}: {saved.get(f, default[f])!r} there, {want[f]!r} here" for f in want
+            if f not in FREE_FIELDS and saved.get(f, default[f]) != want[f]]
+
+
+def rng_state(device: torch.device, data_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "cuda": None}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device, data_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    data_gen.set_state(state["data"])
+    if device.type == "cuda":
+        if state.get("cuda") is None:
+            raise ValueError("the checkpoint was written by a CPU run; resume it with --device cpu")
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def data_fingerprint(train_x: Tensor, train_y: Tensor, test_y: Tensor) -> dict:
+    """Sizes and a hash of the labels: enough to tell another dataset or subset."""
+    h = hashlib.sha256()
+    for t in (train_y, test_y):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"n_train": int(train_x.shape[0]), "n_test": int(test_y.shape[0]),
+            "in_shape": list(train_x.shape[1:]), "labels_sha256": h.hexdigest()}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` atomically, refusing a model whose parameters are not all finite
+    (``FloatingPointError``): a bad state never replaces the last good checkpoint."""
+    bad = [name for name, t in state["model_state"].items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FloatingPointError(f"parameter {bad[0]!r} is no longer finite")
+    save_torch(path, {"format": FORMAT, **state})
+
+
+def load_checkpoint(path: Path, config: TrainConfig, data: dict) -> dict:
+    """Read a checkpoint to resume ``config`` on data with fingerprint ``data``; every
+    problem (unreadable, truncated, foreign, another run's) is a ``ValueError`` saying so."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or not a torch file at all
+        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {exc}. "
+                         f"Remove it to train the run again from the start") from None
+    if not isinstance(ckpt, dict) or not _KEYS <= set(ckpt):
+        missing = sorted(_KEYS - set(ckpt)) if isinstance(ckpt, dict) else "everything"
+        raise ValueError(f"{path} is not a resumable nsm checkpoint (missing {missing})")
+    if ckpt["format"] != FORMAT:
+        raise ValueError(f"{path} has checkpoint format {ckpt['format']!r}; this nsm reads {FORMAT}")
+    diff = config_differences(ckpt["config"], config)
+    if diff:
+        raise ValueError(f"checkpoint {path} belongs to another run ({'; '.join(diff)})")
+    if ckpt["data"] != data:
+        raise ValueError(f"checkpoint {path} was trained on other data ({ckpt['data']} there, {data} here)")
+    return ckpt
+
+
+def restore(ckpt: dict, path: Path, *, network: str, model, optimizer, scheduler, data_gen: torch.Generator,
+            device: torch.device, recorder=None) -> None:
+    """Load a checkpoint read by :func:`load_checkpoint` into the run's objects (``network``:
+    the name of the run's network)."""
+    try:
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines())
+        raise ValueError(f"checkpoint {path} (network {ckpt['model']!r}) does not fit this run's network "
+                         f"{network!r}: {detail[:300]}") from None
+    scheduler.load_state_dict(ckpt["scheduler_state"])
+    if recorder is not None:
+        if ckpt.get("recorder") is None:
+            raise ValueError(f"checkpoint {path} has no recorder state although the run records")
+        recorder.load_state_dict(ckpt["recorder"])
+    set_rng_state(ckpt["rng"], device, data_gen)
