@@ -75,7 +75,7 @@ def test_run_table_trains_skips_and_protects_runs(mnist_dir, tmp_path):
     # another protocol over finished runs is refused, nothing overwritten
     with pytest.raises(ValueError, match="another protocol .*epochs: 2 there, 3 asked"):
         run_table("mnist", out=tmp_path, seeds=[0], models=["dcnn"], overrides={**opts, "epochs": 3})
-    # an interrupted run is moved aside and run again
+    # an interrupted run with nothing to resume (no config.json) is moved aside and run again
     (tmp_path / "runs" / "bd-mnist-seed2").mkdir()
     (tmp_path / "runs" / "bd-mnist-seed2" / "metrics.jsonl").write_text("{}\n")
     run_table("mnist", out=tmp_path, seeds=[2], models=["bd"], overrides=opts, log=logs.append)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
+
+_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
+                     "threads", "data_dir", "batch_size", "lr", "checkpoint_every")
 
 # option -> (config field, type, help)
 _TRAIN_OPTIONS = [
@@ -149,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="train every model x dataset x seed of a paper table and write the table",
         description="Train every run of a table (skipping runs already finished in --out), then write "
                     "OUT/table.md and OUT/table.csv: test error mean +- std over seeds (each seed: mean "
-                    "of its last 5 evaluated epochs) beside the paper's number.")
+                    "of its last 5 evaluated epochs) beside the paper's number. Interrupted runs are resumed; "
+                    "several processes or machines may run the same command on one --out: each claims the runs "
+                    "it trains (OUT/runs/NAME.claim) and skips those another live worker holds.")
     rep.add_argument("table", nargs="?", help="table name (see --list)")
     rep.add_argument("--list", action="store_true", help="list the tables and exit")
     rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
@@ -158,19 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--models", default=None, help="comma-separated subset of the table's models")
     rep.add_argument("--datasets", default=None, help="comma-separated subset of the table's datasets")
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
-        if dest in ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
-                    "threads", "data_dir", "batch_size", "lr"):
+        if dest in _REPRODUCE_FIELDS:
             rep.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("--worker", default=None, metavar="K/N",
+                     help="train only every N-th run of the table, from the K-th (1 <= K <= N): a fixed split "
+                          "over N workers; without it, workers sharing --out share the runs through claims")
+    rep.add_argument("--steal-after", type=float, default=None, metavar="SECONDS",
+                     help="take over a run whose claim (OUT/runs/NAME.claim) has had no heartbeat for this "
+                          "long, whichever host made it (default: only claims of dead processes on this host)")
     return parser
 
 
-_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
-                     "threads", "data_dir", "batch_size", "lr")
-
-
 def _reproduce(args) -> int:
-    from .reproduce import TABLES, run_table, write_table, format_markdown
+    from .reproduce import TABLES, run_table, format_markdown
 
     if args.list or not args.table:
         for name in TABLES.names():
@@ -190,14 +197,20 @@ def _reproduce(args) -> int:
     split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None)
     overrides = {f: getattr(args, f) for f in _REPRODUCE_FIELDS if getattr(args, f) is not None}
     overrides["progress"] = not args.no_progress
-    out = args.out or f"reproduce/{table.name}"
-    rows = run_table(table, out=out, seeds=seeds, models=split(args.models),
-                     datasets=split(args.datasets), overrides=overrides)
+    worker = None
+    if args.worker is not None:
+        parts = args.worker.split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"--worker must read K/N (e.g. 1/3), got {args.worker!r}")
+        worker = (int(parts[0]), int(parts[1]))
+    out = Path(args.out or f"reproduce/{table.name}")
     title = f"nsm reproduce {table.name}: {table.description}"
     command = "nsm " + " ".join(map(str, args.argv))
-    md, cs = write_table(rows, out, title, command)
+    rows = run_table(table, out=out, seeds=seeds, models=split(args.models),
+                     datasets=split(args.datasets), overrides=overrides, worker=worker,
+                     steal_after=args.steal_after, title=title, command=command)
     print(format_markdown(rows, title, command))
-    print(f"wrote {md} and {cs}")
+    print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")
     return 0
 
 

@@ -11,14 +11,23 @@
 - beside it the paper's number for that cell (SPEC section 7), where the paper gives one,
   and the training + test wall time summed over seeds.
 
-A run directory that exists without ``summary.json`` (an interrupted run) is renamed
-``NAME.incomplete-K`` and the run starts again; a finished run with another protocol is an
-error (nothing is overwritten): choose another ``--out``.
+An interrupted run (a run directory without ``summary.json``) is resumed from its checkpoint
+(``fit(..., resume=RUN_DIR)``; from its start if it has none) when its ``config.json`` is this
+run's configuration; otherwise (no ``config.json``, or another device, thread count...) it is
+renamed ``NAME.incomplete-K`` and the run starts again. A finished run with another protocol
+is an error (nothing is overwritten): choose another ``--out``.
+
+Several workers (processes, on one machine or several sharing ``OUT``) may run the same
+table at once: each claims a run before training it (:mod:`nsm.claim`), skips runs that are
+finished or claimed by a live worker, and at its end writes the table from the runs finished
+so far (the last worker to end writes the complete one). ``worker=(K, N)`` trains only every
+N-th run of the plan, starting at the K-th (a fixed split, claims still apply).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -30,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .checkpoint import config_differences
+from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 from .config import TrainConfig
 from .io import atomic_write
 from .models import MODELS
@@ -108,6 +119,22 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
     return "done"
 
 
+def _resumable(run_dir: Path, config: TrainConfig) -> tuple[Optional[TrainConfig], str]:
+    """The configuration to resume the interrupted run in ``run_dir`` with, or (None, why not).
+
+    Its ``out`` may differ (another worker's path to the same folder); any other field that
+    differs (FREE_FIELDS aside) would change what is computed, so the run starts again."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"no readable config.json: {exc.__class__.__name__}"
+    if not isinstance(saved, dict):
+        return None, "config.json holds no configuration"
+    config = dataclasses.replace(config, out=saved.get("out", config.out))
+    diff = config_differences(saved, config)
+    return (None, "; ".join(diff)) if diff else (config, "")
+
+
 def _move_aside(run_dir: Path) -> Path:
     for k in range(1, 10000):
         dest = run_dir.with_name(f"{run_dir.name}.incomplete-{k}")
@@ -117,16 +144,27 @@ def _move_aside(run_dir: Path) -> Path:
     raise RuntimeError(f"could not move the incomplete run {run_dir} aside")
 
 
+def _claim_path(out: Path, config: TrainConfig) -> Path:
+    return out / "runs" / f"{config.run_name}.claim"
+
+
 def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequence[int] = (0, 1),
               models: Optional[Sequence[str]] = None, datasets: Optional[Sequence[str]] = None,
               overrides: Optional[dict] = None, log: Callable[[str], None] = print,
-              load: Optional[Callable] = None) -> list[dict]:
-    """Train every (dataset, model, seed) not yet finished under ``out/runs``; return the rows.
+              load: Optional[Callable] = None, worker: Optional[tuple[int, int]] = None,
+              steal_after: Optional[float] = None, title: Optional[str] = None,
+              command: Optional[str] = None) -> list[dict]:
+    """Train every (dataset, model, seed) not yet finished under ``out/runs`` and not claimed by
+    another live worker, write ``out/table.md`` and ``out/table.csv`` from the runs finished by
+    then (:func:`write_table`), and return their rows (:func:`aggregate` with ``partial=True``).
 
     Each run follows its dataset's protocol (:data:`nsm.config.PROTOCOLS`; the MNIST one by
     default), then the table's own per-dataset ``protocol``, then ``overrides``: TrainConfig
     fields for every run (epochs, samples, eval_every, subsets, device, data_dir, ...).
     ``load(dataset_name, config)``: returns the Dataset (default: :func:`nsm.data.load_dataset`).
+    ``worker=(K, N)``: train only runs K-1, K-1+N, ... of the plan (1 <= K <= N).
+    ``steal_after``: seconds without heartbeat after which another worker's claim is stale
+    (:func:`nsm.claim.claim_run`); None: only claims of dead processes on this host are.
     """
     from .data import load_dataset
     from .train import fit
@@ -135,6 +173,11 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative ints, got {seeds}")
+    if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
+        raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
+    if steal_after is not None and not steal_after >= 2 * HEARTBEAT_SECONDS:
+        raise ValueError(f"steal_after must be >= {2 * HEARTBEAT_SECONDS:g} seconds (twice the claims' "
+                         f"heartbeat), or None; got {steal_after}")
     out = Path(out)
     cells = _cells(table, models, datasets)
     overrides = dict(overrides or {})
@@ -145,50 +188,104 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
                       "seed": seed, "out": str(out / "runs"), "run_name": f"{model}-{dataset}-seed{seed}"}
             config = TrainConfig.for_dataset(dataset, **fields)  # validated before any run starts
             plan.append((config, _run_state(out / "runs" / config.run_name, config)))
-    todo = sum(state != "done" for _, state in plan)
+    mine = plan if worker is None else plan[worker[0] - 1::worker[1]]
+    todo = sum(state != "done" for _, state in mine)
+    part = "" if worker is None else f"; worker {worker[0]}/{worker[1]} takes {len(mine)} of them"
     log(f"table {table.name}: {len(cells)} cell(s) x {len(seeds)} seed(s) = {len(plan)} runs, "
-        f"{len(plan) - todo} already finished in {out / 'runs'}")
+        f"{sum(state == 'done' for _, state in plan)} already finished in {out / 'runs'}{part}")
     loaded: dict[str, object] = {}
     k = 0
-    for config, state in plan:
+    for config, state in mine:
         run_dir = out / "runs" / config.run_name
         if state == "done":
             continue
         k += 1
-        if state == "incomplete":
-            log(f"moved the incomplete run {run_dir} to {_move_aside(run_dir)}")
-        if config.dataset not in loaded:
-            loaded.clear()  # one dataset in memory at a time
-            loaded[config.dataset] = (load or (lambda name, c: load_dataset(
-                name, c.data_dir, train_subset=c.train_subset, test_subset=c.test_subset)))(config.dataset, config)
-        log(f"[{k}/{todo}] {config.model} on {config.dataset}, seed {config.seed}")
-        t0 = time.perf_counter()
-        fit(config, dataset=loaded[config.dataset], log=lambda s: log("    " + s))
-        log(f"    done in {time.perf_counter() - t0:.0f} s")
-    return aggregate(out / "runs", cells, seeds)
+        claim, holder = claim_run(_claim_path(out, config), steal_after=steal_after, log=log)
+        if claim is None:
+            log(f"[{k}/{todo}] {config.run_name}: claimed by {holder}; skipped")
+            continue
+        with claim:
+            state = _run_state(run_dir, config)  # another worker may have finished it meanwhile
+            if state == "done":
+                log(f"[{k}/{todo}] {config.run_name}: finished by another worker")
+                continue
+            resume = None
+            if state == "incomplete":
+                resumed, why = _resumable(run_dir, config)
+                if resumed is None:
+                    log(f"moved the incomplete run {run_dir} to {_move_aside(run_dir)} ({why})")
+                else:
+                    config, resume = resumed, run_dir
+            if config.dataset not in loaded:
+                loaded.clear()  # one dataset in memory at a time
+                loaded[config.dataset] = (load or (lambda name, c: load_dataset(
+                    name, c.data_dir, train_subset=c.train_subset, test_subset=c.test_subset)))(config.dataset, config)
+            log(f"[{k}/{todo}] {config.model} on {config.dataset}, seed {config.seed}"
+                + (" (resuming the interrupted run)" if resume else ""))
+            t0 = time.perf_counter()
+            fit(config, dataset=loaded[config.dataset], log=lambda s: log("    " + s), resume=resume)
+            log(f"    done in {time.perf_counter() - t0:.0f} s")
+    rows = _write_table_locked(out, cells, seeds,
+                               title or f"nsm reproduce {table.name}: {table.description}", command)
+    unfinished = [config for config, _ in plan
+                  if not (out / "runs" / config.run_name / "summary.json").exists()]
+    running = [config.run_name for config in unfinished
+               if live_holder(_claim_path(out, config), steal_after=steal_after)]
+    if unfinished:
+        log(f"table written from {len(plan) - len(unfinished)} of {len(plan)} runs: {len(running)} still "
+            f"running in other workers{' (' + ', '.join(running) + ')' if running else ''}, "
+            f"{len(unfinished) - len(running)} not started; run the same command again when they end")
+    return rows
 
 
-def aggregate(runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int]) -> list[dict]:
-    """One row per (dataset, model) from the finished runs' summaries (errors in %)."""
+def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:
+    """Aggregate and write the table while holding ``out/.table.lock``: runs only ever get
+    finished, so the worker that writes last has seen the most, whatever the order."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".table.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rows = aggregate(out / "runs", cells, seeds, partial=True)
+        write_table(rows, out, title, command)
+    finally:
+        os.close(fd)  # drops the flock
+    return rows
+
+
+def aggregate(runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int], *,
+              partial: bool = False) -> list[dict]:
+    """One row per (dataset, model) from the finished runs' summaries (errors in %).
+
+    A seed without a finished run raises ``FileNotFoundError``; with ``partial=True`` the row
+    is made from the seeds that finished (``seeds``) and names the others (``pending_seeds``),
+    its numbers NaN and its epochs/samples/n_last None when none has finished."""
     rows = []
     for dataset, model in cells:
-        summaries = []
+        summaries, done, pending = [], [], []
         for seed in seeds:
             path = Path(runs) / f"{model}-{dataset}-seed{seed}" / "summary.json"
             if not path.exists():
-                raise FileNotFoundError(f"missing finished run {path.parent}")
+                if not partial:
+                    raise FileNotFoundError(f"missing finished run {path.parent}")
+                pending.append(seed)
+                continue
             summaries.append(json.loads(path.read_text()))
+            done.append(seed)
         errs = [100 * s["last5_test_error"] for s in summaries]
+        first = summaries[0] if summaries else {}
         rows.append({
             "dataset": dataset, "model": model,
             "description": MODELS.get(model).description if model in MODELS else "",
-            "seeds": list(seeds),
-            "epochs": summaries[0]["epochs"], "samples": summaries[0]["samples"],
-            "n_last": min(s["n_last"] for s in summaries),
+            "seeds": done, "pending_seeds": pending,
+            "epochs": first.get("epochs"), "samples": first.get("samples"),
+            "n_last": min(s["n_last"] for s in summaries) if summaries else None,
             "error_pct": errs,
-            "error_mean_pct": statistics.fmean(errs),
+            "error_mean_pct": statistics.fmean(errs) if errs else math.nan,
             "error_std_pct": statistics.stdev(errs) if len(errs) > 1 else math.nan,
-            "final_error_mean_pct": statistics.fmean(100 * s["final_test_error"] for s in summaries),
+            "final_error_mean_pct": (statistics.fmean(100 * s["final_test_error"] for s in summaries)
+                                     if summaries else math.nan),
             "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
             "wall_seconds": sum(s["wall_seconds"] for s in summaries),
         })
@@ -200,24 +297,36 @@ def _pct(x: float, digits: int = 2) -> str:
 
 
 def format_markdown(rows: list[dict], title: str, command: str) -> str:
-    lines = [f"# {title}", "", f"Made by: `{command}`", "",
-             "Test error (%): mean ± std over seeds of each seed's mean over its last "
-             "evaluated epochs (SI 4.7); `final` is the last epoch's error (mean over seeds); "
-             "`paper` is the paper's number (SPEC section 7), – where it gives none. "
-             "Wall time: training + testing, summed over seeds.", "",
-             "| dataset | model | ours | final | paper | seeds | epochs | last-n | S | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"# {title}", "", f"Made by: `{command}`", ""]
+    n_pending = sum(len(r.get("pending_seeds", ())) for r in rows)
+    if n_pending:
+        n_all = n_pending + sum(len(r["seeds"]) for r in rows)
+        lines += [f"**Incomplete**: {n_all - n_pending} of {n_all} runs finished; `seeds` reads "
+                  f"finished/asked where a cell lacks some. Run the same command again (or let the "
+                  f"other workers end) to complete the table.", ""]
+    lines += ["Test error (%): mean ± std over seeds of each seed's mean over its last "
+              "evaluated epochs (SI 4.7); `final` is the last epoch's error (mean over seeds); "
+              "`paper` is the paper's number (SPEC section 7), – where it gives none. "
+              "Wall time: training + testing, summed over seeds.", "",
+              "| dataset | model | ours | final | paper | seeds | epochs | last-n | S | wall (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = _pct(r["error_mean_pct"]) + ("" if math.isnan(r["error_std_pct"]) else f" ± {_pct(r['error_std_pct'])}")
+        pending = len(r.get("pending_seeds", ()))
+        seeds = f"{len(r['seeds'])}/{len(r['seeds']) + pending}" if pending else f"{len(r['seeds'])}"
         lines.append(f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
-                     f"{_pct(r['paper_error_pct'], 3)} | {len(r['seeds'])} | {r['epochs']} | "
-                     f"{r['n_last']} | {r['samples']} | {r['wall_seconds']:.0f} |")
+                     f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
+                     f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {r['wall_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _or_dash(x) -> str:
+    return "–" if x is None else str(x)
 
 
 CSV_COLUMNS = ("dataset", "model", "error_mean_pct", "error_std_pct", "error_pct",
                "final_error_mean_pct", "paper_error_pct", "seeds", "epochs", "n_last", "samples",
-               "wall_seconds", "description")
+               "wall_seconds", "description", "pending_seeds")
 
 
 def format_csv(rows: list[dict]) -> str:
@@ -226,7 +335,7 @@ def format_csv(rows: list[dict]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         writer.writerow([";".join(f"{v:.4f}" for v in r[c]) if c == "error_pct"
-                         else ";".join(map(str, r[c])) if c == "seeds"
+                         else ";".join(map(str, r.get(c, ()))) if c in ("seeds", "pending_seeds")
                          else f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS])
     return buf.getvalue()
 

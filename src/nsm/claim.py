@@ -1,0 +1,185 @@
+"""Claims on the runs of a sweep: which worker trains which run, when several ``nsm reproduce``
+processes (on one machine or several sharing the output folder) work through one table.
+
+A worker claims a run before training it with the file ``OUT/runs/NAME.claim``, which reads
+``pid P on host H since T``:
+
+1. the worker writes that line into a temporary file of its own and takes an exclusive
+   ``flock`` on it;
+2. it hard-links the temporary file to ``NAME.claim``: ``link`` fails if the name exists, in
+   one step (also over NFS), so of two workers claiming the same run exactly one succeeds;
+3. it keeps the ``flock`` while it trains and touches the file every ``HEARTBEAT_SECONDS``
+   (its modification time is the claim's heartbeat);
+4. it removes the claim when the run ends, finished or failed.
+
+A claim that exists belongs to a live worker unless it is *stale*. Whoever wants the run
+first tries the claim's ``flock``: if that is refused the holder is alive. If it is granted
+(the kernel drops a dead process's ``flock``, even after SIGKILL), the claim is stale when
+
+- it was made on this host and its pid is no longer running, or
+- ``steal_after`` seconds were given and its heartbeat is older than that (the only way to
+  take over the claim of a worker on another host, whose pid cannot be checked from here).
+
+The worker that finds a claim stale takes it over (it already holds the ``flock``: no second
+worker can judge the same claim stale at the same moment) and rewrites it with its own line.
+
+Over NFS, ``flock`` is carried by the NFS locks (the lock manager with NFSv3, the protocol
+itself with NFSv4); mounted with ``nolock`` or ``local_lock=all`` it only excludes processes of
+the same machine, and then two workers on different machines could both judge one claim stale
+at once. Creating the claim (``link``) is atomic either way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["RunClaim", "claim_run", "live_holder", "HEARTBEAT_SECONDS"]
+
+HEARTBEAT_SECONDS = 30.0
+
+
+def _line() -> bytes:
+    return (f"pid {os.getpid()} on host {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n").encode()
+
+
+def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
+    """(pid, host) from a claim's line; (None, None) if it does not read as one."""
+    words = text.split()
+    if len(words) >= 5 and words[0] == "pid" and words[2:4] == ["on", "host"] and words[1].isdigit():
+        return int(words[1]), words[4]
+    return None, None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RunClaim:
+    """A claim held by this process (from :func:`claim_run`): the open, ``flock``-ed claim file
+    and the thread that touches it; :meth:`release` (or the end of a ``with`` block) removes it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"claim {path.name}", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.fd)
+            except OSError:  # the file system went away for a moment: the next beat tries again
+                pass
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self._stop.set()
+        self._beat.join()
+        try:
+            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:  # still ours: not removed by hand
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self) -> "RunClaim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _judge(path: Path, steal_after: Optional[float]) -> tuple[Optional[int], str]:
+    """Look at the claim at ``path``: (fd holding its flock, '') if it is stale and now ours to
+    take over; (None, holder) if a live worker holds it; (None, '') if it vanished meanwhile."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None, ""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 300, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return None, text or "a worker"
+        text = os.pread(fd, 300, 0).decode(errors="replace").strip()
+        try:
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:  # released and removed meanwhile
+                os.close(fd)
+                return None, ""
+        except FileNotFoundError:
+            os.close(fd)
+            return None, ""
+        pid, host = _holder(text)
+        age = time.time() - os.fstat(fd).st_mtime
+        dead_here = host == socket.gethostname() and pid is not None and not _pid_running(pid)
+        if dead_here or (steal_after is not None and age > steal_after):
+            return fd, text
+        os.close(fd)
+        return None, text or "a worker"
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def claim_run(path: str | os.PathLike, *, steal_after: Optional[float] = None,
+              log=print) -> tuple[Optional[RunClaim], str]:
+    """Claim the run whose claim file is ``path``: (the claim, '') if this process now holds it,
+    taking over a stale one (saying so with ``log``); (None, holder's line) if a live worker
+    holds it. ``steal_after``: seconds without heartbeat after which any claim is stale."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    for _ in range(100):  # each pass either claims, or finds a live holder, or saw a claim vanish
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, _line())
+            try:
+                os.link(tmp, path)
+                return RunClaim(path, fd), ""
+            except FileExistsError:
+                os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
+        fd, holder = _judge(path, steal_after)
+        if fd is not None:  # stale, and its flock is ours: make it our claim
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _line(), 0)
+            os.utime(fd)
+            log(f"took over the stale claim {path} ({holder})")
+            return RunClaim(path, fd), ""
+        if holder:
+            return None, holder
+    raise RuntimeError(f"could not claim {path}: it kept appearing and vanishing")
+
+
+def live_holder(path: str | os.PathLike, *, steal_after: Optional[float] = None) -> str:
+    """The line of the live worker that holds the claim ``path``, or '' if none does."""
+    fd, holder = _judge(Path(path), steal_after)
+    if fd is not None:
+        os.close(fd)
+        return ""
+    return holder
