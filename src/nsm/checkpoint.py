@@ -18,6 +18,8 @@ a whole epoch, or after ``checkpoint_every`` optimizer steps inside one::
                  (shuffling and augmentation)
     recorder     with --record: the recorder's rows and accumulators
     finished     True once the last epoch is in
+    world_size   only from a run of several processes (torchrun, :mod:`nsm.distributed`):
+                 their number; ``rng`` is then rank 0's and ``rng_ranks`` holds every rank's
 
 Restoring all of it continues the same random stream: a resumed run ends bit for bit where
 the uninterrupted run would (on the same device and thread count).

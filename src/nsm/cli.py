@@ -216,6 +216,7 @@ def _reproduce(args) -> int:
 
 def _train(args) -> int:
     from .config import TrainConfig
+    from .distributed import from_env
     from .train import fit
 
     fields = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
@@ -238,6 +239,8 @@ def _train(args) -> int:
         config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
                                          dataset_options=data_options, progress=not args.no_progress)
     summary = fit(config, resume=args.resume)
+    if not from_env().main:  # under torchrun, rank 0 reports
+        return 0
     print(f"test error (MC mean of softmax, S={summary['samples']}): "
           f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
           f"in {summary['wall_seconds']:.0f} s")

@@ -39,6 +39,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .checkpoint import (CHECKPOINT, RunLock, config_differences, data_fingerprint, load_checkpoint,
                          load_run_config, restore, rng_state, save_checkpoint)
+from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
 from .io import atomic_write, save_figure, write_json
 from .mc import mc_predict
 from .analysis import make_recorder
@@ -67,7 +68,7 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor,
-               before_step=None) -> tuple[float, int]:
+               before_step=None, *, loss_weight: float = 1.0) -> tuple[float, int]:
     """One optimizer step on a batch; returns (loss, number of wrong predictions).
 
     Back-propagation of the cross-entropy for every model except those that compute their
@@ -75,6 +76,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
     its loss is the pixel reconstruction error). Afterwards every module's ``after_step``
     hook runs (BNN weight clipping). ``before_step()``, if given, runs between the
     gradient and the step (the :class:`nsm.analysis.Recorder` reads the gradients there).
+    ``loss_weight``: the factor of the loss that is back-propagated (the returned loss is
+    unweighted); data-parallel training weights each process's share (:mod:`nsm.distributed`).
     """
     optimizer.zero_grad(set_to_none=True)
     cd = getattr(model, "contrastive_divergence", None)
@@ -84,7 +87,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, y
     else:
         logits = model(xb)
         loss_t = F.cross_entropy(logits, yb)
-        loss_t.backward()
+        (loss_t if loss_weight == 1.0 else loss_t * loss_weight).backward()
         loss, n_wrong = loss_t.item(), int((logits.argmax(-1) != yb).sum())
     if before_step is not None:
         before_step()
@@ -102,7 +105,7 @@ def new_epoch(n: int, generator: torch.Generator) -> dict:
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
                     batch_size: int, generator: torch.Generator, device: torch.device,
                     progress: bool = False, desc: str = "train", transform=None,
-                    recorder=None, state: Optional[dict] = None, on_step=None) -> dict:
+                    recorder=None, state: Optional[dict] = None, on_step=None, group: Group = SINGLE) -> dict:
     """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
 
     The training error is that of the single stochastic pass used for the gradient.
@@ -112,6 +115,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     checkpoint's resumes one), updated in place after every step, then ``on_step(state)``
     runs (fit writes its step checkpoints there). A loss that is not finite raises
     ``FloatingPointError`` naming ``desc`` and the step, before ``on_step`` sees it.
+    ``group``: under torchrun (:mod:`nsm.distributed`), this process trains on its part of
+    every batch (``model`` is then DDP-wrapped); loss and error are those of whole batches.
     """
     model.train()
     if state is None:
@@ -122,8 +127,16 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     for b in bar:
         idx = order[b * batch_size:(b + 1) * batch_size]
         xb = x[idx] if transform is None else transform(x[idx], generator)
-        xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-        if recorder is None:
+        yb, n = y[idx], idx.shape[0]
+        if group.active:  # this rank's part of the global batch (augmented whole: the same draws as one process)
+            part = group.part(n)
+            xb, yb = xb[part], yb[part]
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if group.active:
+            loss, n_wrong = train_step(model, optimizer, xb, yb, loss_weight=group.world_size * yb.shape[0] / n)
+            loss_sum, n_wrong = group.sum([loss * yb.shape[0], n_wrong], device)
+            loss, n_wrong = loss_sum / n, int(n_wrong)
+        elif recorder is None:
             loss, n_wrong = train_step(model, optimizer, xb, yb)
         else:
             loss, n_wrong = train_step(model, optimizer, xb, yb, before_step=recorder.after_backward)
@@ -131,9 +144,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
         if not math.isfinite(loss):
             raise FloatingPointError(f"{desc}, step {b + 1} of {n_batches}: the training loss became {loss}; "
                                      f"lower the learning rate")
-        state["loss_sum"] += loss * yb.shape[0]
+        state["loss_sum"] += loss * n
         state["wrong"] += n_wrong
-        state["seen"] += yb.shape[0]
+        state["seen"] += n
         state["batch"] = b + 1
         if on_step is not None:
             on_step(state)
@@ -143,17 +156,26 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: torch.device,
-             batch_size: int = 100, mode: str = "sample", progress: bool = False) -> dict:
-    """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes."""
+             batch_size: int = 100, mode: str = "sample", progress: bool = False, group: Group = SINGLE) -> dict:
+    """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes.
+
+    ``group``: under torchrun, this process evaluates its contiguous part of (x, y) and the
+    counts are added over processes: every process returns the figures of the whole set.
+    ``model`` is then the plain module, not its DDP wrapper (the parts differ in size).
+    """
     model.eval()
-    n_batches = math.ceil(x.shape[0] / batch_size)
+    part = group.part(x.shape[0])
+    starts = range(part.start, part.stop, batch_size)
     wrong, nll = 0, 0.0
-    for b in _bar(range(n_batches), n_batches, "test", progress):
-        xb = x[b * batch_size:(b + 1) * batch_size].to(device)
-        yb = y[b * batch_size:(b + 1) * batch_size].to(device)
+    for s in _bar(starts, len(starts), "test", progress):
+        xb = x[s:min(s + batch_size, part.stop)].to(device)
+        yb = y[s:min(s + batch_size, part.stop)].to(device)
         probs = mc_predict(model, xb, samples, mode=mode)
         wrong += (probs.argmax(-1) != yb).sum().item()
         nll -= probs.gather(1, yb[:, None]).clamp_min(1e-12).log().sum().item()
+    if group.active:
+        wrong, nll = group.sum([wrong, nll], device)
+        wrong = int(wrong)
     n = x.shape[0]
     return {"test_error": wrong / n, "test_accuracy": 1 - wrong / n, "test_nll": nll / n}
 
@@ -217,20 +239,36 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
     configuration (:func:`nsm.checkpoint.load_run_config`) to continue from its checkpoint,
     or from the start if it has none; the result is bit for bit that of the uninterrupted run.
     The run directory is locked (:class:`nsm.checkpoint.RunLock`) while it is written.
+
+    Launched by ``torchrun`` with several processes, every process calls ``fit`` and they
+    train one DDP model together (:mod:`nsm.distributed`); rank 0 alone writes and logs.
     """
+    group = from_env()
+    if not group.main:
+        log = _silent
     with contextlib.ExitStack() as stack:
+        device = device_for(group, config.device) if group.active else resolve_device(config.device)
+        if group.active:
+            if resume is not None:  # the per-rank checkpoint code is written but its test does not pass yet
+                raise ValueError(f"--resume is not supported with {group.world_size} processes (torchrun) yet: "
+                                 f"train the run again, or in one process")
+            _check_distributed(config, group)
+            stack.enter_context(process_group(group, device))
         if resume is not None:
             run_dir = Path(resume)
-            if not (run_dir / "config.json").is_file():
-                raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm run directory")
-            stack.enter_context(RunLock(run_dir))
-            saved = load_run_config(run_dir).to_dict()
-            diff = config_differences(saved, config)
-            if diff:
-                raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
-            if (run_dir / "summary.json").exists():
-                raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
-        device = resolve_device(config.device)
+
+            def check_resume() -> None:
+                if not (run_dir / "config.json").is_file():
+                    raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm run directory")
+                stack.enter_context(RunLock(run_dir))
+                saved = load_run_config(run_dir).to_dict()
+                diff = config_differences(saved, config)
+                if diff:
+                    raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
+                if (run_dir / "summary.json").exists():
+                    raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
+
+            group.on_main(check_resume)
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
@@ -240,19 +278,26 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
         torch.manual_seed(config.seed)
         model = build_model(model_name, dataset.in_shape, dataset.num_classes,
                             **config.model_options).to(device)
+        if group.active:
+            _check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
+            torch.manual_seed(noise_seed(config.seed, group.rank))  # the same weights, other noise per rank
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = make_scheduler(optimizer, config)
         data_gen = torch.Generator().manual_seed(config.seed)
         if resume is None:
-            run_dir = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
-            stack.enter_context(RunLock(run_dir))
-            write_json(run_dir / "config.json", {
-                **config.to_dict(),
-                "_environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                 "device": str(device), "threads": torch.get_num_threads(),
-                                 "argv": sys.argv, "network": model_name,
-                                 "n_train": int(dataset.train_x.shape[0]), "n_test": int(dataset.test_x.shape[0])},
-            })
+            def new_run_dir() -> Path:
+                path = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
+                stack.enter_context(RunLock(path))
+                environment = {"torch": torch.__version__, "python": platform.python_version(),
+                               "device": str(device), "threads": torch.get_num_threads(),
+                               "argv": sys.argv, "network": model_name,
+                               "n_train": int(dataset.train_x.shape[0]), "n_test": int(dataset.test_x.shape[0])}
+                if group.active:
+                    environment["world_size"] = group.world_size
+                write_json(path / "config.json", {**config.to_dict(), "_environment": environment})
+                return path
+
+            run_dir = group.on_main(new_run_dir)
         log(f"run directory: {run_dir}")
         recorder = None
         if config.record:
@@ -263,23 +308,58 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
                 build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed,
                 draws=config.record_draws)
         return _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device,
-                          dataset, recorder, resume is not None, log)
+                          dataset, recorder, resume is not None, log, group)
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
+def _check_distributed(config: TrainConfig, group: Group, *, model: Optional[nn.Module] = None,
+                       n_train: Optional[int] = None) -> None:
+    """Refuse what data-parallel training cannot do exactly (before any work; the model and the
+    training-set size, once known)."""
+    w = group.world_size
+    if config.batch_size % w:
+        raise ValueError(f"--batch-size {config.batch_size} is not divisible by the {w} processes (WORLD_SIZE): "
+                         f"each trains on batch_size / {w} examples of every batch; pick a multiple of {w}")
+    if config.record:
+        raise ValueError(f"--record is not supported with {w} processes (torchrun): record in one process")
+    if model is not None and hasattr(model, "contrastive_divergence"):
+        raise ValueError(f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
+                         f"does not average: train it in one process")
+    if n_train is not None and 0 < n_train % config.batch_size < w:
+        raise ValueError(f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
+                         f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
+                         f"processes; change --batch-size or --train-subset")
 
 
 def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset,
-               recorder, resuming, log) -> dict:
+               recorder, resuming, log, group) -> dict:
     """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
+    trainee = wrap(model, group, device)  # DDP under torchrun; evaluated and saved: the model itself
     samples = config.samples if is_stochastic(model_name) else 1
     ckpt_path = run_dir / CHECKPOINT
     data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
     history: list[dict] = []
     done, in_epoch, elapsed = 0, None, 0.0
     last_good = "none written yet"
-    if resuming:
+
+    def read_checkpoint() -> Optional[dict]:
         for tmp in [*run_dir.glob(".*.tmp"), *run_dir.glob("record/.*.tmp")]:
             tmp.unlink()  # left by a write that was killed (nsm.io.atomic_write)
-    if resuming and ckpt_path.exists():
+        if not ckpt_path.exists():
+            return None
         ckpt = load_checkpoint(ckpt_path, config, data)
+        if ckpt.get("world_size", 1) != group.world_size:
+            raise ValueError(f"checkpoint {ckpt_path} was written by {ckpt.get('world_size', 1)} training "
+                             f"process(es); resume it with as many (this run has {group.world_size})")
+        return ckpt
+
+    ckpt = group.on_main(read_checkpoint) if resuming else None  # rank 0 reads it, every rank gets it
+    if ckpt is not None:
+        if group.active:
+            ckpt["rng"] = ckpt["rng_ranks"][group.rank]
         restore(ckpt, ckpt_path, network=model_name, model=model, optimizer=optimizer, scheduler=scheduler, data_gen=data_gen,
                 device=device, recorder=recorder)
         history, done, in_epoch, elapsed = ckpt["history"], ckpt["epoch"], ckpt["in_epoch"], ckpt["wall_seconds"]
@@ -289,22 +369,24 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
             recorder.save()  # drop record points taken after the checkpoint
     elif recorder is not None:
         recorder.record()  # the initial weights
-    _write_metrics(run_dir, history)
+    group.on_main(lambda: _write_metrics(run_dir, history))
     start = time.perf_counter() - elapsed
     n_batches = math.ceil(dataset.train_x.shape[0] / config.batch_size)
 
     def save(epoch_done: int, state: Optional[dict]) -> None:
         nonlocal last_good
         where = _where(epoch_done, state)
+        rng = rng_state(device, data_gen)
+        ranks = {"world_size": group.world_size, "rng_ranks": group.gather(rng)} if group.active else {}
         try:
-            save_checkpoint(ckpt_path, {
+            group.on_main(lambda: save_checkpoint(ckpt_path, {
                 "model": model_name, "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
                 "scheduler_state": scheduler.state_dict(), "epoch": epoch_done, "in_epoch": state,
-                "history": history, "rng": rng_state(device, data_gen),
+                "history": history, "rng": rng, **ranks,
                 "recorder": None if recorder is None else recorder.state_dict(),
                 "config": config.to_dict(), "data": data, "in_shape": dataset.in_shape,
                 "num_classes": dataset.num_classes, "wall_seconds": time.perf_counter() - start,
-                "finished": epoch_done == config.epochs and state is None})
+                "finished": epoch_done == config.epochs and state is None}))
         except FloatingPointError as exc:
             raise FloatingPointError(f"{where}: {exc}") from None
         except OSError as exc:
@@ -320,12 +402,12 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
             if ((epoch - 1) * n_batches + state["batch"]) % config.checkpoint_every == 0:
                 save(epoch - 1, {**state, "epoch": epoch, "seconds": time.perf_counter() - t0})
 
-        row.update(train_one_epoch(model, optimizer, dataset.train_x, dataset.train_y,
+        row.update(train_one_epoch(trainee, optimizer, dataset.train_x, dataset.train_y,
                                    batch_size=config.batch_size, generator=data_gen, device=device,
                                    progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
                                    transform=dataset.train_transform, recorder=recorder,
                                    state=None if state is None else {**state},
-                                   on_step=on_step if config.checkpoint_every else None))
+                                   on_step=on_step if config.checkpoint_every else None, group=group))
         if recorder is not None:
             recorder.end_epoch()
         scheduler.step()
@@ -333,12 +415,12 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             t1 = time.perf_counter()
             row.update(evaluate(model, dataset.test_x, dataset.test_y, samples=samples,
-                                device=device, progress=config.progress))
+                                device=device, progress=config.progress, group=group))
             row["test_seconds"] = time.perf_counter() - t1
             history.append(row)
         save(epoch, None)  # before metrics.jsonl: a resumed run rewrites it from the checkpoint
         if "test_error" in row:
-            _write_metrics(run_dir, history)
+            group.on_main(lambda: _write_metrics(run_dir, history))
             log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
                 f"test err {100 * row['test_error']:.2f}% (S={samples})  "
                 f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
@@ -361,8 +443,12 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
         "wall_seconds": time.perf_counter() - start,
         "run_dir": str(run_dir),
     }
-    _plot_curves(history, run_dir / "curves.png", f"{config.model} on {config.dataset}")
-    write_json(run_dir / "summary.json", summary)  # last: its presence marks a finished run
+
+    def finish() -> None:
+        _plot_curves(history, run_dir / "curves.png", f"{config.model} on {config.dataset}")
+        write_json(run_dir / "summary.json", summary)  # last: its presence marks a finished run
+
+    group.on_main(finish)
     return summary
 
 
