@@ -116,7 +116,9 @@ def test_invalid_w_max_and_nonlinearity_raise():
     (dict(levels=1), "levels"), (dict(levels=3.0), "levels"), (dict(nonlinearity=-1.0), "nonlinearity"),
     (dict(nonlinearity=math.inf), "nonlinearity"), (dict(p_spread=-0.1), "p_spread"),
     (dict(p_spread=math.nan), "p_spread"), (dict(read_noise=-1e-3), "read_noise"),
-    (dict(read_noise="0.1"), "read_noise")])
+    (dict(read_noise="0.1"), "read_noise"), (dict(levels=4, clip_std=0.0), "clip_std"),
+    (dict(levels=4, clip_std=-1.0), "clip_std"), (dict(levels=4, clip_std=math.inf), "clip_std"),
+    (dict(levels=4, clip_std=True), "clip_std"), (dict(clip_std=2.0), "needs levels")])
 def test_device_model_validation(kw, name):
     with pytest.raises(ValueError, match=name):
         DeviceModel(**kw)
@@ -181,6 +183,37 @@ def test_two_levels_every_weight_layer(bnsm_model):
         assert torch.equal(b.bias, a.bias)  # peripheral: full precision
         if hasattr(a, "magnitude"):
             assert torch.equal(b.magnitude, a.magnitude)
+
+
+def test_clip_std_sets_the_range_per_layer():
+    # w = (-3, -1, 0, 1, 3, 0.2), std = 1.84 (unbiased, as torch.std)
+    layer = nn.Linear(6, 1, bias=False)
+    w = torch.tensor([[-3.0, -1.0, 0.0, 1.0, 3.0, 0.2]])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    std = float(w.std())
+    mean = w.mean().item()
+    assert abs(std - math.sqrt(sum((v - mean) ** 2 for v in w.reshape(-1).tolist()) / 5)) < 1e-6
+    assert 2.0 * std > 3.0  # 2 std = 3.67 > max |w| = 3: the range stays max |w|, states -3, 0, 3
+    q = with_device(layer, DeviceModel(levels=3, clip_std=2.0)).weight
+    assert torch.equal(q, torch.tensor([[-3.0, 0.0, 0.0, 0.0, 3.0, 0.0]]))
+    q = with_device(layer, DeviceModel(levels=3, clip_std=0.5)).weight  # range 0.5 std = 0.92
+    s = 0.5 * std
+    assert torch.allclose(q, torch.tensor([[-s, -s, 0.0, s, s, 0.0]]))
+    q = with_device(layer, DeviceModel(levels=2, clip_std=0.5)).weight  # the sign, times the clipped range
+    assert torch.allclose(q, torch.tensor([[-s, -s, s, s, s, s]]))
+
+
+def test_clip_std_keeps_the_small_weights_of_a_trained_like_layer():
+    # Gaussian weights, 20000 of them: max |w| is about 4.4 std, so 3 levels on +-max |w| send
+    # |w| < 2.2 std (97 %) to 0; on +-2 std only |w| < 1 std (68 %)
+    g = torch.Generator().manual_seed(3)
+    layer = nn.Linear(400, 50)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(50, 400, generator=g))
+    zero_max = (with_device(layer, DeviceModel(levels=3)).weight == 0).float().mean().item()
+    zero_clip = (with_device(layer, DeviceModel(levels=3, clip_std=2.0)).weight == 0).float().mean().item()
+    assert zero_max > 0.95 and abs(zero_clip - 0.683) < 0.01  # binomial sd 0.003
 
 
 def test_weight_normalized_layers_quantize_v_only():

@@ -12,9 +12,9 @@ For each run directory (its ``checkpoint.pt`` and ``config.json``), on its datas
   same shape (MNIST <-> Fashion-MNIST by default) against as many in-distribution test
   images: AUROC of the predictive entropy and of the mutual information as OOD scores;
 - **devices** (:mod:`nsm.devices`): accuracy on the first ``device_subset`` test images
-  with ``device_samples`` passes under weight quantization (levels, also on a nonlinear
-  potentiation curve), device-to-device spread of the blank-out probability (Bernoulli NSM
-  layers only) and read noise on the weights.
+  with ``device_samples`` passes under weight quantization (levels spanning +-max |w|, also
+  on a nonlinear potentiation curve, and spanning +-2 std(w)), device-to-device spread of
+  the blank-out probability (Bernoulli NSM layers only) and read noise on the weights.
 
 A deterministic network (no stochastic layer) is evaluated with one pass: its mutual
 information is 0 by construction, and its "accuracy against S" is a single point.
@@ -39,12 +39,13 @@ from .mc import mc_sample_probs
 from .models import build_model
 
 __all__ = ["load_trained", "evaluate_run", "evaluate_runs", "DEFAULT_ANGLES", "OOD_PAIRS",
-           "LEVELS", "P_SPREADS", "READ_NOISES"]
+           "LEVELS", "CLIP_STD", "P_SPREADS", "READ_NOISES"]
 
 DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_PAIRS = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 LEVELS = (2, 3, 4, 8, 16, 32)           # conductance levels swept (plus full precision)
 NONLINEAR = 3.0                         # nonlinearity of the second quantization curve
+CLIP_STD = 2.0                          # range +-CLIP_STD * std(w) of the third quantization sweep
 P_SPREADS = (0.0, 0.05, 0.1, 0.2, 0.3)  # std of the per-synapse blank-out probability
 READ_NOISES = (0.0, 0.02, 0.05, 0.1, 0.2)  # read-noise std, fraction of max |w| per layer
 
@@ -118,6 +119,7 @@ def _devices(model, x, y, samples, device, seed) -> dict:
 
     run("levels", {**{L: DeviceModel(levels=L) for L in LEVELS}, "full": DeviceModel()})
     run(f"levels_nonlinear_{NONLINEAR:g}", {L: DeviceModel(levels=L, nonlinearity=NONLINEAR) for L in LEVELS})
+    run(f"levels_clip_{CLIP_STD:g}std", {L: DeviceModel(levels=L, clip_std=CLIP_STD) for L in LEVELS})
     bernoulli = any(isinstance(m, NSMLayer) and getattr(m.noise, "name", "") == "bernoulli"
                     for m in model.modules())
     if bernoulli:
@@ -224,6 +226,7 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
 
         sweeps = [("levels", "conductance levels (linear)"),
                   (f"levels_nonlinear_{NONLINEAR:g}", f"conductance levels (nonlinearity {NONLINEAR:g})"),
+                  (f"levels_clip_{CLIP_STD:g}std", f"conductance levels (linear, range +-{CLIP_STD:g} std(w))"),
                   ("p_spread", "std of per-synapse blank-out p"),
                   ("read_noise", "read noise std / max |w|")]
         sweeps = [(k, t) for k, t in sweeps if any(k in r["devices"] for r in with_dev)]
