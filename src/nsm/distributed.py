@@ -17,7 +17,11 @@ copy per process, wrapped in ``DistributedDataParallel``:
 - evaluation: process r takes the r-th contiguous part of the test set; the error counts and
   NLL sums are added over processes (:meth:`Group.sum`);
 - files: only rank 0 writes the run directory; :meth:`Group.on_main` runs a step on rank 0
-  and hands its result, or its exception, to every process.
+  and hands its result, or its exception, to every process;
+- checkpoints: every rank's random state is gathered into rank 0's checkpoint (every rank
+  calls the gather); on ``--resume`` rank 0 checks the run directory and reads the checkpoint,
+  every rank receives it (the same ``on_main`` calls, in the same order, on every rank) and
+  takes back its own random state. Only the same world size may resume a run.
 
 The backend is gloo on the CPU and nccl on CUDA, where process r uses ``cuda:LOCAL_RANK``.
 A :class:`Group` of one process (``SINGLE``) does nothing collective: the single-process
@@ -155,6 +159,9 @@ def process_group(group: Group, device: torch.device):
     dist.init_process_group(backend, rank=group.rank, world_size=group.world_size)
     try:
         yield
+        # every rank done with the group before any tears it down: a gloo rank whose peer has
+        # already closed its connections may abort at exit ("terminate called ...", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

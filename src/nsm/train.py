@@ -242,6 +242,8 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
 
     Launched by ``torchrun`` with several processes, every process calls ``fit`` and they
     train one DDP model together (:mod:`nsm.distributed`); rank 0 alone writes and logs.
+    Such a run resumes under ``torchrun`` with as many processes (each gets back its own
+    random state), and only so: another number is refused.
     """
     group = from_env()
     if not group.main:
@@ -249,9 +251,6 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
     with contextlib.ExitStack() as stack:
         device = device_for(group, config.device) if group.active else resolve_device(config.device)
         if group.active:
-            if resume is not None:  # the per-rank checkpoint code is written but its test does not pass yet
-                raise ValueError(f"--resume is not supported with {group.world_size} processes (torchrun) yet: "
-                                 f"train the run again, or in one process")
             _check_distributed(config, group)
             stack.enter_context(process_group(group, device))
         if resume is not None:
@@ -267,6 +266,11 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
                     raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
                 if (run_dir / "summary.json").exists():
                     raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
+                environment = json.loads((run_dir / "config.json").read_text()).get("_environment") or {}
+                ran = environment.get("world_size", 1)
+                if ran != group.world_size:  # also before its first checkpoint: the same run needs as many
+                    raise ValueError(f"{run_dir} was trained by {ran} process(es) (config.json); resume it with "
+                                     f"as many, e.g. torchrun --nproc_per_node {ran} (this run has {group.world_size})")
 
             group.on_main(check_resume)
         if config.threads is not None:
