@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
-_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "train_subset", "test_subset", "device",
-                     "threads", "data_dir", "batch_size", "lr", "checkpoint_every")
+_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "eval_last", "eval_samples", "train_subset",
+                     "test_subset", "device", "threads", "data_dir", "batch_size", "lr", "checkpoint_every")
 
 # option -> (config field, type, help)
 _TRAIN_OPTIONS = [
@@ -34,6 +34,10 @@ _TRAIN_OPTIONS = [
      "constant until --lr-decay-start, then linearly to 0); default: the dataset's protocol"),
     ("--lr-decay-start", "lr_decay_start", int, "linear schedule: epoch where the decay starts"),
     ("--eval-every", "eval_every", int, "evaluate every N epochs (and after the last); default 1"),
+    ("--eval-last", "eval_last", int, "also evaluate each of the last N epochs, at --samples (the reported "
+     "error is the mean of the last 5 evaluations at --samples); default 0"),
+    ("--eval-samples", "eval_samples", int, "Monte-Carlo samples of the evaluations before the last --eval-last "
+     "epochs (a cheaper learning curve); default --samples"),
     ("--train-subset", "train_subset", int, "train on the first N training images only"),
     ("--test-subset", "test_subset", int, "test on the first N test images only"),
     ("--threads", "threads", int, "torch CPU threads (default: torch's choice)"),

@@ -42,6 +42,8 @@ class TrainConfig:
     seed: int = 0
     samples: int = 100         # MC samples per test image
     eval_every: int = 1        # evaluate every N epochs (and always after the last)
+    eval_last: int = 0         # also evaluate each of the last N epochs (at `samples`)
+    eval_samples: Optional[int] = None  # MC samples of the evaluations before those (None: `samples`)
     device: str = "cpu"
     threads: Optional[int] = None
     data_dir: Optional[str] = None
@@ -60,7 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
 
     _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
-                 "threads", "train_subset", "test_subset", "record_probe", "record_draws")
+                 "eval_samples", "threads", "train_subset", "test_subset", "record_probe", "record_draws")
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -82,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"config field 'seed' must be >= 0, got {self.seed!r}")
         if self.record_every < 0:
             raise ValueError(f"config field 'record_every' must be >= 0 (0: every epoch), got {self.record_every!r}")
+        if self.eval_last < 0:
+            raise ValueError(f"config field 'eval_last' must be >= 0 (0: no extra evaluations), got {self.eval_last!r}")
         if self.checkpoint_every < 0:
             raise ValueError(f"config field 'checkpoint_every' must be >= 0 (0: at epoch ends only), "
                              f"got {self.checkpoint_every!r}")

@@ -63,7 +63,7 @@ PAPER_ERRORS: dict[str, dict[str, float]] = {
 # The config fields that define a run; a finished run is reused only if they all match.
 PROTOCOL_FIELDS = ("model", "dataset", "seed", "epochs", "batch_size", "lr", "weight_decay",
                    "lr_schedule", "lr_step", "lr_gamma", "lr_decay_start", "samples", "eval_every",
-                   "train_subset", "test_subset", "model_options", "dataset_options")
+                   "eval_last", "eval_samples", "train_subset", "test_subset", "model_options", "dataset_options")
 
 
 @dataclass(frozen=True)

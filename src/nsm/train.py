@@ -8,7 +8,8 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
 
     config.json       the resolved configuration
     metrics.jsonl     one JSON object per evaluated epoch
-    summary.json      final test error and the mean over the last 5 evaluated epochs (SI 4.7);
+    summary.json      final test error and the mean over the last 5 epochs evaluated at the full
+                      ``samples`` (SI 4.7; ``eval_samples`` may make earlier evaluations cheaper);
                       written last, it marks a finished run
     checkpoint.pt     everything needed to resume (:mod:`nsm.checkpoint`), after every epoch and
                       every ``checkpoint_every`` steps; after the last epoch, the trained model
@@ -343,6 +344,8 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
     """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
     trainee = wrap(model, group, device)  # DDP under torchrun; evaluated and saved: the model itself
     samples = config.samples if is_stochastic(model_name) else 1
+    # the learning curve's cheaper evaluations (before the last eval_last epochs)
+    eval_samples = samples if config.eval_samples is None or samples == 1 else config.eval_samples
     ckpt_path = run_dir / CHECKPOINT
     data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
     history: list[dict] = []
@@ -416,9 +419,11 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
             recorder.end_epoch()
         scheduler.step()
         row["train_seconds"] = time.perf_counter() - t0
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        tail = epoch > config.epochs - config.eval_last or epoch == config.epochs
+        if tail or epoch % config.eval_every == 0:
             t1 = time.perf_counter()
-            row.update(evaluate(model, dataset.test_x, dataset.test_y, samples=samples,
+            row["samples"] = samples if tail else eval_samples
+            row.update(evaluate(model, dataset.test_x, dataset.test_y, samples=row["samples"],
                                 device=device, progress=config.progress, group=group))
             row["test_seconds"] = time.perf_counter() - t1
             history.append(row)
@@ -426,7 +431,7 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
         if "test_error" in row:
             group.on_main(lambda: _write_metrics(run_dir, history))
             log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
-                f"test err {100 * row['test_error']:.2f}% (S={samples})  "
+                f"test err {100 * row['test_error']:.2f}% (S={row['samples']})  "
                 f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
 
     for epoch in range(done + 1, config.epochs + 1):
@@ -437,7 +442,8 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
             raise FloatingPointError(f"{exc}; the run stopped, {ckpt_path} ({last_good}) is kept") from None
     if recorder is not None:
         recorder.record()  # the final weights, if not recorded yet
-    last = history[-5:]
+    # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S
+    last = [h for h in history if h.get("samples", samples) == samples][-5:]
     summary = {
         "model": config.model, "network": model_name, "dataset": config.dataset, "seed": config.seed,
         "epochs": config.epochs, "samples": samples,
