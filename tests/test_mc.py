@@ -62,14 +62,14 @@ def test_shared_first_product_matches_plain_computation():
     rep = x.repeat(3, 1, 1, 1)
     with torch.no_grad():
         ps = NF.Pass(rep, conv.weight, conv.magnitude.view(4, 1, 1), conv.bias.view(4, 1, 1),
-                     conv.noise, conv._op, "norm", copies=3)
+                     conv.noise, conv._zero_padded_conv, "norm", copies=3)
         assert ps.s_shared is not None and ps.s_shared.shape == (5, 4, 4, 4)
-        torch.testing.assert_close(ps.s, conv._op(rep, conv.weight))
+        torch.testing.assert_close(ps.s, conv._zero_padded_conv(rep, conv.weight))
         u = torch.zeros(15, 4, 4, 4)
-        torch.testing.assert_close(ps.add_a_s_(u), ps.a * conv._op(rep, conv.weight))
+        torch.testing.assert_close(ps.add_a_s_(u), ps.a * conv._zero_padded_conv(rep, conv.weight))
         # copies that differ are detected and computed the plain way
         rep[7] = -rep[7]
-        ps = NF.Pass(rep, conv.weight, conv.magnitude.view(4, 1, 1), None, conv.noise, conv._op, "norm", copies=3)
+        ps = NF.Pass(rep, conv.weight, conv.magnitude.view(4, 1, 1), None, conv.noise, conv._zero_padded_conv, "norm", copies=3)
         assert ps.s_shared is None
 
 
@@ -77,8 +77,14 @@ def test_deterministic_modes_make_one_pass():
     torch.manual_seed(0)
     model = nsm.build_model("gnsm")
     x = torch.rand(4, 1, 28, 28)
+    rows = []
+    model.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    nsm.mc_predict(model, x, 50, max_pass=100)
+    assert rows == [100, 100] and sum(rows) == 4 * 50  # sampling: 50 copies of 4 images, 2 passes
     for mode in ("mean", "threshold"):
+        rows.clear()
         a = nsm.mc_predict(model, x, 50, mode=mode)
+        assert rows == [4]  # one pass over the 4 images, not 50
         with nsm.forward_mode(model, mode), torch.no_grad():
             b = torch.softmax(model(x), -1)
         torch.testing.assert_close(a, b)

@@ -23,18 +23,42 @@ def test_every_model_trains_one_step(name):
         assert p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("estimator", ["ste", "binconcrete"])
 @pytest.mark.parametrize("sampler", ["neuron", "probability", "synapse"])
-def test_nsm_options_reach_every_layer(sampler, estimator):
-    model = nsm.build_model("bnsm", sampler=sampler, estimator=estimator)
+def test_nsm_options_reach_every_layer(sampler):
+    model = nsm.build_model("bnsm", sampler=sampler, estimator="ste")
     layers = nsm.layers.nsm_layers(model)
-    assert [l.estimator.name for l in layers] == [estimator] * 3
+    assert [l.estimator.name for l in layers] == ["ste"] * 3
     # convolutions share filters: the synapse sampler applies to the fully connected layer
     expect = [sampler if sampler != "synapse" else "neuron"] * 2 + [sampler]
     assert [l.sampler.name for l in layers] == expect
     out = model(torch.rand(2, 1, 28, 28))
     out.sum().backward()
-    assert any(isinstance(m, nsm.SignSTE) for m in model) == (estimator == "binconcrete")
+    assert not any(isinstance(m, nsm.SignSTE) for m in model)
+
+
+def test_binconcrete_models_take_no_sampler_and_sign_their_relaxed_outputs():
+    model = nsm.build_model("bnsm", estimator="binconcrete")
+    assert [l.sampler for l in nsm.layers.nsm_layers(model)] == [None] * 3
+    assert "sampler" not in repr(model)
+    model(torch.rand(2, 1, 28, 28)).sum().backward()
+    assert any(isinstance(m, nsm.SignSTE) for m in model)
+    with pytest.raises(ValueError, match="draws no synaptic noise.*sampler='probability'"):
+        nsm.build_model("bnsm-binconcrete", sampler="probability")
+
+
+def test_real_input_nsm_reads_grey_levels_in_its_first_layer_only():
+    torch.manual_seed(0)
+    model = nsm.build_model("bnsm-real")
+    layers = nsm.layers.nsm_layers(model)
+    assert [l.variance for l in layers] == ["exact", "norm", "norm"]
+    assert not any(isinstance(m, nsm.Binarize) for m in model)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(model[0](x), 2 * x - 1)  # grey levels, not their signs
+    first = layers[0]
+    p_real = first.firing_probability(model[0](x))
+    p_sign = first.firing_probability((2 * x - 1).sign())
+    assert not torch.allclose(p_real, p_sign)
+    assert nsm.layers.nsm_layers(nsm.build_model("gnsm-real"))[0].noise.name == "gaussian"
 
 
 def test_table6_shapes_and_noise_levels():

@@ -8,7 +8,7 @@ weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README.
 from .estimators import ESTIMATORS
 from .functional import SAMPLERS
 from .noise import NOISES, Noise
-from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE
+from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE, set_generator
 from .mc import accuracy, error_rate, forward_mode, mc_predict, mc_sample_probs
 from .models import MODELS, build_model, register_model
 
@@ -18,5 +18,5 @@ __all__ = [
     "NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "Noise",
     "NOISES", "SAMPLERS", "ESTIMATORS", "MODELS",
     "mc_predict", "mc_sample_probs", "forward_mode", "accuracy", "error_rate",
-    "build_model", "register_model", "__version__",
+    "build_model", "register_model", "set_generator", "__version__",
 ]

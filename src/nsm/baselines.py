@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .functional import sign, sign_ste
 from .layers import Stochastic
+from .noise import rng
 
 __all__ = ["WNLinear", "WNConv2d", "SignUnit", "NoisyReLU", "MCDropout", "SigmoidBernoulli",
            "BinaryLinear", "BinaryConv2d", "sign_clipped_ste", "after_step"]
@@ -120,7 +121,7 @@ class NoisyReLU(Stochastic, nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         if self.mode != "sample":
             return F.relu(u)
-        eps = torch.randn(u.shape, generator=self.generator, device=u.device, dtype=u.dtype)
+        eps = torch.randn(u.shape, **rng(self.generator), device=u.device, dtype=u.dtype)
         return F.relu(u + self.sigma * eps)
 
     def extra_repr(self) -> str:
@@ -135,16 +136,19 @@ class MCDropout(Stochastic, nn.Module):
     identity (the usual deterministic dropout network).
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         if not (isinstance(p, (int, float)) and 0 <= p < 1):
             raise ValueError(f"dropout p must be a number in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p, self.generator = float(p), generator
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode != "sample" or self.p == 0:
             return x
-        return F.dropout(x, self.p, training=True)
+        if self.generator is None:
+            return F.dropout(x, self.p, training=True)
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p  # F.dropout takes none
+        return x * keep / (1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -169,7 +173,7 @@ class SigmoidBernoulli(Stochastic, nn.Module):
         if self.mode == "threshold":
             z = sign(u)
         else:
-            uni = torch.rand(u.shape, generator=self.generator, device=u.device, dtype=u.dtype)
+            uni = torch.rand(u.shape, **rng(self.generator), device=u.device, dtype=u.dtype)
             z = sign(torch.sigmoid(u.detach()) - uni)  # P(z = +1) = P(U < sigmoid(u))
         return z + (mean - mean.detach()) if mean.requires_grad else z
 

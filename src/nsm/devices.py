@@ -260,7 +260,7 @@ class DeviceNSMLayer(nn.Module):
     def __init__(self, layer: NSMLayer, p: Optional[Tensor] = None, read_noise: float = 0.0,
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
-        if not isinstance(layer, NSMLayer) or not hasattr(layer, "_op"):
+        if not isinstance(layer, NSMLayer) or not hasattr(layer, "_prepare"):
             raise ValueError(f"layer must be an NSMLinear or NSMConv2d, got {type(layer).__name__}")
         self.layer = layer
         self.read_noise = _check_nonneg("read_noise", read_noise)
@@ -290,7 +290,8 @@ class DeviceNSMLayer(nn.Module):
         """(E[u], Var[u]) of every output for input ``x``, with ``weight`` (default: one read)."""
         layer = self.layer
         with torch.no_grad():
-            layer._check(x)
+            layer._check_input(x)
+            x, op = layer._prepare(x)  # (reflect/replicate/circular padding: padded here)
             w = self.read_weight() if weight is None else weight.detach()
             view = (-1,) + (1,) * (w.dim() - 1)
             noise = layer.noise
@@ -299,10 +300,10 @@ class DeviceNSMLayer(nn.Module):
                 mean_w, var_w = (noise.mean + a) * w, noise.var * w * w
             else:
                 mean_w, var_w = (self.p + a) * w, self.p * (1.0 - self.p) * w * w
-            mean = layer._op(x, mean_w)
+            mean = op(x, mean_w)
             if layer.bias is not None:
                 mean = mean + layer.bias.detach().view((-1,) + (1,) * (w.dim() - 2))
-            var = layer._op(x * x, var_w)
+            var = op(x * x, var_w)
         return mean, var
 
     def firing_probability(self, x: Tensor, weight: Optional[Tensor] = None) -> Tensor:
@@ -349,7 +350,7 @@ def _is_weight_layer(module: nn.Module) -> bool:
 
 def _is_bnsm(module: nn.Module) -> bool:
     return isinstance(module, NSMLayer) and getattr(module.noise, "name", None) == "bernoulli" \
-        and hasattr(module, "_op")
+        and hasattr(module, "_prepare")
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:

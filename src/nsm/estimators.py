@@ -8,12 +8,13 @@ the noisy pre-activation u. ``binconcrete``: the Binary Concrete relaxation (SI 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from .functional import sign, sign_prob, sign_ste
-from .registry import Registry
+from .noise import rng
+from .registry import Registry, name_of
 
 __all__ = ["ESTIMATORS", "make_estimator", "ProbEstimator", "STEEstimator", "BinConcreteEstimator", "ALPHAS"]
 
@@ -95,11 +96,14 @@ class BinConcreteEstimator:
 
     def __call__(self, u, ps, generator=None):
         t = ps.t
-        x = math.sqrt(2.0) * t  # P = Phi(sqrt(2) t); log P via log_ndtr for stability
+        # P = Phi(sqrt(2) t); log P via log_ndtr for stability, in float32 at least (torch has
+        # no half-precision log_ndtr on the CPU)
+        x = math.sqrt(2.0) * (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
         log_alpha = torch.special.log_ndtr(x)
         if self.alpha == "odds":
             log_alpha = log_alpha - torch.special.log_ndtr(-x)
-        uni = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+        log_alpha = log_alpha.to(t.dtype)
+        uni = torch.rand(t.shape, **rng(generator), device=t.device, dtype=t.dtype)
         uni = uni.clamp_(torch.finfo(t.dtype).tiny, 1.0 - torch.finfo(t.dtype).eps)
         logistic = torch.log(uni) - torch.log1p(-uni)
         return 2.0 * torch.sigmoid((logistic + log_alpha) / self.temperature) - 1.0
@@ -108,11 +112,25 @@ class BinConcreteEstimator:
         return f"binconcrete(temperature={self.temperature:g}, alpha={self.alpha})"
 
 
-def make_estimator(estimator, *, temperature: float = 1.0, alpha: str = "probability"):
-    """An estimator from a registered name (with its options) or a callable used as is."""
+def make_estimator(estimator, *, temperature: Optional[float] = None, alpha: Optional[str] = None):
+    """An estimator from a registered name (with its options) or an estimator instance used as is.
+
+    ``temperature`` and ``alpha`` are BinConcrete's (defaults 1 and ``"probability"``); given
+    with any other estimator they would do nothing, so they are refused.
+    """
+    if isinstance(estimator, type):
+        raise TypeError(f"estimator {estimator.__name__} is a class; pass an instance "
+                        f"({estimator.__name__}()) or a name ({', '.join(ESTIMATORS.names())})")
+    options = {k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None}
     if isinstance(estimator, str):
         factory = ESTIMATORS.get(estimator)
-        return factory(temperature=temperature, alpha=alpha) if estimator == "binconcrete" else factory()
-    return ESTIMATORS.get(estimator)
-
-
+        if estimator == "binconcrete":
+            return factory(**options)
+        est = factory()
+    else:
+        est = ESTIMATORS.get(estimator)
+    if options:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"{given}: options of estimator 'binconcrete' only, which estimator "
+                         f"{name_of(est)!r} does not use")
+    return est

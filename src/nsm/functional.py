@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .noise import NOISES, Noise, make_noise
+from .noise import NOISES, Noise, make_noise, rng
 from .registry import Registry
 
 __all__ = [
@@ -48,22 +48,30 @@ Op = Callable[[Tensor, Tensor], Tensor]
 def sign(x: Tensor, *, inplace: bool = False) -> Tensor:
     """sgn with sgn(0) = +1 (also for -0.0), as a float tensor of +-1, without gradient.
 
-    ``inplace=True`` overwrites ``x`` (saves an allocation on the hot path).
+    A value that is not finite (NaN, +-inf) gives NaN: a broken input never becomes a valid
+    state. ``inplace=True`` overwrites ``x`` (saves an allocation on the hot path).
     """
     with torch.no_grad():
         one = torch.ones((), dtype=x.dtype, device=x.device)
+        bad = x - x  # 0 where finite, NaN elsewhere
         if inplace:
             x.add_(0.0)  # -0.0 -> +0.0, so that copysign gives +1 at zero
-            return torch.copysign(one, x, out=x)
-        return torch.copysign(one, x + 0.0)
+            return torch.copysign(one, x, out=x).add_(bad)
+        return torch.copysign(one, x + 0.0).add_(bad)
 
 
 class _SignIdentity(torch.autograd.Function):
     """Forward sgn(x); backward the identity."""
 
+    generate_vmap_rule = True  # torch.func.vmap / grad work through it (setup_context style)
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         return sign(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad):
@@ -74,14 +82,20 @@ class _SignProb(torch.autograd.Function):
     """Forward sgn(u) for a sampled u (no gradient); backward through E[sgn(u)] = erf(t).
 
     t = s * scale + offset is the drive. Backward: g_t = grad * 2/sqrt(pi) exp(-t^2), then
-    the gradients of s, scale, offset. Fused so that the output-sized temporaries are few:
-    t is recomputed in the backward pass, not kept from the forward one.
+    the gradients of s (g_t * scale), scale (g_t * s) and offset (g_t), each summed to its
+    own shape. Fused so that the output-sized temporaries are few: t is recomputed in the
+    backward pass, not kept from the forward one.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, u, s, scale, offset):
-        ctx.save_for_backward(s, scale, offset)
+    def forward(u, s, scale, offset):
         return sign(u)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[1:])
 
     @staticmethod
     def backward(ctx, grad):
@@ -90,7 +104,11 @@ class _SignProb(torch.autograd.Function):
         g = t.square_().neg_().exp_().mul_(grad).mul_(_TWO_OVER_SQRT_PI)  # d loss / d t
         g_offset = None if offset is None or not ctx.needs_input_grad[3] else g.sum_to_size(offset.shape)
         g_s = g * scale if ctx.needs_input_grad[1] else None
-        g_scale = g.mul_(s).sum_to_size(scale.shape) if ctx.needs_input_grad[2] else None
+        g_scale = None
+        if ctx.needs_input_grad[2]:
+            # sum_to_size returns g itself when offset has the output's shape: never scale it in place then
+            gs = g * s if g_offset is not None and offset.shape == g.shape else g.mul_(s)
+            g_scale = gs.sum_to_size(scale.shape)
         return None, g_s, g_scale, g_offset
 
 
@@ -107,7 +125,14 @@ def sign_prob(u: Tensor, s: Tensor, scale: Tensor, offset: Optional[Tensor] = No
 
     This is the ``prob`` estimator: the state is sampled, the gradient is that of
     E[z] = 2P - 1 = erf(t) (main text eq. 3). ``u`` gets no gradient.
+
+    Under ``torch.compile`` the same value and gradient are written as sgn(u) + (e - e.detach()),
+    e = erf(t), which the compiler fuses, differentiates and traces with symbolic shapes.
     """
+    if torch.compiler.is_compiling():
+        t = s * scale if offset is None else torch.addcmul(offset, s, scale)
+        e = torch.erf(t)
+        return sign(u) + (e - e.detach())
     return _SignProb.apply(u, s, scale, offset)
 
 
@@ -138,14 +163,20 @@ def firing_probability(t: Tensor) -> Tensor:
     return 0.5 * (1.0 + torch.erf(t))
 
 
-def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape) -> Tensor:
+def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padded: bool = False) -> Tensor:
     """sqrt(Var[u] / Var[xi]) per output.
 
-    ``"norm"``: ||w_i||, exact when every input is +-1 (the paper's form).
-    ``"exact"``: sqrt(op(z^2, w^2)) per output element; exact for any input, including
-    the zeros a padded convolution adds at the border. Costs one more product.
+    ``"norm"``: ||w_i||, exact when every input is +-1 (the paper's form). With
+    ``padded=True`` (``op`` pads with zeros) the norm of the weights a unit's receptive field
+    puts on the image, sqrt(op(1, w^2)) on one all-ones input: a border unit has fewer
+    synapses, and this is the law its noise gives it. Costs one product on one example.
+    ``"exact"``: sqrt(op(z^2, w^2)) per output element; exact for any input (real-valued
+    ones too). Costs one more product on the whole batch.
     """
     if variance == "norm":
+        if padded:
+            ones = torch.ones(x.shape[-3:], dtype=x.dtype, device=x.device)  # one unbatched example
+            return op(ones, weight * weight).clamp_min(1e-24).sqrt()
         return weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
     return op(x * x, weight * weight).clamp_min(1e-24).sqrt()
 
@@ -163,9 +194,9 @@ class Pass:
     """
 
     def __init__(self, x, weight, magnitude, bias, noise: Noise, op: Op, variance: str,
-                 copies: int = 1):
+                 copies: int = 1, padded: bool = False):
         self.x, self.weight, self.magnitude, self.bias = x, weight, magnitude, bias
-        self.noise, self.op, self.variance = noise, op, variance
+        self.noise, self.op, self.variance, self.padded = noise, op, variance, padded
         self._wnorm: Optional[Tensor] = None
         self._t: Optional[Tensor] = None
         self._s: Optional[Tensor] = None
@@ -173,7 +204,7 @@ class Pass:
         # (Monte-Carlo prediction without autograd); else None.
         self.copies, self.s_shared = 1, None
         n = x.shape[0] // copies if copies > 1 and x.dim() > 1 else 0
-        if n and n * copies == x.shape[0] and not torch.is_grad_enabled():
+        if n and n * copies == x.shape[0] and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             xs = x.view(copies, n, *x.shape[1:])
             if torch.equal(xs[1:], xs[:1].expand_as(xs[1:])):
                 self.copies, self.s_shared = copies, op(xs[0], weight)
@@ -203,7 +234,8 @@ class Pass:
     @property
     def wnorm(self) -> Tensor:
         if self._wnorm is None:
-            self._wnorm = weight_norm(self.x, self.weight, self.op, self.variance, self.magnitude.shape)
+            self._wnorm = weight_norm(self.x, self.weight, self.op, self.variance, self.magnitude.shape,
+                                      padded=self.padded)
         return self._wnorm
 
     @property
@@ -275,7 +307,7 @@ def sample_probability(x: Tensor, weight: Tensor, ps: Pass, generator=None) -> T
     u = E[u] + sqrt(Var[u]) eps = sqrt(Var[u]) (sqrt(2) t + eps). Exact for Gaussian
     synapses, the central-limit law for Bernoulli ones.
     """
-    eps = torch.randn(ps.s.shape, generator=generator, device=ps.s.device, dtype=ps.s.dtype)
+    eps = torch.randn(ps.s.shape, **rng(generator), device=ps.s.device, dtype=ps.s.dtype)
     if torch.is_grad_enabled():  # STE: u must keep its graph
         return (eps + math.sqrt(2.0) * ps.t) * ps.std
     return eps.add_(ps.t, alpha=math.sqrt(2.0)).mul_(ps.std)
@@ -308,6 +340,7 @@ def nsm_forward(
     mode: str = "sample",
     generator: Optional[torch.Generator] = None,
     copies: int = 1,
+    padded: bool = False,
 ) -> Tensor:
     """Output of an NSM layer; ``magnitude``/``bias`` are shaped to broadcast on op's output.
 
@@ -318,8 +351,9 @@ def nsm_forward(
     ``copies = k > 1`` says the batch may be k stacked copies of the same examples (as in
     Monte-Carlo prediction); without autograd, if the copies are indeed identical, the
     noise-free product op(x, w) is computed once and shared (the noise stays independent).
+    ``padded``: ``op`` pads its input with zeros (see :func:`weight_norm`).
     """
-    ps = Pass(x, weight, magnitude, bias, noise, op, variance, copies)
+    ps = Pass(x, weight, magnitude, bias, noise, op, variance, copies, padded)
     if mode == "mean":
         return torch.erf(ps.t)
     if mode == "threshold":

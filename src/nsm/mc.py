@@ -59,12 +59,40 @@ def _default_pass(x: Tensor, max_pass: Optional[int]) -> Optional[int]:
 
 
 def _check(x: Tensor, n_samples: int, max_pass: int) -> None:
-    if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] == 0:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a non-empty batch tensor (N, ...), got {got}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor batch (N, ...), got {type(x).__name__}; "
+                        f"convert it with torch.as_tensor(x, dtype=torch.float32)")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch tensor (N, ...), got {tuple(x.shape)}")
     for name, v in (("n_samples", n_samples), ("max_pass", max_pass)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if x.is_floating_point() or x.is_complex():
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            rows = bad.flatten(1).any(1).nonzero().flatten() if x.dim() > 1 else bad.nonzero().flatten()
+            raise ValueError(f"x has {int(bad.sum())} non-finite value(s) (NaN or inf) in "
+                             f"{rows.numel()} example(s), the first at index {int(rows[0])}; an NSM would "
+                             f"turn them into states: clean the input first")
+
+
+def _run(model: nn.Module, rep: Tensor, shape: tuple, k: int) -> Tensor:
+    """``model(rep)`` for ``k`` stacked copies of a part of the user's input of ``shape``; errors
+    and wrong outputs are reported in terms of the user's input, not the stacked batch."""
+    try:
+        logits = model(rep)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if type(exc) not in (RuntimeError, ValueError, TypeError):
+            raise  # a subclass may not take one message
+        raise type(exc)(f"the model failed on the input of shape {shape} (evaluated as {k} stacked "
+                        f"copies, shape {tuple(rep.shape)}): {exc}") from exc
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"the model returned a {type(logits).__name__}; mc_predict needs a model that "
+                        f"returns one tensor of logits (N, classes)")
+    if logits.dim() < 1 or logits.shape[0] != rep.shape[0]:
+        raise ValueError(f"the model returned logits of shape {tuple(logits.shape)} for {rep.shape[0]} "
+                         f"examples; expected ({rep.shape[0]}, classes)")
+    return logits
 
 
 def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: int
@@ -87,7 +115,7 @@ def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: in
                 k = min(k_max, n_samples - done)
                 rep = xb.repeat((k,) + (1,) * (xb.dim() - 1))  # (k*n, ...) sample-major
                 with _set_layers(model, "copies", k):  # lets the first layer share op(x, w)
-                    logits = model(rep)
+                    logits = _run(model, rep, tuple(x.shape), k)
                 yield rows, torch.softmax(logits.float(), dim=-1).view(k, n, -1)
                 done += k
 

@@ -29,14 +29,15 @@ of the NSM models are passed to every NSM layer (``sampler``, ``estimator``, ``p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
+import torch
 from torch import nn
 
 from .baselines import (BinaryConv2d, BinaryLinear, MCDropout, NoisyReLU, SigmoidBernoulli, SignUnit,
                         WNConv2d, WNLinear)
 from .estimators import make_estimator
-from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE, nsm_layers
+from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE, nsm_layers, set_generator
 from .registry import Registry
 from .s2m import SynapticSamplingMachine
 
@@ -67,8 +68,14 @@ def register_model(name: str, description: str, **defaults):
     return add
 
 
-def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **options) -> nn.Module:
-    """Build the registered model ``name`` for inputs ``in_shape`` (C, H, W)."""
+def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, *,
+                generator: Optional[torch.Generator] = None, **options) -> nn.Module:
+    """Build the registered model ``name`` for inputs ``in_shape`` (C, H, W).
+
+    ``generator``: every module that draws noise draws it from this ``torch.Generator``
+    (:func:`nsm.layers.set_generator`; refused for a model without noise); default torch's
+    global generator. The weights are initialized from the global generator either way.
+    """
     spec = MODELS.get(name)
     if not isinstance(spec, ModelSpec):
         raise ValueError(f"model must be a registered name ({', '.join(MODELS.names())}), got {name!r}")
@@ -76,7 +83,8 @@ def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, **option
         raise ValueError(f"in_shape must be (C, H, W) with positive sizes, got {tuple(in_shape)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return spec.builder(tuple(int(d) for d in in_shape), num_classes, **options)
+    model = spec.builder(tuple(int(d) for d in in_shape), num_classes, **options)
+    return model if generator is None else set_generator(model, generator)
 
 
 def is_stochastic(name: str) -> bool:
@@ -93,12 +101,16 @@ def _table6_flat(in_shape) -> int:
     return 64 * h * w
 
 
-def table6(in_shape, num_classes, *, conv, fc, unit, binary_input: bool, hidden: int = 512) -> nn.Sequential:
+def table6(in_shape, num_classes, *, conv, fc, unit, binary_input: bool, hidden: int = 512,
+           first_conv=None, inputs: Optional[nn.Module] = None) -> nn.Sequential:
     """SI Table 6 from parts: ``conv(c_in, c_out, k)``, ``fc(n_in, n_out)`` and
-    ``unit(n, is_conv)`` (the modules after each hidden layer, a list)."""
+    ``unit(n, is_conv)`` (the modules after each hidden layer, a list); ``first_conv`` (default
+    ``conv``) builds the first layer; ``inputs`` replaces the input binarizer."""
+    if inputs is None and binary_input:
+        inputs = Binarize()
     return nn.Sequential(
-        *([Binarize()] if binary_input else []),
-        conv(in_shape[0], 32, 5), *unit(32, True), MaxPool2d(2),
+        *([] if inputs is None else [inputs]),
+        (first_conv or conv)(in_shape[0], 32, 5), *unit(32, True), MaxPool2d(2),
         conv(32, 64, 5), *unit(64, True), MaxPool2d(2),
         nn.Flatten(),
         fc(_table6_flat(in_shape), hidden), *unit(hidden, False),
@@ -112,17 +124,32 @@ def _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alph
     # A relaxed estimator outputs 2X - 1; the next layer takes its sign (identity gradient).
     relaxed = getattr(make_estimator(estimator, temperature=temperature, alpha=alpha), "relaxed", False)
     conv_sampler = "neuron" if sampler == "synapse" else sampler  # convolutions share filters
-    return (lambda i, o, k: NSMConv2d(i, o, k, **dict(common, sampler=conv_sampler, p=p_conv)),
+    return (lambda i, o, k, variance="norm": NSMConv2d(i, o, k, variance=variance,
+                                                       **dict(common, sampler=conv_sampler, p=p_conv)),
             lambda i, o: NSMLinear(i, o, **dict(common, p=p_fc)),
             lambda n, is_conv: [SignSTE()] if relaxed else [])
 
 
+class Centre(nn.Module):
+    """The real-valued input 2x - 1 in [-1, 1] for x in [0, 1]: sgn(2x - 1) without the sign."""
+
+    def forward(self, x):
+        return 2 * x - 1
+
+
 def table6_nsm(in_shape, num_classes, *, noise="bernoulli", p_conv=0.25, p_fc=0.5, sigma=1.0,
-               sampler="neuron", estimator="prob", temperature=1.0, alpha="probability",
-               hidden=512) -> nn.Sequential:
-    """The SI Table 6 network of NSM units (bNSM or gNSM)."""
+               sampler=None, estimator="prob", temperature=None, alpha=None,
+               hidden=512, real_input: bool = False) -> nn.Sequential:
+    """The SI Table 6 network of NSM units (bNSM or gNSM).
+
+    ``real_input=True``: the first NSM layer reads the grey levels 2x - 1 instead of
+    sgn(2x - 1), with ``variance="exact"`` (Var[u] = Var[xi] sum_j w_j^2 x_j^2, the law of
+    real-valued inputs); every later layer is unchanged."""
     conv, fc, unit = _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha)
-    return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=True, hidden=hidden)
+    if not real_input:
+        return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=True, hidden=hidden)
+    return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=False, hidden=hidden,
+                  first_conv=lambda i, o, k: conv(i, o, k, variance="exact"), inputs=Centre())
 
 
 def table6_dcnn(in_shape, num_classes, *, hidden=512) -> nn.Sequential:
@@ -165,13 +192,34 @@ def _gnsm(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes, **_fixed("gnsm", options, noise="gaussian"))
 
 
-@register_model("bnsm-binconcrete", "bNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)")
+# BinConcrete draws its own logistic noise and none of the synapses': the noise model enters only
+# through c in the bias term b / (c ||w||). So bnsm-binconcrete and gnsm-binconcrete are one
+# function under b_g = b_b c_g / c_b; both are kept (the paper names both), and say so.
+_SAME_BC = ("; draws no synaptic noise: the same network as {other} with the bias scaled by the ratio "
+            "of their c = sqrt(2 Var[xi])")
+
+
+@register_model("bnsm-real", "bNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead "
+                "of sgn(2x - 1)")
+def _bnsm_real(in_shape, num_classes, **options):
+    return table6_nsm(in_shape, num_classes, **_fixed("bnsm-real", options, noise="bernoulli", real_input=True))
+
+
+@register_model("gnsm-real", "gNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead "
+                "of sgn(2x - 1)")
+def _gnsm_real(in_shape, num_classes, **options):
+    return table6_nsm(in_shape, num_classes, **_fixed("gnsm-real", options, noise="gaussian", real_input=True))
+
+
+@register_model("bnsm-binconcrete", "bNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)"
+                + _SAME_BC.format(other="gnsm-binconcrete"))
 def _bnsm_bc(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes,
                       **_fixed("bnsm-binconcrete", options, noise="bernoulli", estimator="binconcrete"))
 
 
-@register_model("gnsm-binconcrete", "gNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)")
+@register_model("gnsm-binconcrete", "gNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)"
+                + _SAME_BC.format(other="bnsm-binconcrete"))
 def _gnsm_bc(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes,
                       **_fixed("gnsm-binconcrete", options, noise="gaussian", estimator="binconcrete"))

@@ -24,7 +24,8 @@ ZCA-whitened) image, and its real-valued output is the input of the first NSM la
 therefore uses ``variance="exact"`` (Var[u] = Var[xi] op(z^2, w^2), exact for real inputs;
 the paper's ||w||^2 form assumes +-1 inputs). Every later layer is an NSM layer on +-1 states,
 so the NSM net has as many layers as the dCNN. Zero padding keeps sizes in both nets; NSM
-layers after the first use the paper's ``variance="norm"``. There is no dropout: in the NSM
+layers after the first use the paper's ``variance="norm"``, which at the zero-padded border
+is the norm of the weights that meet the image (:class:`nsm.NSMConv2d`). There is no dropout: in the NSM
 the synaptic noise plays that part, and the dCNN is the plain network of the same shape.
 """
 

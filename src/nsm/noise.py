@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .registry import Registry, name_of
 
-__all__ = ["Noise", "NOISES", "make_noise", "bernoulli_noise", "gaussian_noise"]
+__all__ = ["Noise", "NOISES", "make_noise", "bernoulli_noise", "gaussian_noise", "rng"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Noise:
         if self.name == "bernoulli":
             return self._bernoulli_mask(shape, like, generator).to(like.dtype)
         if self.name == "gaussian":
-            e = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+            e = torch.randn(shape, **rng(generator), device=like.device, dtype=like.dtype)
             return e.mul_(self.param).add_(1.0)
         raise NotImplementedError(f"noise {self.name!r} has no sampler; subclass Noise")
 
@@ -60,17 +60,27 @@ class Noise:
         multiple of 2^-16 (0.25 and 0.5 are), each 64-bit draw gives four exact 16-bit
         uniforms; otherwise one float uniform per element.
         """
-        n = math.prod(shape)
         level = self.param * 65536.0
-        if level == int(level):
+        if level == int(level) and not torch.compiler.is_compiling():
+            n = math.prod(shape)
             bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64,
-                                 generator=generator, device=like.device)
+                                 **rng(generator), device=like.device)
             return (bits.view(torch.int16)[:n] < int(level) - 32768).view(shape)
-        u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        # compiled: one uniform per element, drawn inside the fused kernel
+        u = torch.rand(shape, **rng(generator), device=like.device, dtype=like.dtype)
         return u < self.param
 
     def __str__(self) -> str:
         return f"{self.name}(p={self.param})" if self.name == "bernoulli" else f"{self.name}(sigma={self.param})"
+
+
+def rng(generator: Optional[torch.Generator]) -> dict:
+    """``generator=`` for torch's random functions, or nothing for the default generator.
+
+    Passing ``generator=None`` explicitly stops ``torch.compile`` and ``torch.export`` from
+    tracing a draw whose size depends on a dynamic batch dimension; leaving it out does not.
+    """
+    return {} if generator is None else {"generator": generator}
 
 
 NOISES: Registry[Callable[..., Noise]] = Registry("noise")

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import Stochastic
+from .noise import rng
 
 __all__ = ["SynapticSamplingMachine", "S2M_SAMPLERS"]
 
@@ -84,11 +85,11 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         if self.mode == "mean":  # the firing probability P(u > 0)
             return 0.5 * (1 + torch.erf(mean / (var * 2).sqrt().clamp_min(1e-12)))
         if self.sampler == "synapse":
-            mask = torch.rand((x.shape[0],) + tuple(w.shape), generator=self.generator,
+            mask = torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator),
                               device=x.device, dtype=x.dtype) < self.p
             u = torch.einsum("ni,nio,io->no", x, mask.to(x.dtype), w) + bias
         else:
-            eps = torch.randn(mean.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            eps = torch.randn(mean.shape, **rng(self.generator), device=x.device, dtype=x.dtype)
             u = mean.add_(eps.mul_(var.sqrt_()))
         return (u > 0).to(x.dtype)
 
