@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 
+import nsm.io
 import nsm.train
 from nsm.checkpoint import RunLock, load_run_config
 from nsm.cli import _resume_config, main
@@ -241,22 +242,20 @@ def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path, monkeypatc
 def test_a_full_disk_while_checkpointing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch, reference):
     config = _config(tmp_path, "run")
     path = tmp_path / "run" / "checkpoint.pt"
-    original, calls, before = torch.save, [0], {}
+    original, calls, before = os.fsync, [0], {}
 
-    def full_disk_on_fourth(obj, f, *args, **kwargs):
+    def full_disk_on_fourth(fd):  # the checkpoint's bytes are in the temporary file: the disk fills there
         calls[0] += 1
         if calls[0] != 4:
-            return original(obj, f, *args, **kwargs)
+            return original(fd)
         before["bytes"] = path.read_bytes()
-        with open(f, "wb") as out:
-            out.write(b"PK\x03\x04 half a checkpoint")  # the disk fills midway
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with monkeypatch.context() as m:
-        m.setattr(torch, "save", full_disk_on_fourth)
-        with pytest.raises(OSError, match=r"could not write checkpoint .*checkpoint.pt at epoch 2, after step 1: "
-                                          r"No space left on device; the run stopped, the previous checkpoint "
-                                          r"\(after epoch 1\) is intact") as info:
+        m.setattr(nsm.io.os, "fsync", full_disk_on_fourth)
+        with pytest.raises(OSError, match=r"no space left on the device while writing .*checkpoint.pt; the "
+                                          r"previous checkpoint \(after epoch 1\) is kept; free space "
+                                          r"and resume with: nsm train --resume") as info:
             fit(config, dataset=toy_dataset(), **QUIET)
     assert info.value.errno == errno.ENOSPC
     assert path.read_bytes() == before["bytes"]  # untouched, and no temporary file left
@@ -332,9 +331,9 @@ def test_nsm_evaluate_refuses_the_checkpoint_of_an_unfinished_run(tmp_path, monk
     ({"train_subset": -5}, ValueError, "'train_subset' must be >= 1"),
     ({"lr_gamma": float("inf")}, ValueError, "'lr_gamma' must be a finite number > 0"),
     ({"lr": float("nan")}, ValueError, "'lr' must be a finite number > 0"),
-    ({"weight_decay": -1e-6}, ValueError, "'weight_decay' must be >= 0"),
+    ({"weight_decay": -1e-6}, ValueError, "'weight_decay' must be a finite number >= 0"),
     ({"lr_schedule": "cosine"}, ValueError, "'lr_schedule' must be one of"),
-    ({"seed": -1}, ValueError, "'seed' must be >= 0"),
+    ({"seed": -1}, ValueError, "'seed' must be an int in"),
     ({"model_options": ["sampler"]}, TypeError, "'model_options' must be dict, got list"),
     ({"progress": "no"}, TypeError, "'progress' must be bool, got str"),
     ({"data_dir": 3}, TypeError, "'data_dir' must be str or None, got int"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Optional
@@ -37,9 +38,9 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
-from .io import save_torch
+from .io import read_json, save_torch
 
-__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "load_run_config", "rng_state", "set_rng_state",
+__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "read_checkpoint", "open_own_file", "load_run_config", "rng_state", "set_rng_state",
            "data_fingerprint", "config_differences", "save_checkpoint", "load_checkpoint",
            "restore"]
 
@@ -62,7 +63,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ".lock"
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own_file(self.path, "lock")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -81,6 +82,11 @@ class RunLock:
             if same:
                 break
             os.close(fd)
+        text = os.pread(fd, 300, 0).decode(errors="replace").strip()
+        if text and not _LOCK_LINE.fullmatch(text):  # never truncate a file nsm did not write
+            os.close(fd)
+            raise RuntimeError(f"{self.path} is not a lock file nsm wrote (it reads {text[:60]!r}); "
+                               f"nsm will not overwrite it: move it away and run again")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
         self.fd: Optional[int] = fd
@@ -102,17 +108,66 @@ class RunLock:
         self.release()
 
 
+_LOCK_LINE = re.compile(r"pid \d+ on host \S+")
+
+
+def open_own_file(path: Path, what: str) -> int:
+    """Open (creating it if need be) a file nsm keeps for itself, such as a lock or a claim, for
+    reading and writing, without following a symbolic link and only if it is a regular file
+    with no other name (a hard link to someone's file); otherwise ``RuntimeError`` naming it."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise RuntimeError(f"{what} file {path} is a symbolic link; nsm never writes through a link it "
+                               f"did not make: remove the link and run again") from None
+        if exc.errno == errno.EISDIR:
+            raise RuntimeError(f"{what} file {path} is a directory; remove it and run again") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names (hard links)"
+        raise RuntimeError(f"{what} file {path} is {kind}; nsm will not write into it: remove it and run again")
+    return fd
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """``torch.load`` of a checkpoint with ``weights_only=True``: tensors and plain Python data
+    only, so a file that carries code (a pickled object with a ``__reduce__``) is refused before
+    anything in it runs. Every problem is a ``ValueError`` naming the file."""
+    import pickle
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message wraps the reason in advice about weights_only=False: keep the reason only
+        text = str(exc)
+        found = (re.search(r"WeightsUnpickler error:\s*(\S.*?)(?:\. Please|\n\s*\n|$)", text, re.S)
+                 or re.search(r"(Trying to load unsupported GLOBAL[^\n]*)", text))
+        reason = " ".join(found.group(1).split()) if found else type(exc).__name__
+        if "unsupported global" in text.lower():
+            raise ValueError(f"refused to load {path}: it holds objects other than tensors and plain data "
+                             f"({reason[:200]}); loading it could run code. nsm checkpoints never do: "
+                             f"do not use this file") from None
+        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {reason[:300]}") from None
+    except Exception as exc:  # truncated, corrupt, or not a torch file at all
+        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {exc}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not an nsm checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
+
+
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The configuration saved in ``RUN_DIR/config.json`` (validated like any other)."""
-    import json
-
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not an nsm run directory")
-    try:
-        saved = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
+    saved = read_json(path, "the run's configuration")
     if not isinstance(saved, dict):
         raise ValueError(f"{path} does not hold a configuration object")
     saved.pop("_environment", None)
@@ -166,11 +221,10 @@ def load_checkpoint(path: Path, config: TrainConfig, data: dict) -> dict:
     """Read a checkpoint to resume ``config`` on data with fingerprint ``data``; every
     problem (unreadable, truncated, foreign, another run's) is a ``ValueError`` saying so."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or not a torch file at all
-        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {exc}. "
-                         f"Remove it to train the run again from the start") from None
-    if not isinstance(ckpt, dict) or not _KEYS <= set(ckpt):
+        ckpt = read_checkpoint(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. Remove it to train the run again from the start") from None
+    if not _KEYS <= set(ckpt):
         missing = sorted(_KEYS - set(ckpt)) if isinstance(ckpt, dict) else "everything"
         raise ValueError(f"{path} is not a resumable nsm checkpoint (missing {missing})")
     if ckpt["format"] != FORMAT:

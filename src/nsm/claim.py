@@ -109,7 +109,7 @@ def _judge(path: Path, steal_after: Optional[float]) -> tuple[Optional[int], str
     import fcntl
 
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = _open_claim(path)
     except FileNotFoundError:
         return None, ""
     try:
@@ -139,6 +139,38 @@ def _judge(path: Path, steal_after: Optional[float]) -> tuple[Optional[int], str
         raise
 
 
+def _new_file(tmp: Path) -> int:
+    """A new file of our own at ``tmp`` (a name only this process uses): whatever is there, a
+    leftover or a planted link, is unlinked, never opened or truncated."""
+    for _ in range(3):
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            os.unlink(tmp)
+    raise RuntimeError(f"could not create {tmp}: something keeps putting a file there")
+
+
+def _open_claim(path: Path) -> int:
+    """Open an existing claim for reading and locking, never through a symbolic link, and only a
+    regular file: anything else is a ``RuntimeError`` naming it (nsm made none of those)."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RuntimeError(f"claim file {path} is a symbolic link; nsm never writes through a link it did "
+                               f"not make: remove the link and run again") from None
+        if exc.errno == errno.EISDIR:
+            raise RuntimeError(f"claim file {path} is a directory; remove it and run again") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RuntimeError(f"claim file {path} is not a regular file; remove it and run again")
+    return fd
+
+
 def claim_run(path: str | os.PathLike, *, steal_after: Optional[float] = None,
               log=print) -> tuple[Optional[RunClaim], str]:
     """Claim the run whose claim file is ``path``: (the claim, '') if this process now holds it,
@@ -150,7 +182,7 @@ def claim_run(path: str | os.PathLike, *, steal_after: Optional[float] = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     for _ in range(100):  # each pass either claims, or finds a live holder, or saw a claim vanish
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = _new_file(tmp)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, _line())
@@ -165,12 +197,16 @@ def claim_run(path: str | os.PathLike, *, steal_after: Optional[float] = None,
         finally:
             os.unlink(tmp)
         fd, holder = _judge(path, steal_after)
-        if fd is not None:  # stale, and its flock is ours: make it our claim
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _line(), 0)
-            os.utime(fd)
+        if fd is not None:  # stale, and its flock is ours: put our own claim in its place
+            try:
+                mine = _new_file(tmp)
+                fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.write(mine, _line())
+                os.replace(tmp, path)  # a new file: the old one is never written into
+            finally:
+                os.close(fd)  # a worker that opened the old file sees it replaced and looks again
             log(f"took over the stale claim {path} ({holder})")
-            return RunClaim(path, fd), ""
+            return RunClaim(path, mine), ""
         if holder:
             return None, holder
     raise RuntimeError(f"could not claim {path}: it kept appearing and vanishing")

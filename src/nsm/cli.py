@@ -357,9 +357,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "analyze": _analyze, "evaluate": _evaluate, "online": _online}[args.command]
     try:
         return handler(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line that says what was kept and how to go on
+        print(f"nsm {args.command}: {_interrupted(exc, args)}", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"nsm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _interrupted(exc: KeyboardInterrupt, args) -> str:
+    from .train import RunInterrupted
+
+    if not isinstance(exc, RunInterrupted):
+        return "interrupted (nothing was written that needs resuming)"
+    if exc.kept == "none written yet":
+        exc.kept = "none yet: it starts from the beginning"
+    if args.command == "reproduce":
+        return (f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); the same command resumes it: "
+                f"nsm {' '.join(map(str, args.argv))}")
+    return f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); resume with: nsm train --resume {exc.run_dir}"
 
 
 if __name__ == "__main__":

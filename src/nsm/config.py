@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -25,6 +26,18 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "cifar100": {"epochs": 300, "lr": 1e-3, "lr_schedule": "linear", "lr_decay_start": 100,
                  "samples": 101},
 }
+
+
+MAX_THREADS = 1024
+
+
+def check_run_name(name: str) -> str:
+    """A run directory's name: one path component, so that the run stays inside ``out``."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or (os.sep in name)
+            or (os.altsep and os.altsep in name) or "\0" in name):
+        raise ValueError(f"config field 'run_name' must be a plain folder name (no path separators, not '.' "
+                         f"or '..'), so that the run stays inside --out; got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,16 @@ class TrainConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"config field {name!r} must be a finite number > 0, got {v!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"config field 'weight_decay' must be >= 0, got {self.weight_decay!r}")
+            raise ValueError(f"config field 'weight_decay' must be a finite number >= 0, got {self.weight_decay!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"config field 'lr_schedule' must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.seed < 0:
-            raise ValueError(f"config field 'seed' must be >= 0, got {self.seed!r}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"config field 'seed' must be an int in [0, 2^63), got {self.seed!r}")
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ValueError(f"config field 'threads' must be an int in [1, {MAX_THREADS}], got {self.threads!r} "
+                             f"(this machine has {os.cpu_count()} cores)")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
         if self.record_every < 0:
             raise ValueError(f"config field 'record_every' must be >= 0 (0: every epoch), got {self.record_every!r}")
         if self.eval_last < 0:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from . import uncertainty as U
+from .checkpoint import read_checkpoint
 from .io import atomic_write, save_figure, write_json
 from .layers import stochastic_layers
 from .mc import mc_sample_probs
@@ -56,11 +57,8 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: {run_dir} is not a finished nsm run directory")
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {ckpt_path}: {exc}") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_state", "in_shape", "num_classes"} <= set(ckpt):
+    ckpt = read_checkpoint(ckpt_path, map_location=device)  # weights_only: a hostile file runs nothing
+    if not {"model", "model_state", "in_shape", "num_classes"} <= set(ckpt):
         raise ValueError(f"{ckpt_path} is not an nsm checkpoint (missing model/model_state/in_shape)")
     if ckpt.get("finished") is False:  # older checkpoints, written only at the end, have no flag
         raise ValueError(f"{ckpt_path} is from an unfinished run (stopped in epoch {ckpt.get('epoch', 0) + 1} of "
@@ -128,6 +126,17 @@ def _devices(model, x, y, samples, device, seed) -> dict:
     return sweeps
 
 
+def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
+    """Refuse bad rotation angles and OOD names before any work (not after minutes of it)."""
+    from .data import DATASETS
+
+    bad = [a for a in angles if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)]
+    if bad or not len(angles):
+        raise ValueError(f"angles must be finite numbers (degrees), got {list(angles)!r}")
+    if ood not in (None, "auto") and ood not in DATASETS:
+        raise ValueError(f"ood must be 'auto', 'none' or a dataset name ({', '.join(DATASETS.names())}), got {ood!r}")
+
+
 def evaluate_run(run_dir, *, samples: int = 100, shift_subset: int = 1000,
                  angles: Sequence[float] = DEFAULT_ANGLES, ood: Optional[str] = "auto",
                  devices: bool = True, device_subset: int = 2000, device_samples: int = 20,
@@ -140,6 +149,7 @@ def evaluate_run(run_dir, *, samples: int = 100, shift_subset: int = 1000,
                     ("device_samples", device_samples), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+    _check_shift_options(angles, ood)
     model, config = load_trained(run_dir, device)
     label = config.get("model", config["network"])
     dataset_name = config.get("dataset", "mnist")
@@ -269,8 +279,14 @@ def evaluate_runs(run_dirs: Sequence, out, *, command: str = "", log: Callable[[
     """:func:`evaluate_run` on each run; writes evaluation.json, evaluation.md and the PNGs."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    results = [evaluate_run(d, log=log, **options) for d in run_dirs]
     out = Path(out)
+    if out.exists() and not out.is_dir():  # found now, not after the evaluation
+        raise ValueError(f"--out {out} exists and is not a folder")
+    _check_shift_options(options.get("angles", DEFAULT_ANGLES), options.get("ood", "auto"))
+    for d in run_dirs:
+        if not (Path(d) / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{Path(d) / 'checkpoint.pt'} not found: {d} is not a finished nsm run directory")
+    results = [evaluate_run(d, log=log, **options) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
     written = _write_figures(results, out)
     written["json"] = write_json(out / "evaluation.json", _json_safe({"command": command, "runs": results}))

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .io import save_figure, write_json
+from .io import read_json, read_text, save_figure, write_json
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -110,11 +110,7 @@ class RunRecord:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    return read_json(path, what)
 
 
 def _read_csv(path: Path, columns: Sequence[str], text: Sequence[str] = ("layer",),
@@ -242,17 +238,17 @@ def load_run(run_dir: PathLike) -> RunRecord:
     if not isinstance(config, dict):
         raise ValueError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
     metrics = []
-    with open(path / "metrics.jsonl") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: expected a JSON object")
-            metrics.append(row)
+    lines = read_text(path / "metrics.jsonl", "one JSON object per line").splitlines()
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: not valid JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: expected a JSON object")
+        metrics.append(row)
     record = _load_record(path / "record") if (path / "record").is_dir() else None
     label = str(config.get("model") or path.name)
     return RunRecord(path=path, label=label, config=config, metrics=metrics, record=record)

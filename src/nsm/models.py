@@ -28,6 +28,7 @@ of the NSM models are passed to every NSM layer (``sampler``, ``estimator``, ``p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -83,7 +84,14 @@ def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, *,
         raise ValueError(f"in_shape must be (C, H, W) with positive sizes, got {tuple(in_shape)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    model = spec.builder(tuple(int(d) for d in in_shape), num_classes, **options)
+    try:
+        model = spec.builder(tuple(int(d) for d in in_shape), num_classes, **options)
+    except TypeError as exc:  # an option this model does not have (e.g. --sampler for the dCNN)
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad is None:
+            raise
+        raise ValueError(f"model {name!r} has no option {bad.group(1)!r} (options given: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in options.items())}); see `nsm models`") from None
     return model if generator is None else set_generator(model, generator)
 
 

@@ -282,6 +282,12 @@ def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: 
         raise ValueError(f"models must be a non-empty list of registered model names, got {models!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"models must not repeat a name, got {names}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():  # found before training, not after
+        raise ValueError(f"out {out} exists and is not a folder")
+    if (out / "online.json").exists():
+        raise ValueError(f"{out / 'online.json'} exists: nsm does not overwrite a result; choose another "
+                         f"--out or move it away")
     if threads is not None:
         if not _is_int(threads) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -309,7 +315,6 @@ def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: 
         },
         "results": results,
     }
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "online.json", report)
     import matplotlib

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import statistics
@@ -39,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .checkpoint import config_differences
+from .checkpoint import config_differences, open_own_file
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 from .config import TrainConfig
-from .io import atomic_write
+from .io import atomic_write, read_json
 from .models import MODELS
 from .registry import Registry
 
@@ -107,7 +106,7 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
         return "new"
     if not (run_dir / "summary.json").exists():
         return "incomplete"
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json", "the run's configuration")
     want = config.to_dict()
     # a field missing from an older run's config.json had its default value then
     default = TrainConfig().to_dict()
@@ -126,7 +125,7 @@ def _resumable(run_dir: Path, config: TrainConfig) -> tuple[Optional[TrainConfig
     Its ``out`` may differ (another worker's path to the same folder); any other field that
     differs (FREE_FIELDS aside) would change what is computed, so the run starts again."""
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = read_json(run_dir / "config.json", "the run's configuration")
     except (OSError, ValueError) as exc:
         return None, f"no readable config.json: {exc.__class__.__name__}"
     if not isinstance(saved, dict):
@@ -245,7 +244,7 @@ def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[s
     import fcntl
 
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".table.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own_file(out / ".table.lock", "table lock")  # never through a link
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         rows = aggregate(out / "runs", cells, seeds, partial=True)
@@ -272,7 +271,7 @@ def aggregate(runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int]
                     raise FileNotFoundError(f"missing finished run {path.parent}")
                 pending.append(seed)
                 continue
-            summaries.append(json.loads(path.read_text()))
+            summaries.append(read_json(path, "a finished run's summary"))
             done.append(seed)
         errs = [100 * s["last5_test_error"] for s in summaries]
         first = summaries[0] if summaries else {}

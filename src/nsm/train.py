@@ -41,14 +41,15 @@ from .data import Dataset, load_dataset
 from .checkpoint import (CHECKPOINT, RunLock, config_differences, data_fingerprint, load_checkpoint,
                          load_run_config, restore, rng_state, save_checkpoint)
 from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
-from .io import atomic_write, save_figure, write_json
+from .io import DiskFull, atomic_write, read_json, save_figure, write_json
 from .mc import mc_predict
 from .analysis import make_recorder
 from .baselines import after_step
 from .models import build_model, is_stochastic
 from .nets import model_for_dataset
 
-__all__ = ["train_step", "new_epoch", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device", "make_run_dir"]
+__all__ = ["train_step", "new_epoch", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device",
+           "make_run_dir", "RunInterrupted"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -267,7 +268,7 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
                     raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
                 if (run_dir / "summary.json").exists():
                     raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
-                environment = json.loads((run_dir / "config.json").read_text()).get("_environment") or {}
+                environment = read_json(run_dir / "config.json", "the run's configuration").get("_environment") or {}
                 ran = environment.get("world_size", 1)
                 if ran != group.world_size:  # also before its first checkpoint: the same run needs as many
                     raise ValueError(f"{run_dir} was trained by {ran} process(es) (config.json); resume it with "
@@ -275,6 +276,10 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
 
             group.on_main(check_resume)
         if config.threads is not None:
+            cores = os.cpu_count() or 1
+            if config.threads > cores and group.main:
+                print(f"nsm: warning: --threads {config.threads} is more than this machine's {cores} cores; "
+                      f"oversubscribed threads make training much slower", file=sys.stderr)
             torch.set_num_threads(config.threads)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
@@ -314,6 +319,14 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
                 draws=config.record_draws)
         return _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device,
                           dataset, recorder, resume is not None, log, group)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run: which run, and what its checkpoint holds."""
+
+    def __init__(self, run_dir: Path, kept: str) -> None:
+        super().__init__(f"{run_dir}: interrupted; its checkpoint ({kept}) is kept")
+        self.run_dir, self.kept = run_dir, kept
 
 
 def _silent(*args, **kwargs) -> None:
@@ -396,6 +409,9 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
                 "finished": epoch_done == config.epochs and state is None}))
         except FloatingPointError as exc:
             raise FloatingPointError(f"{where}: {exc}") from None
+        except DiskFull as exc:
+            raise DiskFull(exc.path, f"the previous checkpoint ({last_good}) is kept; free space and resume "
+                                     f"with: nsm train --resume {run_dir}") from None
         except OSError as exc:
             raise OSError(exc.errno, f"could not write checkpoint {ckpt_path} at {where}: {exc.strerror}; "
                                      f"the run stopped, the previous checkpoint ({last_good}) is intact") from None
@@ -440,6 +456,13 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
             _train_epoch(epoch, state)
         except FloatingPointError as exc:  # a bad loss or bad weights: keep the last good checkpoint
             raise FloatingPointError(f"{exc}; the run stopped, {ckpt_path} ({last_good}) is kept") from None
+        except DiskFull as exc:  # metrics.jsonl or another file: the checkpoint is whole
+            if exc.advice:
+                raise
+            raise DiskFull(exc.path, f"the checkpoint ({last_good}) is kept; free space and resume with: "
+                                     f"nsm train --resume {run_dir}") from None
+        except KeyboardInterrupt:
+            raise RunInterrupted(run_dir, last_good) from None
     if recorder is not None:
         recorder.record()  # the final weights, if not recorded yet
     # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S

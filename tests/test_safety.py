@@ -1,0 +1,371 @@
+"""Other people's files and faults (issue 15): hostile checkpoints run nothing, lock and claim
+files are never written through links, run names stay inside --out, Ctrl-C and a full disk end
+in one line that says what to do, and bad options are refused before any work."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nsm.evaluate
+import nsm.online
+import nsm.train
+from nsm.checkpoint import RunLock
+from nsm.claim import claim_run
+from nsm.cli import main
+from nsm.config import TrainConfig
+from nsm.reproduce import run_table
+from nsm.train import fit
+
+from test_resume import _assert_same_run
+from toys import toy_dataset
+
+QUIET = {"log": lambda *a: None}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(tmp_path, name="run", **fields):
+    fields = {"model": "bnsm", "epochs": 2, "batch_size": 30, "samples": 2, "progress": False, "threads": 1,
+              "out": str(tmp_path), "run_name": name, **fields}
+    return TrainConfig(**fields)
+
+
+class _Payload:
+    """What a hostile checkpoint carries: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(ckpt: Path, marker: Path) -> None:
+    torch.save({"model": "bnsm", "model_state": {}, "in_shape": (1, 16, 16), "num_classes": 3,
+                "finished": True, "evil": _Payload(marker)}, ckpt)
+
+
+# ---------------------------------------------------------------- 1. hostile checkpoints
+
+def test_nsm_evaluate_refuses_a_checkpoint_that_carries_code(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    marker = tmp_path / "pwned"
+    _plant(run / "checkpoint.pt", marker)
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "ev"), "--no-devices"]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err
+    assert f"refused to load {run / 'checkpoint.pt'}: it holds objects other than tensors" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_and_reproduce_refuse_a_checkpoint_that_carries_code(tmp_path):
+    config = _config(tmp_path, epochs=3)
+    with pytest.raises(KeyboardInterrupt):  # a run stopped in its second epoch
+        with pytest.MonkeyPatch.context() as m:
+            calls = [0]
+            real = nsm.train.train_step
+
+            def stop(*a, **k):
+                calls[0] += 1
+                if calls[0] == 5:
+                    raise KeyboardInterrupt
+                return real(*a, **k)
+
+            m.setattr(nsm.train, "train_step", stop)
+            fit(config, dataset=toy_dataset(), **QUIET)
+    marker = tmp_path / "pwned"
+    _plant(tmp_path / "run" / "checkpoint.pt", marker)
+    with pytest.raises(ValueError, match="refused to load .*checkpoint.pt: it holds objects other than tensors"):
+        fit(config, dataset=toy_dataset(), resume=tmp_path / "run", **QUIET)
+    assert not marker.exists()
+    # nsm reproduce resumes interrupted runs from their checkpoints: the same refusal
+    out = tmp_path / "table"
+    cfg = {"epochs": 3, "batch_size": 30, "samples": 2, "threads": 1, "progress": False}
+    (out / "runs" / "bnsm-mnist-seed0").mkdir(parents=True)
+    saved = TrainConfig.for_dataset("mnist", model="bnsm", seed=0, out=str(out / "runs"),
+                                    run_name="bnsm-mnist-seed0", **cfg)
+    (out / "runs" / "bnsm-mnist-seed0" / "config.json").write_text(json.dumps(saved.to_dict()))
+    _plant(out / "runs" / "bnsm-mnist-seed0" / "checkpoint.pt", marker)
+    with pytest.raises(ValueError, match="refused to load"):
+        run_table("mnist", out=out, seeds=[0], models=["bnsm"], overrides=cfg,
+                  load=lambda name, c: toy_dataset(), log=lambda s: None)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- 2. links in place of lock and claim files
+
+def test_a_symlinked_or_hard_linked_lock_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(RuntimeError, match=r"lock file .*\.lock is a symbolic link; nsm never writes through"):
+        RunLock(run)
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(tmp_path / "nowhere")  # dangling: O_CREAT would create the target
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        RunLock(run)
+    assert not (tmp_path / "nowhere").exists()
+    (run / ".lock").unlink()
+    os.link(victim, run / ".lock")
+    with pytest.raises(RuntimeError, match="a file with 2 names"):
+        RunLock(run)
+    (run / ".lock").unlink()
+    (run / ".lock").write_text("my notes, not a lock\n")
+    with pytest.raises(RuntimeError, match="is not a lock file nsm wrote"):
+        RunLock(run)
+    assert victim.read_text() == "precious\n" and (run / ".lock").read_text() == "my notes, not a lock\n"
+    (run / ".lock").write_text("pid 1 on host elsewhere\n")  # a stale lock nsm wrote: taken over
+    with RunLock(run):
+        assert (run / ".lock").read_text().startswith(f"pid {os.getpid()} on host ")
+
+
+def test_nsm_train_resume_through_a_symlinked_lock_leaves_the_victim(tmp_path, capsys):
+    fit(_config(tmp_path, epochs=1), dataset=toy_dataset(), **QUIET)
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (run / ".lock").symlink_to(victim)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert victim.read_text() == "precious\n"
+    assert "symbolic link" in capsys.readouterr().err
+
+
+def test_a_symlinked_claim_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.utime(victim, (0, 0))  # old enough for any steal_after
+    claim = tmp_path / "runs" / "x.claim"
+    claim.parent.mkdir()
+    claim.symlink_to(victim)
+    with pytest.raises(RuntimeError, match="claim file .*x.claim is a symbolic link"):
+        claim_run(claim, steal_after=60, log=lambda s: None)
+    assert victim.read_text() == "precious\n"
+    # a claim planted as a hard link to someone's file: taken over by replacing the name, never by writing into it
+    claim.unlink()
+    os.link(victim, claim)
+    held, _ = claim_run(claim, steal_after=60, log=lambda s: None)
+    assert held is not None
+    held.release()
+    assert victim.read_text() == "precious\n"
+
+
+# ---------------------------------------------------------------- 3. run names
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/abs", "a/b", "..", ".", ""])
+def test_run_names_that_leave_out_are_refused(tmp_path, name, capsys):
+    with pytest.raises(ValueError, match="run_name' must be a plain folder name"):
+        _config(tmp_path, name)
+    assert main(["train", "--run-name", name, "--out", str(tmp_path / "o"), "--epochs", "1"]) == 2
+    assert "plain folder name" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- 6. Ctrl-C
+
+def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_for_bit(tmp_path, mnist_dir):
+    args = ["train", "--model", "bnsm", "--epochs", "3", "--train-subset", "600", "--test-subset", "100",
+            "--batch-size", "50", "--samples", "2", "--seed", "3", "--threads", "1", "--checkpoint-every", "2",
+            "--data-dir", str(mnist_dir), "--no-progress", "--run-name", "run"]
+    run = tmp_path / "stopped" / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nsm", *args, "--out", str(run.parent)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # stop it in epoch 2, after a step checkpoint
+            assert proc.poll() is None, f"the run ended before it was stopped: {proc.stderr.read().decode()}"
+            assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 120 s"
+            if (run / "checkpoint.pt").exists():
+                ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+                if ckpt["epoch"] >= 1 and ckpt["in_epoch"] is not None:
+                    break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 130
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"nsm train: interrupted; {run} keeps its checkpoint (")
+    assert lines[0].endswith(f"resume with: nsm train --resume {run}")
+    assert not (run / ".lock").exists() and not list(run.glob(".*.tmp"))
+    resumed = subprocess.run([sys.executable, "-m", "nsm", "train", "--resume", str(run), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    _assert_same_run(tmp_path / "whole" / "run", run)
+
+
+def test_ctrl_c_in_nsm_reproduce_names_the_run_and_the_command_that_resumes_it(tmp_path, monkeypatch, capsys):
+    real = nsm.train.train_step
+    calls = [0]
+
+    def stop(*a, **k):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(nsm.train, "train_step", stop)
+    monkeypatch.setattr("nsm.data.load_dataset", lambda *a, **k: toy_dataset())
+    out = tmp_path / "t"
+    argv = ["reproduce", "mnist", "--models", "bnsm", "--seeds", "1", "--epochs", "2", "--samples", "2",
+            "--batch-size", "30", "--threads", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0] == (f"nsm reproduce: interrupted; {out / 'runs' / 'bnsm-mnist-seed0'} keeps its checkpoint "
+                      f"(after epoch 1); the same command resumes it: nsm {' '.join(argv)}")
+    assert not list((out / "runs").glob("*.claim"))
+
+
+# ---------------------------------------------------------------- 7. a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MB tmpfs where this process may mount one (root on Linux), else None."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                        capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    yield mnt if ok else None
+    if ok:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, small_disk,
+                                                                                  monkeypatch):
+    where = small_disk or tmp_path
+    config = _config(where, epochs=3, checkpoint_every=2)
+    real, calls = nsm.train.train_step, [0]
+    filler = where / "filler"
+
+    def fill_the_disk_on_step_5(*a, **k):
+        calls[0] += 1
+        if calls[0] == 5:
+            if small_disk is not None:  # a real full disk: fill what is left
+                with open(filler, "wb") as f:
+                    try:
+                        while True:
+                            f.write(b"\0" * (1 << 16))
+                            f.flush()
+                    except OSError as exc:
+                        assert exc.errno == errno.ENOSPC
+            else:  # no tmpfs here: the next file write fails as a full disk would
+                monkeypatch.setattr(nsm.io.os, "fsync", _enospc)
+        return real(*a, **k)
+
+    monkeypatch.setattr(nsm.train, "train_step", fill_the_disk_on_step_5)
+    run = where / "run"
+    with pytest.raises(OSError) as info:
+        fit(config, dataset=toy_dataset(), **QUIET)
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert message.startswith(f"no space left on the device while writing {run / 'checkpoint.pt'}; "
+                              f"the previous checkpoint (epoch 2, after step 1) is kept")
+    assert message.endswith(f"free space and resume with: nsm train --resume {run}")
+    assert not list(run.glob(".*.tmp"))
+    monkeypatch.undo()
+    filler.unlink(missing_ok=True)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["in_epoch"]["batch"] == 1
+    fit(config, dataset=toy_dataset(), resume=run, **QUIET)
+    fit(_config(tmp_path / "whole", epochs=3, checkpoint_every=2), dataset=toy_dataset(), **QUIET)
+    _assert_same_run(tmp_path / "whole" / "run", run)
+
+
+def _enospc(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# ---------------------------------------------------------------- 8, 9. messages and early refusals
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", str(2 ** 63)], r"'seed' must be an int in \[0, 2\^63\), got 9223372036854775808"),
+    (["--threads", "1000000"], r"'threads' must be an int in \[1, 1024\], got 1000000"),
+    (["--model", "dcnn", "--sampler", "synapse"], "model 'dcnn' has no option 'sampler'"),
+    (["--weight-decay", "inf"], "'weight_decay' must be a finite number >= 0, got inf"),
+])
+def test_train_options_are_refused_with_what_is_allowed(tmp_path, capsys, argv, message, monkeypatch):
+    monkeypatch.setattr("nsm.train.load_dataset", lambda *a, **k: toy_dataset())
+    assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert pytest.importorskip("re").search(message, err), err
+
+
+def test_model_options_in_a_hand_edited_config_and_a_binary_metrics_file(tmp_path, capsys):
+    fit(_config(tmp_path, epochs=1), dataset=toy_dataset(), **QUIET)
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()
+    (run / "checkpoint.pt").unlink()
+    saved = json.loads((run / "config.json").read_text())
+    saved["model_options"] = {"widht": 3}
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"model 'bnsm' has no option 'widht' \(options given: widht=3\)"):
+        fit(TrainConfig.from_dict({k: v for k, v in saved.items() if k != "_environment"}),
+            dataset=toy_dataset(), resume=run, **QUIET)
+    (run / "metrics.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    saved["model_options"] = {}
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(["analyze", str(run), "--out", str(tmp_path / "fig")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.jsonl'} is not UTF-8 text" in err
+
+
+def _must_not_run(*a, **k):
+    raise AssertionError("work started before the options were checked")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--angles", "0,nan"], "angles must be finite numbers"),
+    (["--ood", "nope"], "ood must be 'auto', 'none' or a dataset name"),
+])
+def test_nsm_evaluate_refuses_bad_options_before_any_work(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setattr(nsm.evaluate, "load_trained", _must_not_run)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"x")
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "ev"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_nsm_online_refuses_a_file_as_out_and_never_overwrites_a_result(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(nsm.online, "online_comparison", _must_not_run)
+    monkeypatch.setattr(nsm.online, "load_dataset", _must_not_run)
+    (tmp_path / "file").write_text("")
+    assert main(["online", "bnsm", "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "online.json").write_text("{}")
+    assert main(["online", "bnsm", "--out", str(tmp_path / "done")]) == 2
+    assert "online.json exists: nsm does not overwrite a result" in capsys.readouterr().err
+    assert (tmp_path / "done" / "online.json").read_text() == "{}"
+
+
+def test_more_threads_than_cores_gets_a_warning(tmp_path, capsys):
+    fit(_config(tmp_path, epochs=1, threads=(os.cpu_count() or 1) + 1), dataset=toy_dataset(), **QUIET)
+    assert "is more than this machine's" in capsys.readouterr().err
