@@ -155,7 +155,7 @@ def fake_npm(monkeypatch, tmp_path, raws, corrupt=False):
     """Point NPM_PACK_COMMAND at a script that writes a tarball with extra, hostile members."""
     src = tmp_path / "npm-src"
     for name, raw in raws.items():
-        write(src / name, raw + (b"x" if corrupt else b""))
+        write(src / name, raw[:-1] + bytes([raw[-1] ^ 1]) if corrupt else raw)  # same size
     script = (
         "import sys, tarfile, io, pathlib\n"
         "src = pathlib.Path(sys.argv[1])\n"

@@ -15,7 +15,12 @@ Download: :func:`fetch_cifar` takes the archive (:data:`CIFAR`: URL and md5) fro
 dataset folder if you put it there, else downloads it; the md5 is checked, then only the
 files above are extracted, each by its exact member name into a path nsm builds (never a
 path from the archive), through a temporary file moved atomically into place.  Present
-files are never overwritten.
+files are never overwritten; an entry that is not a regular file in place of one is an
+error, left alone (see :mod:`nsm.data.files`).
+
+Sizes: a batch file holds its images (3072 bytes each) plus labels and file names (about 33
+bytes per image in the official files); :func:`file_bound` allows 512 bytes per image and
+1 MiB more.  A file or archive member past that is refused, naming it and the bound.
 
 Safety: pickles can run code.  Files are read with a restricted unpickler that allows only
 the globals a pickled numpy array needs and refuses any other with :class:`DataError`.
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import io
+import math
 import os
 import pickle
 import tarfile
@@ -35,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import check_file, make_folder, place_new, read_bytes
 from .idx import DataError, md5_file
 from .mnist import _copy_member, _download, _say, default_data_dir
 
@@ -43,7 +51,7 @@ try:  # numpy >= 2 (numpy 1.x pickles name numpy.core.multiarray: same function)
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
-__all__ = ["CIFAR", "fetch_cifar", "load_cifar", "read_batch"]
+__all__ = ["CIFAR", "fetch_cifar", "file_bound", "load_cifar", "read_batch"]
 
 #: num_classes -> archive, its md5, folders, files per split, label keys, split sizes.
 CIFAR: dict[int, dict] = {
@@ -60,8 +68,6 @@ CIFAR: dict[int, dict] = {
           "labels": {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)},
           "sizes": {"train": 50000, "test": 10000}},
 }
-
-_CHUNK = 1 << 20
 
 
 # Python 3 pickles bytes under protocol 2 as _codecs.encode(text, "latin1"), b"" as bytes().
@@ -103,20 +109,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
                             f"(tampered with, or not a CIFAR file?)") from None
 
 
-def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None
-               ) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
+def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None, *,
+               max_bytes: int | None = None) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
     """Read one batch file safely: ``data`` as uint8 ``(N, 3, 32, 32)`` and ``{key: int64 (N,)}``.
 
     ``labels`` maps each label key to read to its number of classes (default
     ``{b"labels": 10}``, CIFAR-10's).
 
     Any problem (not a pickle, truncated, a forbidden global, a missing key, a wrong
-    shape, dtype or label) raises :class:`DataError` naming the file (and key).
+    shape, dtype or label, more than ``max_bytes`` bytes, not a regular file) raises
+    :class:`DataError` naming the file (and key).
     """
     name = os.fspath(path)
+    raw = read_bytes(path, max_bytes)
     try:
-        with open(path, "rb") as fh:
-            obj = _RestrictedUnpickler(fh, name).load()
+        obj = _RestrictedUnpickler(io.BytesIO(raw), name).load()
     except DataError:
         raise
     except Exception as exc:  # with only harmless globals, any failure means a bad file
@@ -155,6 +162,15 @@ def _spec(num_classes: int) -> dict:
     return CIFAR[num_classes]
 
 
+def file_bound(spec: dict, name: str) -> int:
+    """The most bytes the file ``name`` of CIFAR ``spec`` may hold (see the module docstring)."""
+    if name == spec["meta"]:
+        return 1 << 20
+    split = "train" if name in spec["train"] else "test"
+    n = math.ceil(spec["sizes"][split] / len(spec[split]))
+    return n * (3072 + 512) + (1 << 20)
+
+
 def _paths(spec: dict, data_dir: str | os.PathLike | None) -> tuple[Path, Path]:
     base = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
     return base / spec["folder"], base / spec["folder"] / spec["subdir"]
@@ -175,10 +191,11 @@ def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
     try:
         with tarfile.open(tgz, "r:gz") as tar:
             for name in names:
-                tmp = _copy_member(tar, tgz, f"{spec['subdir']}/{name}", folder, name)
+                tmp = _copy_member(tar, tgz, f"{spec['subdir']}/{name}", folder, name,
+                                   max_bytes=file_bound(spec, name))
                 try:
-                    if not (folder / name).exists():  # never overwrite
-                        os.replace(tmp, folder / name)
+                    if check_file(folder / name) is None:  # never overwrite
+                        place_new(tmp, folder / name)
                 finally:
                     tmp.unlink(missing_ok=True)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -196,12 +213,12 @@ def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None
     spec = _spec(num_classes)
     root, folder = _paths(spec, data_dir)
     missing = [n for n in (*spec["train"], *spec["test"], spec["meta"])
-               if not (folder / n).is_file()]
+               if check_file(folder / n) is None]
     if not missing:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     url, archive = spec["url"], root / spec["url"].rsplit("/", 1)[-1]
-    downloaded = not archive.is_file()
+    downloaded = check_file(archive) is None
     if downloaded:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=root)
         archive = Path(tmp_name)
@@ -243,14 +260,15 @@ def load_cifar(data_dir: str | os.PathLike | None = None, train: bool = True, *,
                          f"CIFAR-{num_classes}, got {label!r}")
     root, folder = _paths(spec, data_dir)
     split = "train" if train else "test"
-    missing = [n for n in spec[split] if not (folder / n).is_file()]
+    missing = [n for n in spec[split] if check_file(folder / n) is None]
     if missing:
         if not download:
             raise FileNotFoundError(_missing_message(spec, root, folder, missing,
                                                      "download=False"))
         fetch_cifar(num_classes, data_dir)
     key, classes = spec["labels"][label]
-    parts = [read_batch(folder / n, {key: classes}) for n in spec[split]]
+    parts = [read_batch(folder / n, {key: classes}, max_bytes=file_bound(spec, n))
+             for n in spec[split]]
     images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     labels = np.concatenate([p[1][key] for p in parts])
     if len(images) != spec["sizes"][split]:

@@ -30,12 +30,15 @@ binary frames: ``frame[k, y, x] = 1`` iff some ON event of the chunk's k-th
 
 There is no automatic download: the archive sits behind IBM's click-through
 pages, so :func:`load_dvs_gesture` raises :class:`FileNotFoundError` saying what
-to download, from where and where to unpack it.
+to download, from where and where to unpack it.  Anything but a regular file (or a
+symlink to one) in place of a listed file is an error naming it (a FIFO never blocks the
+reader), and the cache is never written through a symlink (see :mod:`nsm.data.files`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import struct
@@ -48,6 +51,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write
+from .files import (check_file, check_folder, check_replaceable, make_folder, open_regular,
+                    read_bytes)
 from .idx import DataError
 from .mnist import default_data_dir
 
@@ -68,7 +73,7 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Valid polarity events of an AEDAT 3.1 file: ``x``, ``y`` (int32), ``p`` (bool, True = ON)
     and ``t`` (int64 µs), in file order.  Malformed files raise :class:`DataError`."""
     name = os.fspath(path)
-    buf = Path(path).read_bytes()
+    buf = read_bytes(path)
     if not buf.startswith(b"#!AER-DAT3"):
         raise DataError(f"{name}: expected an AEDAT 3.x file starting with '#!AER-DAT3.1', "
                         f"found {buf[:16]!r}")
@@ -118,7 +123,7 @@ def read_labels_csv(path: str | os.PathLike) -> list[tuple[int, int, int]]:
     """Trials of a ``*_labels.csv`` file as ``(class 0..10, start_us, end_us)``."""
     name = os.fspath(path)
     trials = []
-    with open(path, newline="") as fh:
+    with open_regular(path) as raw, io.TextIOWrapper(raw, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header][:1] != ["class"]:
@@ -181,11 +186,12 @@ def _labels_name(aedat: str) -> str:
 
 def _split_files(folder: Path, split: str) -> list[str]:
     lst = folder / f"trials_to_{split}.txt"
-    if not lst.is_file():
+    if not check_folder(folder) or check_file(lst) is None:
         raise FileNotFoundError(_missing_message(folder, [lst.name]))
-    names = [line.strip() for line in lst.read_text().splitlines() if line.strip()]
+    with open_regular(lst) as fh:
+        names = [line.strip() for line in fh.read().decode().splitlines() if line.strip()]
     missing = [p for n in names for p in (n, _labels_name(n))
-               if not (folder / p).is_file()]
+               if check_file(folder / p) is None]
     if missing:
         raise FileNotFoundError(_missing_message(folder, missing))
     return names
@@ -210,6 +216,8 @@ def _fingerprint(folder: Path, split: str, names: list[str], n_frames: int, fram
 
 
 def _read_cache(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if check_file(path) is None:  # anything but a regular file there: an error naming it
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
@@ -236,6 +244,7 @@ def load_dvs_gesture(data_dir: str | os.PathLike | None = None, train: bool = Tr
     """
     root = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
     folder, split = root / "dvs-gesture" / "DvsGesture", "train" if train else "test"
+    check_folder(root / "dvs-gesture")
     names = _split_files(folder, split)
     fingerprint = _fingerprint(folder, split, names, n_frames, frame_us)
     cache = root / "dvs-gesture" / "cache" / f"{split}-{n_frames}x{frame_us}-v{CACHE_VERSION}.npz"
@@ -259,6 +268,8 @@ def load_dvs_gesture(data_dir: str | os.PathLike | None = None, train: bool = Tr
                 np.savez(fh, frames=np.packbits(frames, axis=-1), labels=labs,
                          fingerprint=np.array(fingerprint))
 
+        make_folder(cache.parent)
+        check_replaceable(cache)  # a symlink there is never written through or replaced
         atomic_write(cache, write)
         hit = frames, labs
     return torch.from_numpy(hit[0]), torch.from_numpy(hit[1])

