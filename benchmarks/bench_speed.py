@@ -1,18 +1,24 @@
-"""Speed of the Table 6 network on this machine, as ratios measured in one run.
+"""Speed and memory of the Table 6 network on this machine, as ratios measured in one run.
 
-Prints, at batch 100 on the chosen device:
-  1. the training-step time (forward + backward + Adam) of bNSM with each sampler, and of
-     the dCNN of the same widths, as ratios to the dCNN;
-  2. Monte-Carlo inference images per second at S samples with nsm.mc_predict, against a
-     plain Python loop of S single passes of the same batch (both without autograd).
+Prints, at the chosen batch size and device:
+  1. the training-step time (forward + backward + Adam) of the dCNN and of the bNSM with each
+     sampler, eager and compiled (``torch.compile(fullgraph=True)``, inductor), as ratios to
+     the eager dCNN step and to the best dCNN step; the compile time (the first compiled
+     step); the peak memory a step adds (CPU: the process's peak resident set, reset before
+     each variant through /proc/self/clear_refs; CUDA: torch's peak allocation), as a ratio to
+     the dCNN's;
+  2. Monte-Carlo inference images per second at S samples: nsm.mc_predict, eager and
+     compiled, against a plain eager Python loop of S single passes of the same batch.
 
-Usage: python benchmarks/bench_speed.py [--device cpu] [--repeats 20] [--samples 100]
+Usage: python benchmarks/bench_speed.py [--device cpu] [--batch 100] [--repeats 15]
+       [--samples 100] [--threads N] [--no-compile] [--json FILE]
 Timings are medians over repeats, interleaved so that machine noise hits every variant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -28,7 +34,7 @@ def sync(device):
 
 
 def step_fn(model, x, y):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam([p for p in model.parameters()], lr=1e-4)
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -62,39 +68,110 @@ def time_interleaved(fns: dict, repeats: int, device) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_memory(fn, device, runs: int = 3) -> float:
+    """Bytes a call of ``fn`` adds at its peak (NaN where this cannot be measured)."""
+    fn()  # allocations of the first call (optimizer state, caches) are not a step's
+    if device.type == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(runs):
+            fn()
+        sync(device)
+        return float(torch.cuda.max_memory_allocated(device) - base)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set (VmHWM) to the current one
+        base = _status_kb("VmRSS")
+        for _ in range(runs):
+            fn()
+        return 1024.0 * (_status_kb("VmHWM") - base)
+    except (OSError, KeyError):
+        return float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-compile", action="store_true", help="eager variants only")
+    ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}")
+    report: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+                    "batch": args.batch, "train": {}, "mc": {}}
 
     variants = {"dcnn": ("dcnn", {})}
     for s in ("neuron", "probability", "synapse"):
         variants[f"bnsm/{s}"] = ("bnsm", {"sampler": s})
-    fns = {k: step_fn(nsm.build_model(m, **o).to(device), x, y) for k, (m, o) in variants.items()}
+    fns, compile_s = {}, {}
+    for k, (m, o) in variants.items():
+        model = nsm.build_model(m, **o).to(device)
+        fns[f"{k} eager"] = step_fn(model, x, y)
+        if not args.no_compile and not k.endswith("synapse"):
+            torch._dynamo.reset()
+            fast = torch.compile(nsm.build_model(m, **o).to(device), fullgraph=True)
+            step = step_fn(fast, x, y)
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            compile_s[f"{k} compiled"] = time.perf_counter() - t0
+            fns[f"{k} compiled"] = step
+    memory = {k: peak_memory(f, device) for k, f in fns.items()}
     t = time_interleaved(fns, args.repeats, device)
-    print("\n1. training step (forward + backward + Adam), median of", args.repeats)
-    print(f"{'model':<22}{'ms/step':>10}{'x dCNN':>10}")
+    best_dcnn = min(v for k, v in t.items() if k.startswith("dcnn"))
+    print(f"\n1. training step (forward + backward + Adam), median of {args.repeats}")
+    print(f"{'variant':<26}{'ms/step':>9}{'x dCNN':>8}{'x best':>8}{'compile s':>11}{'peak MB':>9}{'x mem':>7}")
     for k, v in t.items():
-        note = "  (synapse sampler in the fc layer; convolutions use neuron)" if k.endswith("synapse") else ""
-        print(f"{k:<22}{1e3 * v:>10.2f}{v / t['dcnn']:>10.2f}{note}")
+        mem = memory[k] / memory["dcnn eager"] if memory["dcnn eager"] > 0 else float("nan")
+        comp = compile_s.get(k)
+        print(f"{k:<26}{1e3 * v:>9.2f}{v / t['dcnn eager']:>8.2f}{v / best_dcnn:>8.2f}"
+              f"{'' if comp is None else f'{comp:.1f}':>11}{memory[k] / 2 ** 20:>9.1f}{mem:>7.2f}")
+        report["train"][k] = {"ms": 1e3 * v, "x_dcnn_eager": v / t["dcnn eager"], "x_best_dcnn": v / best_dcnn,
+                              "compile_s": comp, "peak_mb": memory[k] / 2 ** 20, "x_mem_dcnn": mem}
+    print("   (bnsm/synapse: the synapse sampler in the fc layer; convolutions use neuron)")
 
     model = nsm.build_model("bnsm").to(device)
     S = args.samples
     reps = max(3, args.repeats // 4)
-    fns = {"mc_predict": lambda: nsm.mc_predict(model, x, S), "python loop": lambda: loop_predict(model, x, S)}
+    fns = {"mc_predict eager": lambda: nsm.mc_predict(model, x, S),
+           "python loop eager": lambda: loop_predict(model, x, S)}
+    if not args.no_compile:
+        torch._dynamo.reset()
+        fast = torch.compile(model, fullgraph=True)
+        t0 = time.perf_counter()
+        nsm.mc_predict(fast, x, S)
+        report["mc"]["compile_s"] = time.perf_counter() - t0
+        fns["mc_predict compiled"] = lambda: nsm.mc_predict(fast, x, S)
     t = time_interleaved(fns, reps, device)
     print(f"\n2. MC inference of bNSM at S={S} on a batch of {args.batch}, median of {reps}")
-    print(f"{'method':<22}{'images/s':>10}{'speed-up':>10}")
+    print(f"{'method':<26}{'images/s':>10}{'x loop':>8}")
     for k, v in t.items():
-        print(f"{k:<22}{args.batch / v:>10.1f}{t['python loop'] / v:>10.2f}")
+        print(f"{k:<26}{args.batch / v:>10.1f}{t['python loop eager'] / v:>8.2f}")
+        report["mc"][k] = {"images_per_s": args.batch / v, "x_loop": t["python loop eager"] / v}
+    if "compile_s" in report["mc"]:
+        print(f"   (compiling the MC passes took {report['mc']['compile_s']:.1f} s, first call included)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 # To keep it affordable on a 2-core CPU, the learning curve before epoch 96 is evaluated every
 # 10 epochs at S = 10 only (--eval-every 10 --eval-samples 10); those cheap points are never
 # part of the reported error.
+# Every run is eager (--compile off): the runs begun before the option existed were, and a
+# resumed run must keep its configuration.
 # Usage (from the repository root): results/mnist-paper/run.sh [WORKERS]
 # Each worker is one process at one thread; start as many as cores. Interrupted runs resume
 # from their last checkpoint (every 200 steps) when the script is run again.
@@ -12,7 +14,7 @@ set -euo pipefail
 WORKERS=${1:-1}
 OUT=results/mnist-paper
 protocol="--eval-every 10 --eval-samples 10 --eval-last 5 --samples 100 --epochs 100 --threads 1 \
-  --checkpoint-every 200 --no-progress --out $OUT"
+  --checkpoint-every 200 --compile off --no-progress --out $OUT"
 worker() {
   for seed in 0 1 2; do
     nsm reproduce mnist --models bnsm,gnsm,dcnn --seed-list "$seed" $protocol

@@ -177,7 +177,7 @@ def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
 def config_differences(saved: dict, config: TrainConfig) -> list[str]:
     """``field: saved there, given here`` for each field that differs (FREE_FIELDS aside)."""
     want = config.to_dict()
-    default = TrainConfig().to_dict()  # a field an older run did not save had its default then
+    default = TrainConfig.saved_defaults()  # a field an older run did not save had this value then
     return [f"{f}: {saved.get(f, default[f])!r} there, {want[f]!r} here" for f in want
             if f not in FREE_FIELDS and saved.get(f, default[f]) != want[f]]
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser"]
 
 _REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "eval_last", "eval_samples", "train_subset",
-                     "test_subset", "device", "threads", "data_dir", "batch_size", "lr", "checkpoint_every")
+                     "test_subset", "device", "threads", "compile", "data_dir", "batch_size", "lr", "checkpoint_every")
 
 # option -> (config field, type, help)
 _TRAIN_OPTIONS = [
@@ -48,6 +48,8 @@ _TRAIN_OPTIONS = [
      "never overwrites: a taken name gets a suffix)"),
     ("--checkpoint-every", "checkpoint_every", int, "also write RUN_DIR/checkpoint.pt every N optimizer "
      "steps (default 0: after every epoch only)"),
+    ("--compile", "compile", str, "torch.compile the model: auto (default: when it pays, for long runs of "
+     "models measured faster compiled), on, off"),
 ]
 
 
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train one model; prints the MC test error and the run directory.")
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         train.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    train.add_argument("--no-compile", dest="compile", action="store_const", const="off",
+                       help="run eagerly (the same as --compile off)")
     train.add_argument("--sampler", default=None, help="NSM sampler: neuron, synapse, probability")
     train.add_argument("--estimator", default=None, help="NSM estimator: prob, ste, binconcrete")
     train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
@@ -170,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         if dest in _REPRODUCE_FIELDS:
             rep.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    rep.add_argument("--no-compile", dest="compile", action="store_const", const="off",
+                     help="run eagerly (the same as --compile off)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--worker", default=None, metavar="K/N",
                      help="train only every N-th run of the table, from the K-th (1 <= K <= N): a fixed split "

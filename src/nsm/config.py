@@ -29,6 +29,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 
 MAX_THREADS = 1024
+COMPILE_MODES = ("auto", "on", "off")
+# fields whose meaning in a config.json that lacks them is not today's default
+LEGACY_DEFAULTS: dict[str, Any] = {"compile": "off"}
 
 
 def check_run_name(name: str) -> str:
@@ -73,6 +76,7 @@ class TrainConfig:
     record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
     record_draws: int = 4      # stochastic passes averaged per gradient in the cosine
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
+    compile: str = "auto"      # torch.compile: "auto" (when it pays, nsm.compiled.decide), "on", "off"
 
     _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
                  "eval_samples", "threads", "train_subset", "test_subset", "record_probe", "record_draws")
@@ -91,6 +95,8 @@ class TrainConfig:
                 raise ValueError(f"config field {name!r} must be a finite number > 0, got {v!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"config field 'weight_decay' must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"config field 'compile' must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"config field 'lr_schedule' must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.seed < 2 ** 63:
@@ -131,12 +137,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict (e.g. a saved config.json); unknown keys are refused."""
+        """Build from a dict (e.g. a saved config.json); unknown keys are refused, and a field an
+        older run did not save takes the value it had then (:meth:`saved_defaults`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return cls(**{**LEGACY_DEFAULTS, **d})
+
+    @staticmethod
+    def saved_defaults() -> dict[str, Any]:
+        """What each field meant in a saved configuration that lacks it: its default, except
+        where the default changed (runs made before ``compile`` existed were eager)."""
+        return {**TrainConfig().to_dict(), **LEGACY_DEFAULTS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -109,7 +109,7 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
     saved = read_json(run_dir / "config.json", "the run's configuration")
     want = config.to_dict()
     # a field missing from an older run's config.json had its default value then
-    default = TrainConfig().to_dict()
+    default = TrainConfig.saved_defaults()
     saved = {f: saved.get(f, default[f]) for f in PROTOCOL_FIELDS}
     diff = [f for f in PROTOCOL_FIELDS if saved[f] != want[f]]
     if diff:

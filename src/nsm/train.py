@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
+from .compiled import Compiled, decide
 from .checkpoint import (CHECKPOINT, RunLock, config_differences, data_fingerprint, load_checkpoint,
                          load_run_config, restore, rng_state, save_checkpoint)
 from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
@@ -356,6 +357,12 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
                recorder, resuming, log, group) -> dict:
     """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
     trainee = wrap(model, group, device)  # DDP under torchrun; evaluated and saved: the model itself
+    n_steps = config.epochs * math.ceil(dataset.train_x.shape[0] / config.batch_size)
+    use, why = decide(config.compile, network=model_name, sampler=config.model_options.get("sampler"),
+                      steps=n_steps, record=config.record, distributed=group.active)
+    log(f"torch.compile: {'yes' if use else 'no'} ({why})")
+    if use:  # the same parameters, traced; checkpoints and evaluation act on the model itself
+        trainee = Compiled(trainee, log)  # training only: compiled MC passes were measured slower
     samples = config.samples if is_stochastic(model_name) else 1
     # the learning curve's cheaper evaluations (before the last eval_last epochs)
     eval_samples = samples if config.eval_samples is None or samples == 1 else config.eval_samples

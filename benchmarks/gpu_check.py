@@ -1,0 +1,170 @@
+"""What must hold on a CUDA device, checked in a few minutes: the laws and gradients of the NSM
+layers where the device matters (random numbers drawn on the GPU, eager and compiled), Monte-Carlo
+prediction, a short training run, and a resumed CUDA run. Prints one line per check and a
+summary; exits 1 if any check fails. Run by benchmarks/gpu_check.sh.
+
+Usage: python benchmarks/gpu_check.py [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import traceback
+
+import torch
+from torch import nn
+
+import nsm
+from nsm.config import TrainConfig
+from nsm.data import Dataset
+import nsm.train
+from nsm.train import fit
+
+N = 20_000
+
+
+def pm1(shape, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float().to(device)
+
+
+def frequency_check(device, noise, sampler, compiled):
+    """P(+1) over N draws against firing_probability: 4.5 binomial sd + 0.01 (central-limit law)."""
+    torch.manual_seed(0)
+    layer = nsm.NSMLinear(800, 6, noise=noise, sampler=sampler).to(device)
+    with torch.no_grad():
+        layer.bias.copy_(torch.linspace(-2, 2, 6))
+    x = pm1((1, 800), device)
+    p = layer.firing_probability(x).detach()[0].double()
+    f = torch.compile(layer, fullgraph=True) if compiled else layer
+    with torch.no_grad():
+        z = torch.cat([f(x.expand(N // 4, -1)) for _ in range(4)])
+    freq = (z > 0).double().mean(0)
+    tol = 4.5 * torch.sqrt(p * (1 - p) / N) + 0.01
+    worst = float((freq - p).abs().max())
+    assert torch.all((freq - p).abs() <= tol), f"max |freq - P| = {worst:.4f}"
+    return f"max |freq - P| {worst:.4f}"
+
+
+def conv_border_check(device):
+    torch.manual_seed(1)
+    layer = nsm.NSMConv2d(64, 3, 3, padding=1, noise="gaussian", sigma=0.8).to(device)
+    x = pm1((1, 64, 5, 5), device, seed=2)
+    p = layer.firing_probability(x).detach()[0].double()
+    with torch.no_grad():
+        z = torch.cat([layer(x.expand(5000, -1, -1, -1)) for _ in range(4)])
+    freq = (z > 0).double().mean(0)
+    tol = 4.5 * torch.sqrt(p * (1 - p) / N)
+    worst = float((freq - p).abs().max())
+    assert torch.all((freq - p).abs() <= tol), f"max |freq - P| = {worst:.4f}"
+    return f"every position of a padded conv, max |freq - P| {worst:.4f}"
+
+
+def gradient_check(device, compiled):
+    torch.manual_seed(3)
+    layer = nsm.NSMConv2d(3, 4, 3, padding=1).to(device)
+    x = pm1((8, 3, 6, 6), device).requires_grad_()
+    f = torch.compile(layer, fullgraph=True) if compiled else layer
+    out = f(x)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), [x, *layer.parameters()])
+    want = torch.autograd.grad(((2 * layer.firing_probability(x) - 1) * g).sum(), [x, *layer.parameters()])
+    err = max(float((a - b).abs().max()) for a, b in zip(got, want))
+    assert err < 1e-4, f"max gradient difference {err:.2e}"
+    return f"max |grad - grad of 2P-1| {err:.1e}"
+
+
+def mc_check(device):
+    torch.manual_seed(0)
+    unit = nsm.NSMLinear(40, 1, sampler="probability").to(device)
+    readout = nn.Linear(1, 2).to(device)
+    x = pm1((6, 40), device)
+    p = unit.firing_probability(x).detach()[:, 0].double()
+    with torch.no_grad():
+        up = torch.softmax(readout(torch.ones(1, 1, device=device)), -1)[0, 0].double()
+        down = torch.softmax(readout(-torch.ones(1, 1, device=device)), -1)[0, 0].double()
+    probs = nsm.mc_predict(nn.Sequential(unit, readout), x, N)
+    exact = p * up + (1 - p) * down
+    tol = 4.5 * (up - down).abs() * torch.sqrt(p * (1 - p) / N) + 1e-6
+    worst = float((probs[:, 0].double() - exact).abs().max())
+    assert torch.all((probs[:, 0].double() - exact).abs() <= tol), f"max error {worst:.4f}"
+    return f"max |MC - exact| {worst:.4f} (S={N})"
+
+
+def toy_data():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (400,), generator=g)
+    x = torch.rand(400, 1, 16, 16, generator=g) * 0.3
+    for k in range(3):
+        x[y == k, :, 5 * k:5 * k + 5, :] += 0.7
+    return Dataset("toy", x[:300], y[:300], x[300:], y[300:], 3)
+
+
+def training_check(device):
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(model="bnsm", epochs=3, batch_size=30, samples=4, device=str(device), progress=False,
+                          out=tmp, run_name="run", checkpoint_every=7)
+        summary = fit(cfg, dataset=toy_data(), log=lambda *a: None)
+        assert summary["final_test_error"] < 0.2, f"toy test error {summary['final_test_error']:.2f}"
+        # a run stopped mid-way and resumed on the GPU ends as the uninterrupted one
+        stopped = cfg.replace(run_name="stopped")
+        real, calls = nsm.train.train_step, [0]
+
+        def stop(*a, **k):
+            calls[0] += 1
+            if calls[0] == 15:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        nsm.train.train_step = stop
+        try:
+            fit(stopped, dataset=toy_data(), log=lambda *a: None)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            nsm.train.train_step = real
+        fit(stopped, dataset=toy_data(), resume=f"{tmp}/stopped", log=lambda *a: None)
+        a = torch.load(f"{tmp}/run/checkpoint.pt", weights_only=True)["model_state"]
+        b = torch.load(f"{tmp}/stopped/checkpoint.pt", weights_only=True)["model_state"]
+        same = all(torch.equal(a[k], b[k]) for k in a)
+        assert same, "the resumed CUDA run differs from the uninterrupted one"
+    return f"toy error {100 * summary['final_test_error']:.1f}%, resumed run bit for bit"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"gpu_check: torch {torch.__version__} sees no CUDA device; nothing checked")
+        return 1
+    device = torch.device(args.device)
+    checks = [(f"firing frequency, {n} noise, {s} sampler{', compiled' if c else ''}",
+               lambda n=n, s=s, c=c: frequency_check(device, n, s, c))
+              for n in ("bernoulli", "gaussian") for s in ("neuron", "probability", "synapse")
+              for c in (False, True) if not (c and s == "synapse")]
+    checks += [("padded convolution border law", lambda: conv_border_check(device)),
+               ("prob gradient, eager", lambda: gradient_check(device, False)),
+               ("prob gradient, compiled", lambda: gradient_check(device, True)),
+               ("mc_predict against the exact expectation", lambda: mc_check(device)),
+               ("training and bit-for-bit resume", lambda: training_check(device))]
+    failed = 0
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}")
+    for name, check in checks:
+        t0 = time.perf_counter()
+        try:
+            detail = check()
+            print(f"PASS  {name}: {detail} ({time.perf_counter() - t0:.1f} s)")
+        except Exception as exc:  # report every check, then fail
+            failed += 1
+            print(f"FAIL  {name}: {exc}")
+            traceback.print_exc(limit=3, file=sys.stdout)
+    print(f"{len(checks) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
