@@ -1,4 +1,4 @@
-"""Each baseline's defining property (SI Table 5, SPEC section 7)."""
+"""Each baseline's defining property (SI Table 5, docs/design.md §7)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Firing frequencies of sampled NSM units against P = 1/2 (1 + erf(t)) (SPEC sections 1-2).
+"""Firing frequencies of sampled NSM units against P = 1/2 (1 + erf(t)) (docs/design.md §1-§2).
 
 Each test draws N = 20,000 states per unit with a fixed generator and compares the
 empirical P(+1) with ``firing_probability``. Tolerance: 4.5 binomial standard deviations,
@@ -72,7 +72,7 @@ def test_conv_frequency_matches_firing_probability(noise, sampler):
 
 
 def test_probability_formula_matches_definition():
-    """P = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) written out from SPEC section 1."""
+    """P = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) written out from docs/design.md §1."""
     torch.manual_seed(0)
     for noise, mean, var in (("bernoulli", 0.3, 0.3 * 0.7), ("gaussian", 1.0, 0.7 ** 2)):
         layer = nsm.NSMLinear(20, 4, noise=noise, p=0.3, sigma=0.7, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Gradients of the NSM against the paper's formulas, in float64 (SPEC sections 1 and 3)."""
+"""Gradients of the NSM against the paper's formulas, in float64 (docs/design.md §1 and §3)."""
 
 import math
 

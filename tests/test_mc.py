@@ -1,4 +1,4 @@
-"""Monte-Carlo prediction: the mean softmax over S stochastic passes (SPEC section 4)."""
+"""Monte-Carlo prediction: the mean softmax over S stochastic passes (docs/design.md §4)."""
 
 import pytest
 import torch

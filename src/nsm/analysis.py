@@ -1,4 +1,4 @@
-"""The paper's analyses (SI 4.5, 4.11; SPEC section 8): statistics recorded during training.
+"""The paper's analyses (SI 4.5, 4.11; docs/design.md §8): statistics recorded during training.
 
 :class:`Recorder` is what ``nsm train --record`` attaches to a run. At each record point
 (before training, then after every epoch, or every ``every`` optimizer steps) it stores,

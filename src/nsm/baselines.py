@@ -1,4 +1,4 @@
-"""Building blocks of the paper's baselines (SI Table 5; SPEC section 7).
+"""Building blocks of the paper's baselines (SI Table 5; docs/design.md §7).
 
 Each class holds one defining property, tested in ``tests/test_baselines.py``:
 

@@ -1,6 +1,6 @@
 """Experiment configuration: one frozen dataclass, validated before any work starts.
 
-Defaults follow the authors' protocol for the MNIST family (SPEC section 5): Adam, batch
+Defaults follow the authors' protocol for the MNIST family (docs/design.md §5): Adam, batch
 100, lr 3e-4, weight decay 1e-6, 100 epochs, lr halved every 50 epochs, 100 MC samples at
 test time. The resolved configuration is saved as ``config.json`` in the run directory.
 """
@@ -17,7 +17,7 @@ __all__ = ["TrainConfig", "PROTOCOLS", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("step", "linear")
 
-# The authors' protocol per dataset where it differs from the MNIST family's (SPEC section 5):
+# The authors' protocol per dataset where it differs from the MNIST family's (docs/design.md §5):
 # the defaults of `nsm train --dataset D` and `nsm reproduce` (any field given wins).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "dvs-gesture": {"epochs": 200, "lr_step": 100, "samples": 101},

@@ -1,6 +1,6 @@
 """Gradient estimators: from a sampled state to a layer output with a useful gradient.
 
-SPEC section 3. ``prob`` (default): forward the sampled z, backward the gradient of
+docs/design.md §3. ``prob`` (default): forward the sampled z, backward the gradient of
 E[z] = 2P - 1 (main text eq. 3, SI 4.2). ``ste``: forward sgn(u), backward the identity to
 the noisy pre-activation u. ``binconcrete``: the Binary Concrete relaxation (SI 4.6, eq. 14).
 """

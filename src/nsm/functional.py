@@ -1,6 +1,6 @@
 """The NSM neuron as pure functions: signs, drive and firing probability, samplers, forward.
 
-Main text eqs. 1-4 (SPEC section 1). A unit receives inputs ``z`` through synapses with
+Main text eqs. 1-4 (docs/design.md §1). A unit receives inputs ``z`` through synapses with
 always-on multiplicative noise ``xi``::
 
     u_i = sum_j (xi_ij + a_i) w_ij z_j + b_i,        z_i = sgn(u_i),  sgn(0) = +1

@@ -1,7 +1,7 @@
 """How NSM networks are evaluated: Monte-Carlo prediction and the forward mode, in one place.
 
 An NSM stays stochastic at test time (``model.eval()`` changes nothing about the noise).
-The prediction is the mean of the softmax over S stochastic passes (SPEC section 4)::
+The prediction is the mean of the softmax over S stochastic passes (docs/design.md §4)::
 
     p(y | x) ~= 1/S sum_s softmax(f_s(x)),     f_s one sampled network
 

@@ -12,7 +12,7 @@ SI Table 6 (MNIST, EMNIST, N-MNIST)::
 - ``gnsm``: the same with Gaussian synapses xi ~ N(1, sigma^2), sigma = 1.
 - ``dcnn``: the same widths with deterministic ReLU units and real-valued inputs in [0, 1].
 
-Every baseline (SI Table 5, SPEC section 7) uses the same Table 6 widths (32, 64, 512), so
+Every baseline (SI Table 5, docs/design.md §7) uses the same Table 6 widths (32, 64, 512), so
 that the comparison is fair; only the units, the weights' parametrization and the input
 (binarized sgn(2x - 1) for binary networks, real-valued in [0, 1] for real-valued ones)
 differ. ``nsm models`` lists them. Exceptions, by necessity: the S2M is a fully connected

@@ -9,7 +9,7 @@ SI Table 7 (DVS128 Gesture, 6 x 64 x 64 ON-event frames, 11 classes)::
     3 x (conv 3x3 96) -> pool 2 -> 3 x (conv 3x3 192) -> pool 2 -> 3 x (conv 3x3 256) -> pool 2
     -> conv 3x3 256 -> conv 1x1 256 -> conv 1x1 256 -> global average pool -> readout
 
-Padding keeps the sizes; NSM keep-probability p = 0.5 everywhere (SPEC section 4).
+Padding keeps the sizes; NSM keep-probability p = 0.5 everywhere (docs/design.md §4).
 
 All-convolutional net (Salimans & Kingma 2016, CIFAR-10/100)::
 

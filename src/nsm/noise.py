@@ -1,4 +1,4 @@
-"""Synaptic noise models: what xi is, its moments, and how it is drawn (SPEC section 1).
+"""Synaptic noise models: what xi is, its moments, and how it is drawn (docs/design.md §1).
 
 | noise | xi | E[xi] | Var[xi] |
 |---|---|---|---|

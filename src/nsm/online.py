@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -30,6 +31,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .config import MAX_THREADS
 from .data import Dataset, load_dataset
 from .io import save_figure, write_json
 from .layers import stochastic_layers
@@ -289,8 +291,11 @@ def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: 
         raise ValueError(f"{out / 'online.json'} exists: nsm does not overwrite a result; choose another "
                          f"--out or move it away")
     if threads is not None:
-        if not _is_int(threads) or threads < 1:
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        if not _is_int(threads) or not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be an int in [1, {MAX_THREADS}], got {threads!r}")
+        if threads > (os.cpu_count() or 1):
+            print(f"nsm: warning: --threads {threads} is more than this machine's {os.cpu_count()} cores; "
+                  f"oversubscribed threads make training much slower", file=sys.stderr)
         torch.set_num_threads(threads)
     if dataset is None:
         dataset = load_dataset(dataset_name, data_dir, test_subset=test_subset)

@@ -1,6 +1,6 @@
 """Reproduce a table of the paper: models x datasets x seeds, then one Markdown/CSV table.
 
-``nsm reproduce mnist`` trains every model of the MNIST comparison on the SPEC protocol
+``nsm reproduce mnist`` trains every model of the MNIST comparison on the paper's protocol (docs/design.md §5)
 (overridable: epochs, seeds, samples), one run directory per (model, dataset, seed) under
 ``OUT/runs/``, skipping runs that already finished there with the same protocol, and writes
 ``OUT/table.md`` and ``OUT/table.csv``:
@@ -8,7 +8,7 @@
 - each seed's error is the mean test error over its last 5 evaluated epochs (SI 4.7; fewer
   if fewer were evaluated, as the table says);
 - each cell is the mean +- sample standard deviation of those over seeds;
-- beside it the paper's number for that cell (SPEC section 7), where the paper gives one,
+- beside it the paper's number for that cell (docs/design.md §7), where the paper gives one,
   and the training + test wall time summed over seeds.
 
 An interrupted run (a run directory without ``summary.json``) is resumed from its checkpoint
@@ -48,7 +48,7 @@ from .registry import Registry
 __all__ = ["PaperTable", "TABLES", "PAPER_ERRORS", "run_table", "aggregate", "write_table",
            "PROTOCOL_FIELDS"]
 
-# Test error (%) the paper reports (SPEC section 7), by dataset then model.
+# Test error (%) the paper reports (docs/design.md §7), by dataset then model.
 PAPER_ERRORS: dict[str, dict[str, float]] = {
     "mnist": {"dcnn": 0.880, "bnsm": 0.775, "gnsm": 0.805, "ste": 2.13, "bd": 3.11,
               "wbd": 2.72, "sn": 2.05, "bn": 1.10},
@@ -81,9 +81,9 @@ TABLES: Registry[PaperTable] = Registry("table")
 MNIST_MODELS = ("dcnn", "bnsm", "gnsm", "ste", "bd", "wbd", "sn", "bn", "bnsm-binconcrete",
                 "gnsm-binconcrete", "sigmoid", "stnn", "bnn", "s2m", "bnsm-fc", "stnn-fc")
 TABLES.register("mnist", PaperTable(
-    "mnist", "every model of the paper's MNIST comparison (SPEC section 7)", MNIST_MODELS, ("mnist",)))
+    "mnist", "every model of the paper's MNIST comparison (docs/design.md §7)", MNIST_MODELS, ("mnist",)))
 TABLES.register("main", PaperTable(
-    "main", "the paper's main table: bNSM, gNSM and dCNN on every dataset (SPEC section 7), each "
+    "main", "the paper's main table: bNSM, gNSM and dCNN on every dataset (docs/design.md §7), each "
     "on the network and protocol the paper uses for it",
     ("dcnn", "bnsm", "gnsm"), ("mnist", "emnist", "nmnist", "dvs-gesture", "cifar10", "cifar100")))
 TABLES.register("fashion-mnist", PaperTable(
@@ -306,7 +306,7 @@ def format_markdown(rows: list[dict], title: str, command: str) -> str:
                   f"other workers end) to complete the table.", ""]
     lines += ["Test error (%): mean ± std over seeds of each seed's mean over its last "
               "evaluated epochs (SI 4.7); `final` is the last epoch's error (mean over seeds); "
-              "`paper` is the paper's number (SPEC section 7), – where it gives none. "
+              "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
               "Wall time: training + testing, summed over seeds.", "",
               "| dataset | model | ours | final | paper | seeds | epochs | last-n | S | wall (s) |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -1,7 +1,7 @@
 """The Synaptic Sampling Machine (S2M; Neftci et al. 2016, Front. Neurosci. 10:241).
 
 A restricted Boltzmann machine of binary threshold units whose only randomness is a fresh
-blank-out mask on its connections at every update (SPEC section 7), in discrete time:
+blank-out mask on its connections at every update (docs/design.md §7), in discrete time:
 
     h_j = 1{ sum_i xi_ij w_ij v_i + b_j > 0 },    xi_ij ~ Bernoulli(p), new at every update
 

@@ -1,6 +1,6 @@
 """Training and evaluation as plain functions: ``train_one_epoch``, ``evaluate``, ``fit``.
 
-Training (SPEC section 4): cross-entropy of the readout on one stochastic pass per
+Training (docs/design.md §4): cross-entropy of the readout on one stochastic pass per
 example, Adam, the learning rate multiplied by ``lr_gamma`` every ``lr_step`` epochs.
 Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_predict`).
 
