@@ -88,7 +88,7 @@ def test_build_model_errors():
         nsm.build_model("bnsm", in_shape=(1, 12, 12))
     with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
         nsm.build_model("bnsm", num_classes=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="model 'dcnn' has no option 'sampler'"):
         nsm.build_model("dcnn", sampler="neuron")  # dCNN has no NSM options
 
 
