@@ -27,10 +27,10 @@ def test_every_model_trains_one_step(name):
 def test_nsm_options_reach_every_layer(sampler):
     model = nsm.build_model("bnsm", sampler=sampler, estimator="ste")
     layers = nsm.layers.nsm_layers(model)
-    assert [l.estimator.name for l in layers] == ["ste"] * 3
+    assert [layer.estimator.name for layer in layers] == ["ste"] * 3
     # convolutions share filters: the synapse sampler applies to the fully connected layer
     expect = [sampler if sampler != "synapse" else "neuron"] * 2 + [sampler]
-    assert [l.sampler.name for l in layers] == expect
+    assert [layer.sampler.name for layer in layers] == expect
     out = model(torch.rand(2, 1, 28, 28))
     out.sum().backward()
     assert not any(isinstance(m, nsm.SignSTE) for m in model)
@@ -38,7 +38,7 @@ def test_nsm_options_reach_every_layer(sampler):
 
 def test_binconcrete_models_take_no_sampler_and_sign_their_relaxed_outputs():
     model = nsm.build_model("bnsm", estimator="binconcrete")
-    assert [l.sampler for l in nsm.layers.nsm_layers(model)] == [None] * 3
+    assert [layer.sampler for layer in nsm.layers.nsm_layers(model)] == [None] * 3
     assert "sampler" not in repr(model)
     model(torch.rand(2, 1, 28, 28)).sum().backward()
     assert any(isinstance(m, nsm.SignSTE) for m in model)
@@ -50,7 +50,7 @@ def test_real_input_nsm_reads_grey_levels_in_its_first_layer_only():
     torch.manual_seed(0)
     model = nsm.build_model("bnsm-real")
     layers = nsm.layers.nsm_layers(model)
-    assert [l.variance for l in layers] == ["exact", "norm", "norm"]
+    assert [layer.variance for layer in layers] == ["exact", "norm", "norm"]
     assert not any(isinstance(m, nsm.Binarize) for m in model)
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(model[0](x), 2 * x - 1)  # grey levels, not their signs

@@ -25,7 +25,7 @@ def test_table7_layout_and_pass(kind):
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3
     layers = nsm.layers.nsm_layers(model)
     assert len(layers) == (0 if kind == "dcnn" else 12)
-    assert all(l.noise.param == 0.5 for l in layers if l.noise.name == "bernoulli")
+    assert all(layer.noise.param == 0.5 for layer in layers if layer.noise.name == "bernoulli")
     small = nsm.build_model(f"{kind}-table7", in_shape=(6, 64, 64), num_classes=11, width=0.125)
     out = small(torch.rand(2, 6, 64, 64))
     assert out.shape == (2, 11)
@@ -46,7 +46,7 @@ def test_allconv_layout_and_real_first_layer(kind):
         # one real-valued convolution reads the image; the first NSM layer gets real inputs
         first = [m for m in model.modules() if isinstance(m, nn.Conv2d)][0]
         assert type(first) is nn.Conv2d and len(layers) == 8
-        assert [l.variance for l in layers] == ["exact"] + ["norm"] * 7
+        assert [layer.variance for layer in layers] == ["exact"] + ["norm"] * 7
         assert not any(isinstance(m, nsm.Binarize) for m in model.modules())
     small = nsm.build_model(f"{kind}-allconv", in_shape=(3, 32, 32), num_classes=100, width=0.1)
     out = small(torch.randn(2, 3, 32, 32))

@@ -40,7 +40,8 @@ from torch import Tensor
 from .config import TrainConfig
 from .io import read_json, save_torch
 
-__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "read_checkpoint", "open_own_file", "load_run_config", "rng_state", "set_rng_state",
+__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "read_checkpoint", "open_own_file", "load_run_config",
+           "rng_state", "set_rng_state",
            "data_fingerprint", "config_differences", "save_checkpoint", "load_checkpoint",
            "restore"]
 

@@ -204,7 +204,8 @@ def _reproduce(args) -> int:
         if n < 1:
             raise ValueError(f"--seeds must be >= 1, got {n}")
         seeds = list(range(n))
-    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None)
+    def split(s):
+        return [x.strip() for x in s.split(",") if x.strip()] if s else None
     overrides = {f: getattr(args, f) for f in _REPRODUCE_FIELDS if getattr(args, f) is not None}
     overrides["progress"] = not args.no_progress
     worker = None
@@ -381,7 +382,8 @@ def _interrupted(exc: KeyboardInterrupt, args) -> str:
     if args.command == "reproduce":
         return (f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); the same command resumes it: "
                 f"nsm {' '.join(map(str, args.argv))}")
-    return f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); resume with: nsm train --resume {exc.run_dir}"
+    return (f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); resume with: "
+            f"nsm train --resume {exc.run_dir}")
 
 
 if __name__ == "__main__":

@@ -261,7 +261,8 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
 
             def check_resume() -> None:
                 if not (run_dir / "config.json").is_file():
-                    raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm run directory")
+                    raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm "
+                                            f"run directory")
                 stack.enter_context(RunLock(run_dir))
                 saved = load_run_config(run_dir).to_dict()
                 diff = config_differences(saved, config)
@@ -387,8 +388,8 @@ def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_ge
     if ckpt is not None:
         if group.active:
             ckpt["rng"] = ckpt["rng_ranks"][group.rank]
-        restore(ckpt, ckpt_path, network=model_name, model=model, optimizer=optimizer, scheduler=scheduler, data_gen=data_gen,
-                device=device, recorder=recorder)
+        restore(ckpt, ckpt_path, network=model_name, model=model, optimizer=optimizer, scheduler=scheduler,
+                data_gen=data_gen, device=device, recorder=recorder)
         history, done, in_epoch, elapsed = ckpt["history"], ckpt["epoch"], ckpt["in_epoch"], ckpt["wall_seconds"]
         last_good = _where(done, in_epoch)
         log(f"resuming from {ckpt_path}: {last_good}")
