@@ -2,7 +2,7 @@
 
 Binary threshold units whose synapses carry always-on multiplicative noise (Bernoulli
 blank-out or Gaussian); each unit fires with probability 1/2 (1 + erf(t)) of a
-weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README.
+weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README and docs/.
 """
 
 from .estimators import ESTIMATORS
