@@ -45,6 +45,19 @@ def _config(tmp_path, name="run", **fields):
     return TrainConfig(**fields)
 
 
+def _ctrl_c_at_step(monkeypatch, step: int) -> None:
+    """Make the ``step``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
+    real, calls = nsm.train.train_step, [0]
+
+    def stop(*a, **k):
+        calls[0] += 1
+        if calls[0] == step:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(nsm.train, "train_step", stop)
+
+
 class _Payload:
     """What a hostile checkpoint carries: unpickling it would create ``marker``."""
 
@@ -78,16 +91,7 @@ def test_resume_and_reproduce_refuse_a_checkpoint_that_carries_code(tmp_path):
     config = _config(tmp_path, epochs=3)
     with pytest.raises(KeyboardInterrupt):  # a run stopped in its second epoch
         with pytest.MonkeyPatch.context() as m:
-            calls = [0]
-            real = nsm.train.train_step
-
-            def stop(*a, **k):
-                calls[0] += 1
-                if calls[0] == 5:
-                    raise KeyboardInterrupt
-                return real(*a, **k)
-
-            m.setattr(nsm.train, "train_step", stop)
+            _ctrl_c_at_step(m, 5)
             fit(config, dataset=toy_dataset(), **QUIET)
     marker = tmp_path / "pwned"
     _plant(tmp_path / "run" / "checkpoint.pt", marker)
@@ -218,16 +222,7 @@ def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_f
 
 
 def test_ctrl_c_in_nsm_reproduce_names_the_run_and_the_command_that_resumes_it(tmp_path, monkeypatch, capsys):
-    real = nsm.train.train_step
-    calls = [0]
-
-    def stop(*a, **k):
-        calls[0] += 1
-        if calls[0] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(nsm.train, "train_step", stop)
+    _ctrl_c_at_step(monkeypatch, 4)
     monkeypatch.setattr("nsm.data.load_dataset", lambda *a, **k: toy_dataset())
     out = tmp_path / "t"
     argv = ["reproduce", "mnist", "--models", "bnsm", "--seeds", "1", "--epochs", "2", "--samples", "2",
