@@ -1,4 +1,4 @@
-"""Cost of ``--record`` (nsm.analysis.Recorder), as ratios measured in one run.
+"""Cost of ``--record`` (nsm.training.recorder.Recorder), as ratios measured in one run.
 
 Times one pass of ``train_one_epoch`` of the bNSM (Table 6 network, batch 100) over the
 same random images, interleaved, in three variants:
@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from nsm.analysis import Recorder
+from nsm.training.recorder import Recorder
 from nsm.models import build_model
-from nsm.train import train_one_epoch
+from nsm.training.loop import train_one_epoch
 
 
 def main() -> None:

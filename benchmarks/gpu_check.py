@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 import nsm
-from nsm.config import TrainConfig
+from nsm.training.config import TrainConfig
 from nsm.data import Dataset
-import nsm.train
-from nsm.train import fit
+import nsm.training.loop
+from nsm.training.loop import fit
 
 N = 20_000
 
@@ -111,7 +111,7 @@ def training_check(device):
         assert summary["final_test_error"] < 0.2, f"toy test error {summary['final_test_error']:.2f}"
         # a run stopped mid-way and resumed on the GPU ends as the uninterrupted one
         stopped = cfg.replace(run_name="stopped")
-        real, calls = nsm.train.train_step, [0]
+        real, calls = nsm.training.loop.train_step, [0]
 
         def stop(*a, **k):
             calls[0] += 1
@@ -119,13 +119,13 @@ def training_check(device):
                 raise KeyboardInterrupt
             return real(*a, **k)
 
-        nsm.train.train_step = stop
+        nsm.training.loop.train_step = stop
         try:
             fit(stopped, dataset=toy_data(), log=lambda *a: None)
         except KeyboardInterrupt:
             pass
         finally:
-            nsm.train.train_step = real
+            nsm.training.loop.train_step = real
         fit(stopped, dataset=toy_data(), resume=f"{tmp}/stopped", log=lambda *a: None)
         a = torch.load(f"{tmp}/run/checkpoint.pt", weights_only=True)["model_state"]
         b = torch.load(f"{tmp}/stopped/checkpoint.pt", weights_only=True)["model_state"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import nsm
 from nsm.data import load_dataset
-from nsm.devices import DeviceModel, accuracy_under
+from nsm.studies.devices import DeviceModel, accuracy_under
 
 torch.manual_seed(0)
 data = load_dataset("mnist", sys.argv[1] if len(sys.argv) > 1 else None, train_subset=10_000, test_subset=1000)

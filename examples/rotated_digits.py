@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import nsm
-from nsm import uncertainty as U
+from nsm.studies import uncertainty as U
 from nsm.data import load_dataset
 
 torch.manual_seed(0)

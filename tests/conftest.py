@@ -10,8 +10,19 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from nsm.data import fetch_mnist
+
+
+@pytest.fixture
+def one_thread():
+    """torch at one thread for the test, then as it was: steps of a few examples are tiny, and
+    with a busy second core two threads spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

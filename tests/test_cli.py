@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from nsm.cli import main
-from nsm.config import TrainConfig
+from nsm.training.config import TrainConfig
 from nsm.data import load_dataset
-from nsm.train import fit
+from nsm.training.loop import fit
 
 
 def _run(args):
@@ -84,7 +84,7 @@ def test_models_command_and_module_entry_point():
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
 
-    from nsm.io import write_json
+    from nsm.utils.io import write_json
 
     path = write_json(tmp_path / "a.json", {"x": 1})
     mask = os.umask(0)

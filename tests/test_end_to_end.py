@@ -9,9 +9,9 @@ error (90.4% accuracy) in 16 s. The test asks for at least 85% accuracy.
 import pytest
 import torch
 
-from nsm.config import TrainConfig
+from nsm.training.config import TrainConfig
 from nsm.data import load_dataset
-from nsm.train import fit
+from nsm.training.loop import fit
 
 
 @pytest.mark.slow

@@ -16,18 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import nsm.evaluate
-import nsm.online
-import nsm.train
-from nsm.checkpoint import RunLock
-from nsm.claim import claim_run
+import nsm.studies.evaluate
+import nsm.studies.online
+import nsm.training.loop
+from nsm.training.checkpoint import RunLock
+from nsm.studies.claim import claim_run
 from nsm.cli import main
-from nsm.config import TrainConfig
-from nsm.reproduce import run_table
-from nsm.train import fit
+from nsm.training.config import TrainConfig
+from nsm.studies.reproduce import run_table
+from nsm.training.loop import fit
 
-from test_resume import _assert_same_run
-from toys import toy_dataset
+from toys import assert_same_run, toy_dataset
 
 QUIET = {"log": lambda *a: None}
 
@@ -47,7 +46,7 @@ def _config(tmp_path, name="run", **fields):
 
 def _ctrl_c_at_step(monkeypatch, step: int) -> None:
     """Make the ``step``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    real, calls = nsm.train.train_step, [0]
+    real, calls = nsm.training.loop.train_step, [0]
 
     def stop(*a, **k):
         calls[0] += 1
@@ -55,7 +54,7 @@ def _ctrl_c_at_step(monkeypatch, step: int) -> None:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(nsm.train, "train_step", stop)
+    monkeypatch.setattr(nsm.training.loop, "train_step", stop)
 
 
 class _Payload:
@@ -218,7 +217,7 @@ def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_f
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    _assert_same_run(tmp_path / "whole" / "run", run)
+    assert_same_run(tmp_path / "whole" / "run", run)
 
 
 def test_ctrl_c_in_nsm_reproduce_names_the_run_and_the_command_that_resumes_it(tmp_path, monkeypatch, capsys):
@@ -253,7 +252,7 @@ def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(
                                                                                   monkeypatch):
     where = small_disk or tmp_path
     config = _config(where, epochs=3, checkpoint_every=2)
-    real, calls = nsm.train.train_step, [0]
+    real, calls = nsm.training.loop.train_step, [0]
     filler = where / "filler"
 
     def fill_the_disk_on_step_5(*a, **k):
@@ -268,10 +267,10 @@ def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(
                     except OSError as exc:
                         assert exc.errno == errno.ENOSPC
             else:  # no tmpfs here: the next file write fails as a full disk would
-                monkeypatch.setattr(nsm.io.os, "fsync", _enospc)
+                monkeypatch.setattr(nsm.utils.io.os, "fsync", _enospc)
         return real(*a, **k)
 
-    monkeypatch.setattr(nsm.train, "train_step", fill_the_disk_on_step_5)
+    monkeypatch.setattr(nsm.training.loop, "train_step", fill_the_disk_on_step_5)
     run = where / "run"
     with pytest.raises(OSError) as info:
         fit(config, dataset=toy_dataset(), **QUIET)
@@ -286,7 +285,7 @@ def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(
     assert torch.load(run / "checkpoint.pt", weights_only=True)["in_epoch"]["batch"] == 1
     fit(config, dataset=toy_dataset(), resume=run, **QUIET)
     fit(_config(tmp_path / "whole", epochs=3, checkpoint_every=2), dataset=toy_dataset(), **QUIET)
-    _assert_same_run(tmp_path / "whole" / "run", run)
+    assert_same_run(tmp_path / "whole" / "run", run)
 
 
 def _enospc(fd):
@@ -302,7 +301,7 @@ def _enospc(fd):
     (["--weight-decay", "inf"], "'weight_decay' must be a finite number >= 0, got inf"),
 ])
 def test_train_options_are_refused_with_what_is_allowed(tmp_path, capsys, argv, message, monkeypatch):
-    monkeypatch.setattr("nsm.train.load_dataset", lambda *a, **k: toy_dataset())
+    monkeypatch.setattr("nsm.training.loop.load_dataset", lambda *a, **k: toy_dataset())
     assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
@@ -337,7 +336,7 @@ def _must_not_run(*a, **k):
     (["--ood", "nope"], "ood must be 'auto', 'none' or a dataset name"),
 ])
 def test_nsm_evaluate_refuses_bad_options_before_any_work(tmp_path, monkeypatch, capsys, extra, message):
-    monkeypatch.setattr(nsm.evaluate, "load_trained", _must_not_run)
+    monkeypatch.setattr(nsm.studies.evaluate, "load_trained", _must_not_run)
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"x")
@@ -349,8 +348,8 @@ def test_nsm_evaluate_refuses_bad_options_before_any_work(tmp_path, monkeypatch,
 
 
 def test_nsm_online_refuses_a_file_as_out_and_never_overwrites_a_result(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(nsm.online, "online_comparison", _must_not_run)
-    monkeypatch.setattr(nsm.online, "load_dataset", _must_not_run)
+    monkeypatch.setattr(nsm.studies.online, "online_comparison", _must_not_run)
+    monkeypatch.setattr(nsm.studies.online, "load_dataset", _must_not_run)
     (tmp_path / "file").write_text("")
     assert main(["online", "bnsm", "--out", str(tmp_path / "file")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err

@@ -5,11 +5,11 @@ blank-out or Gaussian); each unit fires with probability 1/2 (1 + erf(t)) of a
 weight-normalized drive t (Detorakis et al., NeurIPS 2019). See the README and docs/.
 """
 
-from .estimators import ESTIMATORS
-from .functional import SAMPLERS
-from .noise import NOISES, Noise
-from .layers import Binarize, NSMConv2d, NSMLinear, SignSTE, set_generator
-from .mc import accuracy, error_rate, forward_mode, mc_predict, mc_sample_probs
+from .nn.estimators import ESTIMATORS
+from .nn.functional import SAMPLERS
+from .nn.noise import NOISES, Noise
+from .nn.layers import Binarize, NSMConv2d, NSMLinear, SignSTE, set_generator
+from .nn.mc import accuracy, error_rate, forward_mode, mc_predict, mc_sample_probs
 from .models import MODELS, build_model, register_model
 
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 ``nsm online``, ``nsm fetch``, ``nsm models``.
 
 Run ``nsm COMMAND --help`` for the options. Every option of ``nsm train`` overrides one
-field of :class:`nsm.config.TrainConfig`; the resolved configuration is saved in the run
+field of :class:`nsm.training.config.TrainConfig`; the resolved configuration is saved in the run
 directory.
 """
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import TABLES, run_table, format_markdown
+    from .studies.reproduce import TABLES, run_table, format_markdown
 
     if args.list or not args.table:
         for name in TABLES.names():
@@ -226,9 +226,9 @@ def _reproduce(args) -> int:
 
 
 def _train(args) -> int:
-    from .config import TrainConfig
-    from .distributed import from_env
-    from .train import fit
+    from .training.config import TrainConfig
+    from .training.distributed import from_env
+    from .training.loop import fit
 
     fields = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
     options = {k: getattr(args, k) for k in ("sampler", "estimator") if getattr(args, k) is not None}
@@ -262,7 +262,7 @@ def _train(args) -> int:
 def _resume_config(run_dir: str, given: dict, no_progress: bool):
     """The configuration of ``run_dir``; an option given with another value than the run's is
     refused (only ``data_dir`` and ``progress`` may change: they do not change the numbers)."""
-    from .checkpoint import load_run_config
+    from .training.checkpoint import load_run_config
 
     config = load_run_config(run_dir)
     saved = config.to_dict()
@@ -310,8 +310,8 @@ def _models(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import DEFAULT_ANGLES, evaluate_runs
-    from .train import resolve_device
+    from .studies.evaluate import DEFAULT_ANGLES, evaluate_runs
+    from .training.loop import resolve_device
 
     angles = DEFAULT_ANGLES
     if args.angles is not None:
@@ -337,7 +337,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _online(args) -> int:
-    from .online import run_online
+    from .studies.online import run_online
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     eval_at = None if args.eval_at is None else _int_list(args.eval_at, "--eval-at")
@@ -349,7 +349,7 @@ def _online(args) -> int:
 
 
 def _analyze(args) -> int:
-    from .figures import analyze
+    from .studies.figures import analyze
 
     written = analyze(args.runs, args.out, layer=args.layer)
     for path in written.values():
@@ -373,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _interrupted(exc: KeyboardInterrupt, args) -> str:
-    from .train import RunInterrupted
+    from .training.loop import RunInterrupted
 
     if not isinstance(exc, RunInterrupted):
         return "interrupted (nothing was written that needs resuming)"

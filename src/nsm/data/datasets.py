@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..registry import Registry
+from ..utils.registry import Registry
 from . import transforms as T
 from .mnist import load_mnist
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..utils.io import atomic_write
 from .files import (check_file, check_folder, check_replaceable, make_folder, open_regular,
                     read_bytes)
 from .idx import DataError

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..utils.io import atomic_write
 from .files import (check_file, check_folder, check_replaceable, copy_bounded, make_folder,
                     read_bytes, too_big)
 from .idx import DataError

@@ -1,0 +1,111 @@
+"""`nsm reproduce`: runs, skipping, aggregation and the written table."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from nsm.cli import main
+from nsm.studies.reproduce import PAPER_ERRORS, TABLES, aggregate, run_table, write_table
+
+
+def _fake_run(runs, model, dataset, seed, last5, final, wall=10.0, epochs=3, samples=20, n_last=3):
+    d = runs / f"{model}-{dataset}-seed{seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({
+        "last5_test_error": last5, "final_test_error": final, "wall_seconds": wall,
+        "epochs": epochs, "samples": samples, "n_last": n_last}))
+
+
+def test_aggregate_mean_std_over_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (last5, final) in enumerate([(0.010, 0.009), (0.014, 0.012), (0.018, 0.015)]):
+        _fake_run(runs, "bnsm", "mnist", seed, last5, final)
+    _fake_run(runs, "s2m", "mnist", 0, 0.05, 0.04, wall=3.0)
+    rows = aggregate(runs, [("mnist", "bnsm")], [0, 1, 2])
+    (r,) = rows
+    assert r["error_pct"] == pytest.approx([1.0, 1.4, 1.8])
+    assert r["error_mean_pct"] == pytest.approx(1.4)
+    assert r["error_std_pct"] == pytest.approx(0.4)  # sample std of 1.0, 1.4, 1.8
+    assert r["final_error_mean_pct"] == pytest.approx(1.2)
+    assert r["paper_error_pct"] == PAPER_ERRORS["mnist"]["bnsm"] == 0.775
+    assert r["wall_seconds"] == 30.0 and r["epochs"] == 3 and r["samples"] == 20
+    (one,) = aggregate(runs, [("mnist", "s2m")], [0])
+    assert math.isnan(one["error_std_pct"]) and math.isnan(one["paper_error_pct"])
+    md, cs = write_table(rows + [one], tmp_path, "title", "nsm reproduce mnist")
+    text = md.read_text()
+    assert "| mnist | bnsm | 1.40 ± 0.40 | 1.20 | 0.775 | 3 | 3 | 3 | 20 | 30 |" in text
+    assert "| mnist | s2m | 5.00 | 4.00 | – | 1 | 3 | 3 | 20 | 3 |" in text
+    assert "Made by: `nsm reproduce mnist`" in text
+    table = list(csv.DictReader(cs.open()))
+    assert [t["model"] for t in table] == ["bnsm", "s2m"]
+    assert float(table[0]["error_std_pct"]) == pytest.approx(0.4)
+    assert table[0]["error_pct"] == "1.0000;1.4000;1.8000" and table[0]["seeds"] == "0;1;2"
+    with pytest.raises(FileNotFoundError, match="missing finished run"):
+        aggregate(runs, [("mnist", "s2m")], [0, 1])
+
+
+def test_mnist_table_has_every_model():
+    table = TABLES.get("mnist")
+    assert set(PAPER_ERRORS["mnist"]) <= set(table.models)
+    assert {"bnn", "stnn", "s2m", "sigmoid", "bnsm-binconcrete", "gnsm-binconcrete",
+            "bnsm-fc", "stnn-fc"} <= set(table.models)
+
+
+def test_run_table_trains_skips_and_protects_runs(mnist_dir, tmp_path):
+    opts = dict(epochs=2, train_subset=200, test_subset=50, samples=2, data_dir=str(mnist_dir),
+                progress=False)
+    logs = []
+    rows = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts,
+                     log=logs.append)
+    assert [(r["dataset"], r["model"]) for r in rows] == [("mnist", "dcnn"), ("mnist", "bd")]
+    for r in rows:
+        errs = [100 * json.loads((tmp_path / "runs" / f"{r['model']}-mnist-seed{s}" / "summary.json")
+                                 .read_text())["last5_test_error"] for s in (0, 1)]
+        assert r["error_pct"] == pytest.approx(errs) and r["n_last"] == 2 and r["samples"] == 1
+    summary = tmp_path / "runs" / "dcnn-mnist-seed0" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    # a second call trains nothing
+    logs.clear()
+    again = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts,
+                      log=logs.append)
+    assert "4 already finished" in logs[0] and len(logs) == 1
+    assert summary.stat().st_mtime_ns == stamp and again == rows
+    # another protocol over finished runs is refused, nothing overwritten
+    with pytest.raises(ValueError, match="another protocol .*epochs: 2 there, 3 asked"):
+        run_table("mnist", out=tmp_path, seeds=[0], models=["dcnn"], overrides={**opts, "epochs": 3})
+    # an interrupted run with nothing to resume (no config.json) is moved aside and run again
+    (tmp_path / "runs" / "bd-mnist-seed2").mkdir()
+    (tmp_path / "runs" / "bd-mnist-seed2" / "metrics.jsonl").write_text("{}\n")
+    run_table("mnist", out=tmp_path, seeds=[2], models=["bd"], overrides=opts, log=logs.append)
+    assert (tmp_path / "runs" / "bd-mnist-seed2.incomplete-1" / "metrics.jsonl").exists()
+    assert (tmp_path / "runs" / "bd-mnist-seed2" / "summary.json").exists()
+
+
+def test_run_table_rejects_bad_requests(tmp_path):
+    with pytest.raises(ValueError, match=r"model\(s\) \['resnet'\] not in table 'mnist'"):
+        run_table("mnist", out=tmp_path, models=["resnet"])
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        run_table("nope", out=tmp_path)
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        run_table("mnist", out=tmp_path, seeds=[1, 1])
+    with pytest.raises(ValueError, match="'epochs' must be >= 1"):
+        run_table("mnist", out=tmp_path, overrides={"epochs": 0})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_reproduce_command(mnist_dir, tmp_path, capsys):
+    args = ["reproduce", "mnist", "--models", "s2m,bnsm-fc", "--seeds", "2", "--epochs", "1",
+            "--train-subset", "200", "--test-subset", "40", "--samples", "2",
+            "--data-dir", str(mnist_dir), "--out", str(tmp_path / "t"), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| mnist | s2m |" in out and "| mnist | bnsm-fc |" in out
+    text = (tmp_path / "t" / "table.md").read_text()
+    assert "Made by: `nsm reproduce mnist --models s2m,bnsm-fc --seeds 2" in text
+    assert len(list(csv.DictReader((tmp_path / "t" / "table.csv").open()))) == 2
+    assert main(["reproduce", "--list"]) == 0
+    assert "mnist:" in capsys.readouterr().out
+    assert main(["reproduce", "mnist", "--seeds", "2", "--seed-list", "0,1"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+"""The evaluation schedule of ``fit``: sparse cheap evaluations for the learning curve, the last
+``eval_last`` epochs at the full S, and the reported last-5 mean taken over full-S evaluations only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import nsm.training.loop
+from nsm.training.config import TrainConfig
+from nsm.training.loop import fit
+
+from toys import toy_dataset
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(tmp_path, **fields):
+    return TrainConfig(**{"model": "bnsm", "epochs": 9, "batch_size": 30, "samples": 4, "progress": False,
+                          "threads": 1, "out": str(tmp_path), "run_name": "run", **fields})
+
+
+def _fake_evaluate(calls):
+    """Records (epoch, samples) and returns an error that encodes both, so the summary can be checked."""
+    def evaluate(model, x, y, *, samples, **kwargs):
+        calls.append(samples)
+        err = samples / 100 + len(calls) / 1000
+        return {"test_error": err, "test_accuracy": 1 - err, "test_nll": 0.0}
+    return evaluate
+
+
+def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(nsm.training.loop, "evaluate", _fake_evaluate(calls))
+    summary = fit(_config(tmp_path, eval_every=3, eval_last=2, eval_samples=2), dataset=toy_dataset(),
+                  log=lambda *a: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # epochs 3 and 6 on the sparse schedule at S=2; 8 and 9 are the last 2, at S=4 (9 is also on it)
+    assert [(r["epoch"], r["samples"]) for r in rows] == [(3, 2), (6, 2), (8, 4), (9, 4)]
+    assert calls == [2, 2, 4, 4]
+    # the last-5 mean covers only the two full-S evaluations: (0.04 + 0.003) and (0.04 + 0.004)
+    assert summary["n_last"] == 2
+    assert summary["last5_test_error"] == pytest.approx(0.0435)
+    assert summary["final_test_error"] == pytest.approx(0.044)
+    assert summary["samples"] == 4
+
+
+def test_default_schedule_is_unchanged_and_deterministic_models_ignore_eval_samples(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(nsm.training.loop, "evaluate", _fake_evaluate(calls))
+    fit(_config(tmp_path, epochs=4, eval_every=2), dataset=toy_dataset(), log=lambda *a: None)
+    assert calls == [4, 4]  # epochs 2 and 4, every one at the full S
+    calls.clear()
+    summary = fit(_config(tmp_path, model="dcnn", epochs=3, eval_last=1, eval_samples=2, run_name="det"),
+                  dataset=toy_dataset(), log=lambda *a: None)
+    assert calls == [1, 1, 1] and summary["n_last"] == 3  # a deterministic network needs one pass
+
+
+def test_a_real_run_records_the_samples_of_every_evaluation(tmp_path):
+    summary = fit(_config(tmp_path, epochs=3, eval_every=2, eval_last=1, eval_samples=1),
+                  dataset=toy_dataset(), log=lambda *a: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["samples"]) for r in rows] == [(2, 1), (3, 4)]
+    assert summary["last5_test_error"] == rows[-1]["test_error"] and summary["n_last"] == 1
+
+
+@pytest.mark.parametrize("fields, message", [({"eval_last": -1}, "eval_last"), ({"eval_samples": 0}, "eval_samples")])
+def test_bad_schedule_values_are_refused(tmp_path, fields, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, **fields)
