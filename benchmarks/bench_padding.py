@@ -43,8 +43,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     x = torch.randint(0, 2, (args.batch, args.channels, args.size, args.size)).float() * 2 - 1
-    layers = {"full-norm": make("norm", False, args.channels), "border-norm": make("norm", True, args.channels),
-              "exact": make("exact", True, args.channels)}
+    layers = {
+        "full-norm": make("norm", False, args.channels),
+        "border-norm": make("norm", True, args.channels),
+        "exact": make("exact", True, args.channels),
+    }
 
     def train(layer):
         return lambda: layer(x).sum().backward()
@@ -53,6 +56,7 @@ def main() -> None:
         def run():
             with torch.no_grad():
                 layer(x)
+
         return run
 
     for what, wrap in (("train step", train), ("no-grad pass", infer)):
@@ -66,8 +70,10 @@ def main() -> None:
                 f()
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{what} (batch {args.batch}, {args.channels} channels, {args.size}x{args.size}, "
-              f"{torch.get_num_threads()} threads):")
+        print(
+            f"{what} (batch {args.batch}, {args.channels} channels, {args.size}x{args.size}, "
+            f"{torch.get_num_threads()} threads):"
+        )
         for k, m in med.items():
             print(f"  {k:12s} {1e3 * m:8.1f} ms   x{m / med['full-norm']:.3f}")
 

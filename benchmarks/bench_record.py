@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from nsm.training.recorder import Recorder
 from nsm.models import build_model
 from nsm.training.loop import train_one_epoch
+from nsm.training.recorder import Recorder
 
 
 def main() -> None:
@@ -44,16 +44,35 @@ def main() -> None:
         def run():
             rec = None
             if every is not None:
-                rec = Recorder(model, tmp.name, probe_x=x[:500], probe_y=y[:500], steps_per_epoch=steps,
-                               every=every, companions={name: build_model(name) for name in companions})
-            train_one_epoch(model, opt, x, y, batch_size=100, generator=torch.Generator().manual_seed(1),
-                            device=torch.device("cpu"), recorder=rec)
+                rec = Recorder(
+                    model,
+                    tmp.name,
+                    probe_x=x[:500],
+                    probe_y=y[:500],
+                    steps_per_epoch=steps,
+                    every=every,
+                    companions={name: build_model(name) for name in companions},
+                )
+            train_one_epoch(
+                model,
+                opt,
+                x,
+                y,
+                batch_size=100,
+                generator=torch.Generator().manual_seed(1),
+                device=torch.device("cpu"),
+                recorder=rec,
+            )
             if rec is not None:
                 rec.end_epoch()
+
         return run
 
-    fns = {"off": variant(None, ()), "per epoch": variant(0, ()),
-           f"every {args.every} + cosine": variant(args.every, ("sigmoid",))}
+    fns = {
+        "off": variant(None, ()),
+        "per epoch": variant(0, ()),
+        f"every {args.every} + cosine": variant(args.every, ("sigmoid",)),
+    }
     times = {k: [] for k in fns}
     for f in fns.values():
         f()
@@ -63,8 +82,9 @@ def main() -> None:
             f()
             times[k].append(time.perf_counter() - t0)
     base = statistics.median(times["off"])
-    print(f"bNSM, {args.images} images, batch 100, {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"bNSM, {args.images} images, batch 100, {args.repeats} interleaved repeats, {torch.get_num_threads()} threads"
+    )
     for k, ts in times.items():
         m = statistics.median(ts)
         print(f"  {k:<22} {m:7.2f} s   {m / base:5.2f}x")

@@ -115,8 +115,14 @@ def main():
     x = torch.rand(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}")
-    report: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                    "batch": args.batch, "train": {}, "mc": {}}
+    report: dict = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "train": {},
+        "mc": {},
+    }
 
     variants = {"dcnn": ("dcnn", {})}
     for s in ("neuron", "probability", "synapse"):
@@ -143,17 +149,27 @@ def main():
     for k, v in t.items():
         mem = memory[k] / memory["dcnn eager"] if memory["dcnn eager"] > 0 else float("nan")
         comp = compile_s.get(k)
-        print(f"{k:<26}{1e3 * v:>9.2f}{v / t['dcnn eager']:>8.2f}{v / best_dcnn:>8.2f}"
-              f"{'' if comp is None else f'{comp:.1f}':>11}{memory[k] / 2 ** 20:>9.1f}{mem:>7.2f}")
-        report["train"][k] = {"ms": 1e3 * v, "x_dcnn_eager": v / t["dcnn eager"], "x_best_dcnn": v / best_dcnn,
-                              "compile_s": comp, "peak_mb": memory[k] / 2 ** 20, "x_mem_dcnn": mem}
+        print(
+            f"{k:<26}{1e3 * v:>9.2f}{v / t['dcnn eager']:>8.2f}{v / best_dcnn:>8.2f}"
+            f"{'' if comp is None else f'{comp:.1f}':>11}{memory[k] / 2**20:>9.1f}{mem:>7.2f}"
+        )
+        report["train"][k] = {
+            "ms": 1e3 * v,
+            "x_dcnn_eager": v / t["dcnn eager"],
+            "x_best_dcnn": v / best_dcnn,
+            "compile_s": comp,
+            "peak_mb": memory[k] / 2**20,
+            "x_mem_dcnn": mem,
+        }
     print("   (bnsm/synapse: the synapse sampler in the fc layer; convolutions use neuron)")
 
     model = nsm.build_model("bnsm").to(device)
     S = args.samples
     reps = max(3, args.repeats // 4)
-    fns = {"mc_predict eager": lambda: nsm.mc_predict(model, x, S),
-           "python loop eager": lambda: loop_predict(model, x, S)}
+    fns = {
+        "mc_predict eager": lambda: nsm.mc_predict(model, x, S),
+        "python loop eager": lambda: loop_predict(model, x, S),
+    }
     if not args.no_compile:
         torch._dynamo.reset()
         fast = torch.compile(model, fullgraph=True)

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import nsm
-from nsm.training.config import TrainConfig
-from nsm.data import Dataset
 import nsm.training.loop
+from nsm.data import Dataset
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 
 N = 20_000
@@ -99,14 +99,23 @@ def toy_data():
     y = torch.randint(0, 3, (400,), generator=g)
     x = torch.rand(400, 1, 16, 16, generator=g) * 0.3
     for k in range(3):
-        x[y == k, :, 5 * k:5 * k + 5, :] += 0.7
+        x[y == k, :, 5 * k : 5 * k + 5, :] += 0.7
     return Dataset("toy", x[:300], y[:300], x[300:], y[300:], 3)
 
 
 def training_check(device):
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(model="bnsm", epochs=3, batch_size=30, samples=4, device=str(device), progress=False,
-                          out=tmp, run_name="run", checkpoint_every=7)
+        cfg = TrainConfig(
+            model="bnsm",
+            epochs=3,
+            batch_size=30,
+            samples=4,
+            device=str(device),
+            progress=False,
+            out=tmp,
+            run_name="run",
+            checkpoint_every=7,
+        )
         summary = fit(cfg, dataset=toy_data(), log=lambda *a: None)
         assert summary["final_test_error"] < 0.2, f"toy test error {summary['final_test_error']:.2f}"
         # a run stopped mid-way and resumed on the GPU ends as the uninterrupted one
@@ -142,15 +151,23 @@ def main() -> int:
         print(f"gpu_check: torch {torch.__version__} sees no CUDA device; nothing checked")
         return 1
     device = torch.device(args.device)
-    checks = [(f"firing frequency, {n} noise, {s} sampler{', compiled' if c else ''}",
-               lambda n=n, s=s, c=c: frequency_check(device, n, s, c))
-              for n in ("bernoulli", "gaussian") for s in ("neuron", "probability", "synapse")
-              for c in (False, True) if not (c and s == "synapse")]
-    checks += [("padded convolution border law", lambda: conv_border_check(device)),
-               ("prob gradient, eager", lambda: gradient_check(device, False)),
-               ("prob gradient, compiled", lambda: gradient_check(device, True)),
-               ("mc_predict against the exact expectation", lambda: mc_check(device)),
-               ("training and bit-for-bit resume", lambda: training_check(device))]
+    checks = [
+        (
+            f"firing frequency, {n} noise, {s} sampler{', compiled' if c else ''}",
+            lambda n=n, s=s, c=c: frequency_check(device, n, s, c),
+        )
+        for n in ("bernoulli", "gaussian")
+        for s in ("neuron", "probability", "synapse")
+        for c in (False, True)
+        if not (c and s == "synapse")
+    ]
+    checks += [
+        ("padded convolution border law", lambda: conv_border_check(device)),
+        ("prob gradient, eager", lambda: gradient_check(device, False)),
+        ("prob gradient, compiled", lambda: gradient_check(device, True)),
+        ("mc_predict against the exact expectation", lambda: mc_check(device)),
+        ("training and bit-for-bit resume", lambda: training_check(device)),
+    ]
     failed = 0
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}")
     for name, check in checks:

@@ -27,10 +27,13 @@ for epoch in range(2):
         loss.backward()
         opt.step()
 
-devices = {"ideal": DeviceModel(),
-           "8 levels": DeviceModel(levels=8), "3 levels": DeviceModel(levels=3, clip_std=2.0),
-           "p spread 0.1": DeviceModel(p_spread=0.1), "read noise 0.1": DeviceModel(read_noise=0.1)}
-acc = accuracy_under(model, data.test_x, data.test_y, devices, samples=20,
-                     generator=torch.Generator().manual_seed(0))
+devices = {
+    "ideal": DeviceModel(),
+    "8 levels": DeviceModel(levels=8),
+    "3 levels": DeviceModel(levels=3, clip_std=2.0),
+    "p spread 0.1": DeviceModel(p_spread=0.1),
+    "read noise 0.1": DeviceModel(read_noise=0.1),
+}
+acc = accuracy_under(model, data.test_x, data.test_y, devices, samples=20, generator=torch.Generator().manual_seed(0))
 for name, a in acc.items():
     print(f"{name:>15}: test accuracy {100 * a:.1f}%")

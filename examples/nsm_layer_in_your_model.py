@@ -8,8 +8,8 @@ probability; predictions average the softmax over Monte-Carlo passes.
 """
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import nsm
 
@@ -25,9 +25,9 @@ x = x + 0.03 * torch.randn_like(x)
 train_x, train_y, test_x, test_y = x[:1500], label[:1500], x[1500:], label[1500:]
 
 model = nn.Sequential(
-    nn.Linear(2, 64),            # a real-valued first layer reads the coordinates
+    nn.Linear(2, 64),  # a real-valued first layer reads the coordinates
     nsm.NSMLinear(64, 256, p=0.5),  # 256 stochastic binary units, Bernoulli (blank-out) synapses
-    nn.Linear(256, 2),           # a real-valued readout
+    nn.Linear(256, 2),  # a real-valued readout
 )
 opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 for epoch in range(30):

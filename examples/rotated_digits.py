@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import nsm
-from nsm.studies import uncertainty as U
 from nsm.data import load_dataset
+from nsm.studies import uncertainty as U
 
 torch.manual_seed(0)
 data = load_dataset("mnist", sys.argv[1] if len(sys.argv) > 1 else None, train_subset=6000, test_subset=300)
@@ -31,5 +31,7 @@ for angle in (0, 30, 60, 90):
     x = U.rotate_images(data.test_x, angle)
     samples = nsm.mc_sample_probs(model, x, 20)  # (S, N, classes): every pass's softmax
     err = nsm.error_rate(samples.mean(0), data.test_y)
-    print(f"{angle:>6} {100 * err:>8.1f} {U.predictive_entropy(samples).mean():>8.3f} "
-          f"{U.mutual_information(samples).mean():>7.3f}")
+    print(
+        f"{angle:>6} {100 * err:>8.1f} {U.predictive_entropy(samples).mean():>8.3f} "
+        f"{U.mutual_information(samples).mean():>7.3f}"
+    )

@@ -66,9 +66,22 @@ def real_nmnist_file() -> Path:
             root.mkdir(parents=True, exist_ok=True)
             if not (root / TONIC_SDIST).is_file():
                 proc = subprocess.run(
-                    [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                     "tonic==1.6.0", "-d", str(root)],
-                    capture_output=True, text=True, timeout=600)
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "--no-binary",
+                        ":all:",
+                        "--no-deps",
+                        "tonic==1.6.0",
+                        "-d",
+                        str(root),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
                 if proc.returncode != 0:
                     raise RuntimeError(f"pip download tonic==1.6.0 failed: {proc.stderr[-800:]}")
             with tarfile.open(root / TONIC_SDIST, "r:gz") as tar:

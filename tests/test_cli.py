@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from nsm.cli import main
-from nsm.training.config import TrainConfig
 from nsm.data import load_dataset
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 
 
@@ -18,15 +18,38 @@ def _run(args):
 
 
 def test_train_command_writes_run_directory(mnist_dir, tmp_path, capsys):
-    args = ["train", "--model", "bnsm", "--epochs", 2, "--train-subset", 300, "--test-subset", 100,
-            "--samples", 3, "--data-dir", mnist_dir, "--out", tmp_path, "--no-progress", "--seed", 7]
+    args = [
+        "train",
+        "--model",
+        "bnsm",
+        "--epochs",
+        2,
+        "--train-subset",
+        300,
+        "--test-subset",
+        100,
+        "--samples",
+        3,
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        tmp_path,
+        "--no-progress",
+        "--seed",
+        7,
+    ]
     assert _run(args) == 0
     out = capsys.readouterr().out
     assert "test error (MC mean of softmax, S=3)" in out
     run = tmp_path / "bnsm-mnist-seed7"
     assert f"run directory: {run}" in out
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "summary.json",
-                                                "checkpoint.pt", "curves.png"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint.pt",
+        "curves.png",
+    }
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 2 and config["samples"] == 3 and config["seed"] == 7
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -43,12 +66,15 @@ def test_same_seed_same_metrics(mnist_dir, tmp_path):
     ds = load_dataset("mnist", mnist_dir, train_subset=200, test_subset=50)
     summaries = []
     for k in range(2):
-        cfg = TrainConfig(model="bnsm", epochs=1, samples=2, seed=3, out=str(tmp_path), progress=False,
-                          run_name=f"r{k}")
+        cfg = TrainConfig(
+            model="bnsm", epochs=1, samples=2, seed=3, out=str(tmp_path), progress=False, run_name=f"r{k}"
+        )
         fit(cfg, dataset=ds, log=lambda *_: None)
         summaries.append((tmp_path / f"r{k}" / "metrics.jsonl").read_text())
-    strip = [[{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in s.splitlines()]
-             for s in summaries]
+    strip = [
+        [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in s.splitlines()]
+        for s in summaries
+    ]
     assert strip[0] == strip[1]
 
 

@@ -9,8 +9,8 @@ error (90.4% accuracy) in 16 s. The test asks for at least 85% accuracy.
 import pytest
 import torch
 
-from nsm.training.config import TrainConfig
 from nsm.data import load_dataset
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 
 

@@ -14,8 +14,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def _run(name: str, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
-                          timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=600, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 

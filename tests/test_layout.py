@@ -75,8 +75,7 @@ def test_no_module_imports_upward_or_sideways(module):
 
 
 def test_no_import_cycle():
-    graph = {m: {t if t in MODULES else t.rpartition(".")[0] for t in _imports(m, p)} - {m}
-             for m, p in MODULES.items()}
+    graph = {m: {t if t in MODULES else t.rpartition(".")[0] for t in _imports(m, p)} - {m} for m, p in MODULES.items()}
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -85,7 +84,7 @@ def test_no_import_cycle():
         path.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(t):] + [t]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(t) :] + [t]))
             if t in graph and not state.get(t):
                 visit(t)
         path.pop()

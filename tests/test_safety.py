@@ -19,13 +19,12 @@ import torch
 import nsm.studies.evaluate
 import nsm.studies.online
 import nsm.training.loop
-from nsm.training.checkpoint import RunLock
-from nsm.studies.claim import claim_run
 from nsm.cli import main
-from nsm.training.config import TrainConfig
+from nsm.studies.claim import claim_run
 from nsm.studies.reproduce import run_table
+from nsm.training.checkpoint import RunLock
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-
 from toys import assert_same_run, toy_dataset
 
 QUIET = {"log": lambda *a: None}
@@ -39,8 +38,17 @@ def _restore_threads():
 
 
 def _config(tmp_path, name="run", **fields):
-    fields = {"model": "bnsm", "epochs": 2, "batch_size": 30, "samples": 2, "progress": False, "threads": 1,
-              "out": str(tmp_path), "run_name": name, **fields}
+    fields = {
+        "model": "bnsm",
+        "epochs": 2,
+        "batch_size": 30,
+        "samples": 2,
+        "progress": False,
+        "threads": 1,
+        "out": str(tmp_path),
+        "run_name": name,
+        **fields,
+    }
     return TrainConfig(**fields)
 
 
@@ -68,11 +76,21 @@ class _Payload:
 
 
 def _plant(ckpt: Path, marker: Path) -> None:
-    torch.save({"model": "bnsm", "model_state": {}, "in_shape": (1, 16, 16), "num_classes": 3,
-                "finished": True, "evil": _Payload(marker)}, ckpt)
+    torch.save(
+        {
+            "model": "bnsm",
+            "model_state": {},
+            "in_shape": (1, 16, 16),
+            "num_classes": 3,
+            "finished": True,
+            "evil": _Payload(marker),
+        },
+        ckpt,
+    )
 
 
 # ---------------------------------------------------------------- 1. hostile checkpoints
+
 
 def test_nsm_evaluate_refuses_a_checkpoint_that_carries_code(tmp_path, capsys):
     run = tmp_path / "run"
@@ -101,17 +119,26 @@ def test_resume_and_reproduce_refuse_a_checkpoint_that_carries_code(tmp_path):
     out = tmp_path / "table"
     cfg = {"epochs": 3, "batch_size": 30, "samples": 2, "threads": 1, "progress": False}
     (out / "runs" / "bnsm-mnist-seed0").mkdir(parents=True)
-    saved = TrainConfig.for_dataset("mnist", model="bnsm", seed=0, out=str(out / "runs"),
-                                    run_name="bnsm-mnist-seed0", **cfg)
+    saved = TrainConfig.for_dataset(
+        "mnist", model="bnsm", seed=0, out=str(out / "runs"), run_name="bnsm-mnist-seed0", **cfg
+    )
     (out / "runs" / "bnsm-mnist-seed0" / "config.json").write_text(json.dumps(saved.to_dict()))
     _plant(out / "runs" / "bnsm-mnist-seed0" / "checkpoint.pt", marker)
     with pytest.raises(ValueError, match="refused to load"):
-        run_table("mnist", out=out, seeds=[0], models=["bnsm"], overrides=cfg,
-                  load=lambda name, c: toy_dataset(), log=lambda s: None)
+        run_table(
+            "mnist",
+            out=out,
+            seeds=[0],
+            models=["bnsm"],
+            overrides=cfg,
+            load=lambda name, c: toy_dataset(),
+            log=lambda s: None,
+        )
     assert not marker.exists()
 
 
 # ---------------------------------------------------------------- 2. links in place of lock and claim files
+
 
 def test_a_symlinked_or_hard_linked_lock_is_refused_and_its_target_left_alone(tmp_path):
     victim = tmp_path / "victim"
@@ -173,6 +200,7 @@ def test_a_symlinked_claim_is_refused_and_its_target_left_alone(tmp_path):
 
 # ---------------------------------------------------------------- 3. run names
 
+
 @pytest.mark.parametrize("name", ["../x", "/tmp/abs", "a/b", "..", ".", ""])
 def test_run_names_that_leave_out_are_refused(tmp_path, name, capsys):
     with pytest.raises(ValueError, match="run_name' must be a plain folder name"):
@@ -184,13 +212,41 @@ def test_run_names_that_leave_out_are_refused(tmp_path, name, capsys):
 
 # ---------------------------------------------------------------- 6. Ctrl-C
 
+
 def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_for_bit(tmp_path, mnist_dir):
-    args = ["train", "--model", "bnsm", "--epochs", "3", "--train-subset", "600", "--test-subset", "100",
-            "--batch-size", "50", "--samples", "2", "--seed", "3", "--threads", "1", "--checkpoint-every", "2",
-            "--data-dir", str(mnist_dir), "--no-progress", "--run-name", "run"]
+    args = [
+        "train",
+        "--model",
+        "bnsm",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "600",
+        "--test-subset",
+        "100",
+        "--batch-size",
+        "50",
+        "--samples",
+        "2",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--data-dir",
+        str(mnist_dir),
+        "--no-progress",
+        "--run-name",
+        "run",
+    ]
     run = tmp_path / "stopped" / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "nsm", *args, "--out", str(run.parent)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsm", *args, "--out", str(run.parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # stop it in epoch 2, after a step checkpoint
@@ -213,8 +269,12 @@ def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_f
     assert lines[0].startswith(f"nsm train: interrupted; {run} keeps its checkpoint (")
     assert lines[0].endswith(f"resume with: nsm train --resume {run}")
     assert not (run / ".lock").exists() and not list(run.glob(".*.tmp"))
-    resumed = subprocess.run([sys.executable, "-m", "nsm", "train", "--resume", str(run), "--no-progress"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nsm", "train", "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     assert_same_run(tmp_path / "whole" / "run", run)
@@ -224,32 +284,55 @@ def test_ctrl_c_in_nsm_reproduce_names_the_run_and_the_command_that_resumes_it(t
     _ctrl_c_at_step(monkeypatch, 4)
     monkeypatch.setattr("nsm.data.load_dataset", lambda *a, **k: toy_dataset())
     out = tmp_path / "t"
-    argv = ["reproduce", "mnist", "--models", "bnsm", "--seeds", "1", "--epochs", "2", "--samples", "2",
-            "--batch-size", "30", "--threads", "1", "--no-progress", "--out", str(out)]
+    argv = [
+        "reproduce",
+        "mnist",
+        "--models",
+        "bnsm",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--samples",
+        "2",
+        "--batch-size",
+        "30",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0] == (f"nsm reproduce: interrupted; {out / 'runs' / 'bnsm-mnist-seed0'} keeps its checkpoint "
-                      f"(after epoch 1); the same command resumes it: nsm {' '.join(argv)}")
+    assert err[0] == (
+        f"nsm reproduce: interrupted; {out / 'runs' / 'bnsm-mnist-seed0'} keeps its checkpoint "
+        f"(after epoch 1); the same command resumes it: nsm {' '.join(argv)}"
+    )
     assert not list((out / "runs").glob("*.claim"))
 
 
 # ---------------------------------------------------------------- 7. a full disk
+
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 6 MB tmpfs where this process may mount one (root on Linux), else None."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
-                        capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    ok = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode
+        == 0
+        if os.geteuid() == 0
+        else False
+    )
     yield mnt if ok else None
     if ok:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, small_disk,
-                                                                                  monkeypatch):
+def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, small_disk, monkeypatch):
     where = small_disk or tmp_path
     config = _config(where, epochs=3, checkpoint_every=2)
     real, calls = nsm.training.loop.train_step, [0]
@@ -276,8 +359,10 @@ def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(
         fit(config, dataset=toy_dataset(), **QUIET)
     assert info.value.errno == errno.ENOSPC
     message = str(info.value)
-    assert message.startswith(f"no space left on the device while writing {run / 'checkpoint.pt'}; "
-                              f"the previous checkpoint (epoch 2, after step 1) is kept")
+    assert message.startswith(
+        f"no space left on the device while writing {run / 'checkpoint.pt'}; "
+        f"the previous checkpoint (epoch 2, after step 1) is kept"
+    )
     assert message.endswith(f"free space and resume with: nsm train --resume {run}")
     assert not list(run.glob(".*.tmp"))
     monkeypatch.undo()
@@ -294,12 +379,16 @@ def _enospc(fd):
 
 # ---------------------------------------------------------------- 8, 9. messages and early refusals
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seed", str(2 ** 63)], r"'seed' must be an int in \[0, 2\^63\), got 9223372036854775808"),
-    (["--threads", "1000000"], r"'threads' must be an int in \[1, 1024\], got 1000000"),
-    (["--model", "dcnn", "--sampler", "synapse"], "model 'dcnn' has no option 'sampler'"),
-    (["--weight-decay", "inf"], "'weight_decay' must be a finite number >= 0, got inf"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", str(2**63)], r"'seed' must be an int in \[0, 2\^63\), got 9223372036854775808"),
+        (["--threads", "1000000"], r"'threads' must be an int in \[1, 1024\], got 1000000"),
+        (["--model", "dcnn", "--sampler", "synapse"], "model 'dcnn' has no option 'sampler'"),
+        (["--weight-decay", "inf"], "'weight_decay' must be a finite number >= 0, got inf"),
+    ],
+)
 def test_train_options_are_refused_with_what_is_allowed(tmp_path, capsys, argv, message, monkeypatch):
     monkeypatch.setattr("nsm.training.loop.load_dataset", lambda *a, **k: toy_dataset())
     assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 2
@@ -317,8 +406,12 @@ def test_model_options_in_a_hand_edited_config_and_a_binary_metrics_file(tmp_pat
     saved["model_options"] = {"widht": 3}
     (run / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=r"model 'bnsm' has no option 'widht' \(options given: widht=3\)"):
-        fit(TrainConfig.from_dict({k: v for k, v in saved.items() if k != "_environment"}),
-            dataset=toy_dataset(), resume=run, **QUIET)
+        fit(
+            TrainConfig.from_dict({k: v for k, v in saved.items() if k != "_environment"}),
+            dataset=toy_dataset(),
+            resume=run,
+            **QUIET,
+        )
     (run / "metrics.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     saved["model_options"] = {}
     (run / "config.json").write_text(json.dumps(saved))
@@ -331,10 +424,13 @@ def _must_not_run(*a, **k):
     raise AssertionError("work started before the options were checked")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--angles", "0,nan"], "angles must be finite numbers"),
-    (["--ood", "nope"], "ood must be 'auto', 'none' or a dataset name"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--angles", "0,nan"], "angles must be finite numbers"),
+        (["--ood", "nope"], "ood must be 'auto', 'none' or a dataset name"),
+    ],
+)
 def test_nsm_evaluate_refuses_bad_options_before_any_work(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.setattr(nsm.studies.evaluate, "load_trained", _must_not_run)
     run = tmp_path / "run"

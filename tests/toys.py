@@ -16,14 +16,16 @@ def toy_dataset(n: int = 120) -> Dataset:
     y = torch.randint(0, 3, (n,), generator=g)
     x = torch.rand(n, 1, 16, 16, generator=g) * 0.3
     for k in range(3):  # one bright block per class
-        x[y == k, :, 5 * k:5 * k + 5, :] += 0.7
+        x[y == k, :, 5 * k : 5 * k + 5, :] += 0.7
     return Dataset("toy", x[:90], y[:90], x[90:], y[90:], 3)
 
 
 def run_metrics(run_dir):
     """metrics.jsonl without the timings."""
-    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def run_weights(run_dir):

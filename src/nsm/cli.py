@@ -15,8 +15,22 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
-_REPRODUCE_FIELDS = ("epochs", "samples", "eval_every", "eval_last", "eval_samples", "train_subset",
-                     "test_subset", "device", "threads", "compile", "data_dir", "batch_size", "lr", "checkpoint_every")
+_REPRODUCE_FIELDS = (
+    "epochs",
+    "samples",
+    "eval_every",
+    "eval_last",
+    "eval_samples",
+    "train_subset",
+    "test_subset",
+    "device",
+    "threads",
+    "compile",
+    "data_dir",
+    "batch_size",
+    "lr",
+    "checkpoint_every",
+)
 
 # option -> (config field, type, help)
 _TRAIN_OPTIONS = [
@@ -30,26 +44,58 @@ _TRAIN_OPTIONS = [
     ("--lr", "lr", float, "Adam learning rate; default 3e-4"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay; default 1e-6"),
     ("--lr-step", "lr_step", int, "epochs between learning-rate halvings; default 50"),
-    ("--lr-schedule", "lr_schedule", str, "step (halve every --lr-step epochs) or linear (CIFAR: "
-     "constant until --lr-decay-start, then linearly to 0); default: the dataset's protocol"),
+    (
+        "--lr-schedule",
+        "lr_schedule",
+        str,
+        "step (halve every --lr-step epochs) or linear (CIFAR: "
+        "constant until --lr-decay-start, then linearly to 0); default: the dataset's protocol",
+    ),
     ("--lr-decay-start", "lr_decay_start", int, "linear schedule: epoch where the decay starts"),
     ("--eval-every", "eval_every", int, "evaluate every N epochs (and after the last); default 1"),
-    ("--eval-last", "eval_last", int, "also evaluate each of the last N epochs, at --samples (the reported "
-     "error is the mean of the last 5 evaluations at --samples); default 0"),
-    ("--eval-samples", "eval_samples", int, "Monte-Carlo samples of the evaluations before the last --eval-last "
-     "epochs (a cheaper learning curve); default --samples"),
+    (
+        "--eval-last",
+        "eval_last",
+        int,
+        "also evaluate each of the last N epochs, at --samples (the reported "
+        "error is the mean of the last 5 evaluations at --samples); default 0",
+    ),
+    (
+        "--eval-samples",
+        "eval_samples",
+        int,
+        "Monte-Carlo samples of the evaluations before the last --eval-last "
+        "epochs (a cheaper learning curve); default --samples",
+    ),
     ("--train-subset", "train_subset", int, "train on the first N training images only"),
     ("--test-subset", "test_subset", int, "test on the first N test images only"),
     ("--threads", "threads", int, "torch CPU threads (default: torch's choice)"),
-    ("--data-dir", "data_dir", str, "folder with one sub-folder per dataset "
-     "(default $NSM_DATA_DIR or ~/.cache/nsm/data)"),
+    (
+        "--data-dir",
+        "data_dir",
+        str,
+        "folder with one sub-folder per dataset (default $NSM_DATA_DIR or ~/.cache/nsm/data)",
+    ),
     ("--out", "out", str, "parent folder of run directories; default runs"),
-    ("--run-name", "run_name", str, "run directory name (default MODEL-DATASET-seedSEED; "
-     "never overwrites: a taken name gets a suffix)"),
-    ("--checkpoint-every", "checkpoint_every", int, "also write RUN_DIR/checkpoint.pt every N optimizer "
-     "steps (default 0: after every epoch only)"),
-    ("--compile", "compile", str, "torch.compile the model: auto (default: when it pays, for long runs of "
-     "models measured faster compiled), on, off"),
+    (
+        "--run-name",
+        "run_name",
+        str,
+        "run directory name (default MODEL-DATASET-seedSEED; never overwrites: a taken name gets a suffix)",
+    ),
+    (
+        "--checkpoint-every",
+        "checkpoint_every",
+        int,
+        "also write RUN_DIR/checkpoint.pt every N optimizer steps (default 0: after every epoch only)",
+    ),
+    (
+        "--compile",
+        "compile",
+        str,
+        "torch.compile the model: auto (default: when it pays, for long runs of "
+        "models measured faster compiled), on, off",
+    ),
 ]
 
 
@@ -58,39 +104,71 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    train = sub.add_parser("train", help="train one model on one dataset",
-                           description="Train one model; prints the MC test error and the run directory.")
+    train = sub.add_parser(
+        "train",
+        help="train one model on one dataset",
+        description="Train one model; prints the MC test error and the run directory.",
+    )
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         train.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    train.add_argument("--no-compile", dest="compile", action="store_const", const="off",
-                       help="run eagerly (the same as --compile off)")
+    train.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_const",
+        const="off",
+        help="run eagerly (the same as --compile off)",
+    )
     train.add_argument("--sampler", default=None, help="NSM sampler: neuron, synapse, probability")
     train.add_argument("--estimator", default=None, help="NSM estimator: prob, ste, binconcrete")
     train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
     train.add_argument("--split", default=None, help="EMNIST split (default letters)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue the interrupted run in RUN_DIR from its checkpoint, with the configuration "
-                            "in RUN_DIR/config.json (other options must agree with it; --data-dir and "
-                            "--no-progress may change)")
-    train.add_argument("--record", action="store_true",
-                       help="record weight histograms and statistics, mean gradients and the last hidden "
-                            "layer's input percentiles into RUN_DIR/record (see `nsm analyze`)")
-    train.add_argument("--record-every", type=int, default=None, metavar="N",
-                       help="with --record: record every N optimizer steps (default: after every epoch)")
-    train.add_argument("--compare-grad", default=None, metavar="MODEL[,MODEL]",
-                       help="with --record: at each record point, the cosine between this model's weight "
-                            "gradients and those of MODEL given the same weights and probe batch "
-                            "(e.g. bnsm-binconcrete,sigmoid; the model itself, e.g. bnsm, gives the "
-                            "agreement of two independent noise draws: the noise floor)")
-    train.add_argument("--record-draws", type=int, default=None, metavar="K",
-                       help="with --compare-grad: stochastic passes averaged per gradient (default 4)")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR from its checkpoint, with the configuration "
+        "in RUN_DIR/config.json (other options must agree with it; --data-dir and "
+        "--no-progress may change)",
+    )
+    train.add_argument(
+        "--record",
+        action="store_true",
+        help="record weight histograms and statistics, mean gradients and the last hidden "
+        "layer's input percentiles into RUN_DIR/record (see `nsm analyze`)",
+    )
+    train.add_argument(
+        "--record-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --record: record every N optimizer steps (default: after every epoch)",
+    )
+    train.add_argument(
+        "--compare-grad",
+        default=None,
+        metavar="MODEL[,MODEL]",
+        help="with --record: at each record point, the cosine between this model's weight "
+        "gradients and those of MODEL given the same weights and probe batch "
+        "(e.g. bnsm-binconcrete,sigmoid; the model itself, e.g. bnsm, gives the "
+        "agreement of two independent noise draws: the noise floor)",
+    )
+    train.add_argument(
+        "--record-draws",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --compare-grad: stochastic passes averaged per gradient (default 4)",
+    )
 
-    fetch = sub.add_parser("fetch", help="download a dataset into the data directory",
-                           description="Download a dataset from its official location into the data "
-                                       "directory (md5-checked; existing files are never overwritten). "
-                                       "DVS Gesture has no direct download: its loader's error says "
-                                       "what to download and where to put it.")
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a dataset into the data directory",
+        description="Download a dataset from its official location into the data "
+        "directory (md5-checked; existing files are never overwritten). "
+        "DVS Gesture has no direct download: its loader's error says "
+        "what to download and where to put it.",
+    )
     fetch.add_argument("dataset", choices=["mnist", "fashion-mnist", "emnist", "nmnist", "cifar10", "cifar100"])
     fetch.add_argument("--split", default="letters", help="EMNIST split (default letters)")
     fetch.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
@@ -98,22 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
 
     ev = sub.add_parser(
-        "evaluate", help="uncertainty, rotation, OOD detection and device robustness of trained runs",
+        "evaluate",
+        help="uncertainty, rotation, OOD detection and device robustness of trained runs",
         description="Evaluate trained run directories on their test set: uncertainty from S Monte-Carlo "
-                    "passes (NLL, Brier, ECE, entropy, mutual information, accuracy vs S), rotated test "
-                    "images (0-180 degrees), out-of-distribution detection (MNIST <-> Fashion-MNIST: AUROC "
-                    "of entropy and mutual information) and accuracy under device non-idealities "
-                    "(quantized weights, spread of the blank-out probability, read noise). Writes "
-                    "evaluation.json, evaluation.md and PNG figures to --out.")
+        "passes (NLL, Brier, ECE, entropy, mutual information, accuracy vs S), rotated test "
+        "images (0-180 degrees), out-of-distribution detection (MNIST <-> Fashion-MNIST: AUROC "
+        "of entropy and mutual information) and accuracy under device non-idealities "
+        "(quantized weights, spread of the blank-out probability, read noise). Writes "
+        "evaluation.json, evaluation.md and PNG figures to --out.",
+    )
     ev.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with checkpoint.pt)")
     ev.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
     ev.add_argument("--samples", type=int, default=100, help="Monte-Carlo passes per image (default 100)")
-    ev.add_argument("--shift-subset", type=int, default=1000,
-                    help="test images used for rotation and OOD detection (default 1000)")
-    ev.add_argument("--angles", default=None, help="comma-separated rotation angles in degrees "
-                    "(default 0,15,...,180)")
-    ev.add_argument("--ood", default="auto", help="OOD dataset: auto (MNIST <-> Fashion-MNIST), a dataset "
-                    "name, or none")
+    ev.add_argument(
+        "--shift-subset", type=int, default=1000, help="test images used for rotation and OOD detection (default 1000)"
+    )
+    ev.add_argument("--angles", default=None, help="comma-separated rotation angles in degrees (default 0,15,...,180)")
+    ev.add_argument(
+        "--ood", default="auto", help="OOD dataset: auto (MNIST <-> Fashion-MNIST), a dataset name, or none"
+    )
     ev.add_argument("--no-devices", action="store_true", help="skip the device non-ideality sweeps")
     ev.add_argument("--device-subset", type=int, default=2000, help="test images for the device sweeps")
     ev.add_argument("--device-samples", type=int, default=20, help="passes per image in the device sweeps")
@@ -123,34 +204,46 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise")
 
     ana = sub.add_parser(
-        "analyze", help="figures of the paper's analyses (SI 4.5, 4.11) from run directories",
+        "analyze",
+        help="figures of the paper's analyses (SI 4.5, 4.11) from run directories",
         description="Read run directories (trained with `nsm train`, with --record for everything but the "
-                    "convergence plot) and write PNG figures and analysis.json: convergence (test error vs "
-                    "epoch), the evolution, mean and std drift of one layer's weights (SI Fig. 4), weight "
-                    "histograms, mean weights, mean gradients and gradient cosines per layer (SI Figs. 5-8), "
-                    "and the percentiles of the last hidden layer's input.")
+        "convergence plot) and write PNG figures and analysis.json: convergence (test error vs "
+        "epoch), the evolution, mean and std drift of one layer's weights (SI Fig. 4), weight "
+        "histograms, mean weights, mean gradients and gradient cosines per layer (SI Figs. 5-8), "
+        "and the percentiles of the last hidden layer's input.",
+    )
     ana.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     ana.add_argument("--out", default="analysis", help="folder for the figures (default ./analysis)")
-    ana.add_argument("--layer", default="W3", help="layer of the weight-evolution figure (default W3, "
-                     "the paper's: the third weight layer)")
+    ana.add_argument(
+        "--layer",
+        default="W3",
+        help="layer of the weight-evolution figure (default W3, the paper's: the third weight layer)",
+    )
 
     onl = sub.add_parser(
-        "online", help="online learning: models trained on a stream, one example per step",
+        "online",
+        help="online learning: models trained on a stream, one example per step",
         description="Train each model with batch size 1 on one pass over the first --examples training "
-                    "images (same order for all), Adam; after the counts in --eval-at, the MC test error "
-                    "and NLL. Writes OUT/online.json and OUT/online.png. Batch-normalized models fail at "
-                    "the first step (batch statistics of one example): recorded as failed.")
+        "images (same order for all), Adam; after the counts in --eval-at, the MC test error "
+        "and NLL. Writes OUT/online.json and OUT/online.png. Batch-normalized models fail at "
+        "the first step (batch statistics of one example): recorded as failed.",
+    )
     onl.add_argument("models", help="comma-separated registered model names, e.g. bnsm,dcnn,dcnn-bn")
     onl.add_argument("--dataset", default="mnist", help="dataset name (default mnist)")
     onl.add_argument("--examples", type=int, default=10000, help="length of the stream (default 10000)")
-    onl.add_argument("--eval-at", default=None, help="comma-separated example counts at which to test "
-                     "(default 0,100,300,1000,3000,10000,30000,60000 below --examples, then --examples)")
+    onl.add_argument(
+        "--eval-at",
+        default=None,
+        help="comma-separated example counts at which to test "
+        "(default 0,100,300,1000,3000,10000,30000,60000 below --examples, then --examples)",
+    )
     onl.add_argument("--samples", type=int, default=20, help="MC samples per test image (default 20)")
     onl.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     onl.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     onl.add_argument("--test-subset", type=int, default=None, help="test on the first N test images only")
-    onl.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (one example per step: 1 is often fastest)")
+    onl.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (one example per step: 1 is often fastest)"
+    )
     onl.add_argument("--seed", type=int, default=0, help="seed of initialization and noise (default 0)")
     onl.add_argument("--out", default="online", help="output folder (default ./online)")
     onl.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
@@ -158,12 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     onl.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     rep = sub.add_parser(
-        "reproduce", help="train every model x dataset x seed of a paper table and write the table",
+        "reproduce",
+        help="train every model x dataset x seed of a paper table and write the table",
         description="Train every run of a table (skipping runs already finished in --out), then write "
-                    "OUT/table.md and OUT/table.csv: test error mean +- std over seeds (each seed: mean "
-                    "of its last 5 evaluated epochs) beside the paper's number. Interrupted runs are resumed; "
-                    "several processes or machines may run the same command on one --out: each claims the runs "
-                    "it trains (OUT/runs/NAME.claim) and skips those another live worker holds.")
+        "OUT/table.md and OUT/table.csv: test error mean +- std over seeds (each seed: mean "
+        "of its last 5 evaluated epochs) beside the paper's number. Interrupted runs are resumed; "
+        "several processes or machines may run the same command on one --out: each claims the runs "
+        "it trains (OUT/runs/NAME.claim) and skips those another live worker holds.",
+    )
     rep.add_argument("table", nargs="?", help="table name (see --list)")
     rep.add_argument("--list", action="store_true", help="list the tables and exit")
     rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
@@ -174,20 +269,34 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         if dest in _REPRODUCE_FIELDS:
             rep.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    rep.add_argument("--no-compile", dest="compile", action="store_const", const="off",
-                     help="run eagerly (the same as --compile off)")
+    rep.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_const",
+        const="off",
+        help="run eagerly (the same as --compile off)",
+    )
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
-    rep.add_argument("--worker", default=None, metavar="K/N",
-                     help="train only every N-th run of the table, from the K-th (1 <= K <= N): a fixed split "
-                          "over N workers; without it, workers sharing --out share the runs through claims")
-    rep.add_argument("--steal-after", type=float, default=None, metavar="SECONDS",
-                     help="take over a run whose claim (OUT/runs/NAME.claim) has had no heartbeat for this "
-                          "long, whichever host made it (default: only claims of dead processes on this host)")
+    rep.add_argument(
+        "--worker",
+        default=None,
+        metavar="K/N",
+        help="train only every N-th run of the table, from the K-th (1 <= K <= N): a fixed split "
+        "over N workers; without it, workers sharing --out share the runs through claims",
+    )
+    rep.add_argument(
+        "--steal-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="take over a run whose claim (OUT/runs/NAME.claim) has had no heartbeat for this "
+        "long, whichever host made it (default: only claims of dead processes on this host)",
+    )
     return parser
 
 
 def _reproduce(args) -> int:
-    from .studies.reproduce import TABLES, run_table, format_markdown
+    from .studies.reproduce import TABLES, format_markdown, run_table
 
     if args.list or not args.table:
         for name in TABLES.names():
@@ -204,8 +313,10 @@ def _reproduce(args) -> int:
         if n < 1:
             raise ValueError(f"--seeds must be >= 1, got {n}")
         seeds = list(range(n))
+
     def split(s):
         return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
     overrides = {f: getattr(args, f) for f in _REPRODUCE_FIELDS if getattr(args, f) is not None}
     overrides["progress"] = not args.no_progress
     worker = None
@@ -217,9 +328,18 @@ def _reproduce(args) -> int:
     out = Path(args.out or f"reproduce/{table.name}")
     title = f"nsm reproduce {table.name}: {table.description}"
     command = "nsm " + " ".join(map(str, args.argv))
-    rows = run_table(table, out=out, seeds=seeds, models=split(args.models),
-                     datasets=split(args.datasets), overrides=overrides, worker=worker,
-                     steal_after=args.steal_after, title=title, command=command)
+    rows = run_table(
+        table,
+        out=out,
+        seeds=seeds,
+        models=split(args.models),
+        datasets=split(args.datasets),
+        overrides=overrides,
+        worker=worker,
+        steal_after=args.steal_after,
+        title=title,
+        command=command,
+    )
     print(format_markdown(rows, title, command))
     print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")
     return 0
@@ -244,17 +364,25 @@ def _train(args) -> int:
     if args.compare_grad is not None:
         fields["record_compare"] = [m.strip() for m in args.compare_grad.split(",") if m.strip()]
     if args.resume is not None:
-        config = _resume_config(args.resume, {**fields, "model_options": options, "dataset_options": data_options},
-                                args.no_progress)
+        config = _resume_config(
+            args.resume, {**fields, "model_options": options, "dataset_options": data_options}, args.no_progress
+        )
     else:
-        config = TrainConfig.for_dataset(fields.pop("dataset", "mnist"), **fields, model_options=options,
-                                         dataset_options=data_options, progress=not args.no_progress)
+        config = TrainConfig.for_dataset(
+            fields.pop("dataset", "mnist"),
+            **fields,
+            model_options=options,
+            dataset_options=data_options,
+            progress=not args.no_progress,
+        )
     summary = fit(config, resume=args.resume)
     if not from_env().main:  # under torchrun, rank 0 reports
         return 0
-    print(f"test error (MC mean of softmax, S={summary['samples']}): "
-          f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
-          f"in {summary['wall_seconds']:.0f} s")
+    print(
+        f"test error (MC mean of softmax, S={summary['samples']}): "
+        f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
+        f"in {summary['wall_seconds']:.0f} s"
+    )
     print(f"run directory: {summary['run_dir']}")
     return 0
 
@@ -271,11 +399,12 @@ def _resume_config(run_dir: str, given: dict, no_progress: bool):
         given["dataset_options"] = {**saved["dataset_options"], **given["dataset_options"]}
     if "model_options" in given:
         given["model_options"] = {**saved["model_options"], **given["model_options"]}
-    conflicts = [f"{k}={v!r} (the run has {saved[k]!r})" for k, v in given.items()
-                 if k != "data_dir" and v != saved[k]]
+    conflicts = [f"{k}={v!r} (the run has {saved[k]!r})" for k, v in given.items() if k != "data_dir" and v != saved[k]]
     if conflicts:
-        raise ValueError(f"--resume {run_dir} continues the run as configured in {run_dir}/config.json; "
-                         f"conflicting option(s): {', '.join(conflicts)}")
+        raise ValueError(
+            f"--resume {run_dir} continues the run as configured in {run_dir}/config.json; "
+            f"conflicting option(s): {', '.join(conflicts)}"
+        )
     changes = {"progress": saved["progress"] and not no_progress}
     if "data_dir" in given:
         changes["data_dir"] = given["data_dir"]
@@ -289,12 +418,14 @@ def _fetch(args) -> int:
     from .data.fashion import fetch_fashion_mnist
     from .data.nmnist import fetch_nmnist
 
-    fetchers = {"mnist": lambda: fetch_mnist(args.data_dir),
-                "fashion-mnist": lambda: fetch_fashion_mnist(args.data_dir),
-                "emnist": lambda: fetch_emnist(args.data_dir, args.split),
-                "nmnist": lambda: fetch_nmnist(args.data_dir),
-                "cifar10": lambda: fetch_cifar(10, args.data_dir),
-                "cifar100": lambda: fetch_cifar(100, args.data_dir)}
+    fetchers = {
+        "mnist": lambda: fetch_mnist(args.data_dir),
+        "fashion-mnist": lambda: fetch_fashion_mnist(args.data_dir),
+        "emnist": lambda: fetch_emnist(args.data_dir, args.split),
+        "nmnist": lambda: fetch_nmnist(args.data_dir),
+        "cifar10": lambda: fetch_cifar(10, args.data_dir),
+        "cifar100": lambda: fetch_cifar(100, args.data_dir),
+    }
     folder = fetchers[args.dataset]()
     print(f"{args.dataset} is in {folder}")
     return 0
@@ -320,10 +451,21 @@ def _evaluate(args) -> int:
         except ValueError:
             raise ValueError(f"--angles must be comma-separated numbers, got {args.angles!r}") from None
     written = evaluate_runs(
-        args.runs, args.out, command="nsm " + " ".join(map(str, args.argv)), samples=args.samples,
-        shift_subset=args.shift_subset, angles=angles, ood=None if args.ood == "none" else args.ood,
-        devices=not args.no_devices, device_subset=args.device_subset, device_samples=args.device_samples,
-        data_dir=args.data_dir, test_subset=args.test_subset, device=resolve_device(args.device), seed=args.seed)
+        args.runs,
+        args.out,
+        command="nsm " + " ".join(map(str, args.argv)),
+        samples=args.samples,
+        shift_subset=args.shift_subset,
+        angles=angles,
+        ood=None if args.ood == "none" else args.ood,
+        devices=not args.no_devices,
+        device_subset=args.device_subset,
+        device_samples=args.device_samples,
+        data_dir=args.data_dir,
+        test_subset=args.test_subset,
+        device=resolve_device(args.device),
+        seed=args.seed,
+    )
     for path in written.values():
         print(f"wrote {path}")
     return 0
@@ -341,10 +483,22 @@ def _online(args) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     eval_at = None if args.eval_at is None else _int_list(args.eval_at, "--eval-at")
-    run_online(models, args.dataset, examples=args.examples, eval_at=eval_at, samples=args.samples,
-               lr=args.lr, seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
-               progress=not args.no_progress, test_subset=args.test_subset,
-               weight_decay=args.weight_decay, threads=args.threads)  # prints each model's result
+    run_online(
+        models,
+        args.dataset,
+        examples=args.examples,
+        eval_at=eval_at,
+        samples=args.samples,
+        lr=args.lr,
+        seed=args.seed,
+        out=args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        progress=not args.no_progress,
+        test_subset=args.test_subset,
+        weight_decay=args.weight_decay,
+        threads=args.threads,
+    )  # prints each model's result
     return 0
 
 
@@ -360,8 +514,15 @@ def _analyze(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handler = {"train": _train, "fetch": _fetch, "models": _models, "reproduce": _reproduce,
-               "analyze": _analyze, "evaluate": _evaluate, "online": _online}[args.command]
+    handler = {
+        "train": _train,
+        "fetch": _fetch,
+        "models": _models,
+        "reproduce": _reproduce,
+        "analyze": _analyze,
+        "evaluate": _evaluate,
+        "online": _online,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line that says what was kept and how to go on
@@ -380,10 +541,13 @@ def _interrupted(exc: KeyboardInterrupt, args) -> str:
     if exc.kept == "none written yet":
         exc.kept = "none yet: it starts from the beginning"
     if args.command == "reproduce":
-        return (f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); the same command resumes it: "
-                f"nsm {' '.join(map(str, args.argv))}")
-    return (f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); resume with: "
-            f"nsm train --resume {exc.run_dir}")
+        return (
+            f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); the same command resumes it: "
+            f"nsm {' '.join(map(str, args.argv))}"
+        )
+    return (
+        f"interrupted; {exc.run_dir} keeps its checkpoint ({exc.kept}); resume with: nsm train --resume {exc.run_dir}"
+    )
 
 
 if __name__ == "__main__":

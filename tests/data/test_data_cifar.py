@@ -24,9 +24,11 @@ N = 3  # images per fake batch
 def batch(n: int = N, seed: int = 0, **labels) -> dict:
     """A batch dict as the official files hold it: bytes keys, uint8 (n, 3072) data."""
     rng = np.random.default_rng(seed)
-    out = {b"batch_label": b"training batch 1 of 5",
-           b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
-           b"filenames": [b"img_%d.png" % i for i in range(n)]}
+    out = {
+        b"batch_label": b"training batch 1 of 5",
+        b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+        b"filenames": [b"img_%d.png" % i for i in range(n)],
+    }
     out.update({key.encode(): value for key, value in labels.items()})
     return out
 
@@ -43,10 +45,12 @@ def fake_files(num_classes: int) -> dict[str, bytes]:
         if num_classes == 10:
             files[name] = dump(batch(seed=i, labels=[(i + k) % 10 for k in range(N)]))
         else:
-            files[name] = dump(batch(seed=i, fine_labels=[99, 0, 42][:N],
-                                     coarse_labels=[19, 0, 7][:N]))
-    meta = {b"label_names": [b"airplane"]} if num_classes == 10 else \
-        {b"fine_label_names": [b"apple"], b"coarse_label_names": [b"fish"]}
+            files[name] = dump(batch(seed=i, fine_labels=[99, 0, 42][:N], coarse_labels=[19, 0, 7][:N]))
+    meta = (
+        {b"label_names": [b"airplane"]}
+        if num_classes == 10
+        else {b"fine_label_names": [b"apple"], b"coarse_label_names": [b"fish"]}
+    )
     files[spec["meta"]] = dump(meta)
     return files
 
@@ -114,14 +118,27 @@ def test_missing_names_download(tmp_path):
 
 # ------------------------------------------------------- safe unpickling
 
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > evil.txt",))
 
 
-@pytest.mark.parametrize("case", ["truncated", "garbage", "os.system", "nested", "not dict",
-                                  "no data", "wrong shape", "float data", "labels short",
-                                  "label range"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated",
+        "garbage",
+        "os.system",
+        "nested",
+        "not dict",
+        "no data",
+        "wrong shape",
+        "float data",
+        "labels short",
+        "label range",
+    ],
+)
 def test_bad_batches(tmp_path, case):
     good = batch(labels=[1, 2, 3])
     raw = {
@@ -171,8 +188,11 @@ class Py2Pickler(pickle._Pickler):
 
     def save_py2_str(self, obj):
         data = obj.encode("latin-1") if isinstance(obj, str) else obj
-        head = (pickle.SHORT_BINSTRING + bytes([len(data)]) if len(data) < 256
-                else pickle.BINSTRING + struct.pack("<i", len(data)))
+        head = (
+            pickle.SHORT_BINSTRING + bytes([len(data)])
+            if len(data) < 256
+            else pickle.BINSTRING + struct.pack("<i", len(data))
+        )
         self.write(head + data)
         self.memoize(obj)
 
@@ -192,6 +212,7 @@ def test_python2_style_pickle(tmp_path):
 
 
 # ------------------------------------------------------------- fetch, offline
+
 
 def make_tgz(num_classes: int, files: dict[str, bytes], hostile: bool = True) -> bytes:
     subdir = CIFAR[num_classes]["subdir"]
@@ -216,8 +237,7 @@ def serve(small, monkeypatch):
 
     def set_archive(k: int, archive: bytes, md5: str | None = None):
         monkeypatch.setitem(CIFAR, k, dict(CIFAR[k], md5=md5 or hashlib.md5(archive).hexdigest()))
-        monkeypatch.setattr(cifar_mod, "_download",
-                            lambda url, dest, t, p: (calls.append(url), dest.write(archive)))
+        monkeypatch.setattr(cifar_mod, "_download", lambda url, dest, t, p: (calls.append(url), dest.write(archive)))
         return calls
 
     return set_archive

@@ -13,12 +13,13 @@ from nsm.data import dvsgesture as dg
 from nsm.data.dvsgesture import gesture_samples, load_dvs_gesture, read_aedat31, read_labels_csv
 from nsm.data.idx import DataError
 
-HEADER = (b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n"
-          b"#Start-Time: 2017-01-01 00:00:00 (TZ+0000)\r\n#!END-HEADER\r\n")
+HEADER = (
+    b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n"
+    b"#Start-Time: 2017-01-01 00:00:00 (TZ+0000)\r\n#!END-HEADER\r\n"
+)
 
 
-def packet(etype: int, size: int, payload: bytes, *, overflow: int = 0,
-           number: int | None = None) -> bytes:
+def packet(etype: int, size: int, payload: bytes, *, overflow: int = 0, number: int | None = None) -> bytes:
     """One AEDAT 3.1 packet: 28-byte little-endian header + payload."""
     capacity = len(payload) // size
     number = capacity if number is None else number
@@ -51,11 +52,13 @@ def write_labels(path: Path, rows: list[tuple[int, int, int]]) -> Path:
 def events_packets(ev: dict) -> list[bytes]:
     """Split a dict of events (x, y, p, t < 2**31) into two polarity packets."""
     half = len(ev["t"]) // 2
-    return [polarity_packet(ev["x"][s], ev["y"][s], ev["p"][s], ev["t"][s])
-            for s in (slice(0, half), slice(half, None))]
+    return [
+        polarity_packet(ev["x"][s], ev["y"][s], ev["p"][s], ev["t"][s]) for s in (slice(0, half), slice(half, None))
+    ]
 
 
 # ------------------------------------------------------------------ read_aedat31
+
 
 def test_read_aedat31_returns_exactly_the_valid_polarity_events(tmp_path):
     rng = np.random.default_rng(0)
@@ -66,12 +69,12 @@ def test_read_aedat31_returns_exactly_the_valid_polarity_events(tmp_path):
     ts = np.sort(rng.integers(0, 2**31, n))
     packets = [
         polarity_packet(x[:15], y[:15], p[:15], ts[:15], valid[:15]),
-        packet(0, 8, rng.bytes(8 * 3)),                     # special events: skipped
-        packet(2, 13, rng.bytes(13 * 2)),                   # odd-sized other type: skipped
+        packet(0, 8, rng.bytes(8 * 3)),  # special events: skipped
+        packet(2, 13, rng.bytes(13 * 2)),  # odd-sized other type: skipped
         polarity_packet(x[15:30], y[15:30], p[15:30], ts[15:30], valid[15:30], overflow=3),
         # capacity 10, eventNumber 8: the 2 trailing slots are unused (valid bit set on purpose)
         polarity_packet(x[30:], y[30:], p[30:], ts[30:], np.r_[valid[30:38], 1, 1], number=8),
-        packet(1, 8, b""),                                  # empty polarity packet
+        packet(1, 8, b""),  # empty polarity packet
     ]
     path = write_aedat(tmp_path / "rec.aedat", packets)
     ev = read_aedat31(path)
@@ -105,11 +108,14 @@ def test_trailing_partial_header_raises(tmp_path):
         read_aedat31(path)
 
 
-@pytest.mark.parametrize("header", [
-    b"#!AER-DAT3.1\r\n#Format: RAW\r\n",             # no '#!END-HEADER' (and no packets)
-    b"#!AER-DAT3.1\r\n#Format: RAW\r\nxx\r\n",       # a non-'#' line before the end
-    b"#!AER-DAT2.0\r\n#!END-HEADER\r\n",             # other format version
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"#!AER-DAT3.1\r\n#Format: RAW\r\n",  # no '#!END-HEADER' (and no packets)
+        b"#!AER-DAT3.1\r\n#Format: RAW\r\nxx\r\n",  # a non-'#' line before the end
+        b"#!AER-DAT2.0\r\n#!END-HEADER\r\n",  # other format version
+    ],
+)
 def test_bad_header_raises_data_error_naming_file(tmp_path, header):
     path = write_aedat(tmp_path / "bad.aedat", [], header=header)
     with pytest.raises(DataError, match="bad.aedat"):
@@ -117,6 +123,7 @@ def test_bad_header_raises_data_error_naming_file(tmp_path, header):
 
 
 # --------------------------------------------------------------- read_labels_csv
+
 
 def test_read_labels_csv_zero_based(tmp_path):
     path = write_labels(tmp_path / "u_labels.csv", [(1, 100, 200), (11, 300, 450)])
@@ -140,10 +147,13 @@ def test_read_labels_csv_bad_header(tmp_path):
 
 # --------------------------------------------------------------- gesture_samples
 
+
 def test_gesture_samples_hand_computed():
     # n_frames=2, frame_us=10 -> chunks of 20 us; size=2 -> pixel (x, y) -> (x // 64, y // 64)
-    labels = [(3, 100, 145),   # chunks [100, 120) and [120, 140); [140, 145) is dropped
-              (0, 200, 215)]   # shorter than one chunk: no sample
+    labels = [
+        (3, 100, 145),  # chunks [100, 120) and [120, 140); [140, 145) is dropped
+        (0, 200, 215),
+    ]  # shorter than one chunk: no sample
     ev = {  # (x, y, p, t)
         "x": np.array([10, 10, 100, 70, 127, 5, 64, 0, 0]),
         "y": np.array([20, 20, 5, 10, 127, 100, 64, 0, 0]),
@@ -151,16 +161,31 @@ def test_gesture_samples_hand_computed():
         "t": np.array([99, 100, 105, 109, 110, 125, 139, 140, 205]),
     }
     # t=99 before the trial; t=105 is OFF; t=140 in the partial chunk; t=205 in trial 2
-    expected = np.array([
-        [[[1, 1],     # sample 0, frame 0 (t 100-109): (10,20)->[0,0], (70,10)->[0,1]
-          [0, 0]],
-         [[0, 0],     # sample 0, frame 1 (t 110-119): (127,127)->[1,1]
-          [0, 1]]],
-        [[[0, 0],     # sample 1, frame 0 (t 120-129): (5,100)->[1,0]
-          [1, 0]],
-         [[0, 0],     # sample 1, frame 1 (t 130-139): (64,64)->[1,1]
-          [0, 1]]],
-    ], dtype=np.uint8)
+    expected = np.array(
+        [
+            [
+                [
+                    [1, 1],  # sample 0, frame 0 (t 100-109): (10,20)->[0,0], (70,10)->[0,1]
+                    [0, 0],
+                ],
+                [
+                    [0, 0],  # sample 0, frame 1 (t 110-119): (127,127)->[1,1]
+                    [0, 1],
+                ],
+            ],
+            [
+                [
+                    [0, 0],  # sample 1, frame 0 (t 120-129): (5,100)->[1,0]
+                    [1, 0],
+                ],
+                [
+                    [0, 0],  # sample 1, frame 1 (t 130-139): (64,64)->[1,1]
+                    [0, 1],
+                ],
+            ],
+        ],
+        dtype=np.uint8,
+    )
     frames, classes = gesture_samples(ev, labels, n_frames=2, frame_us=10, size=2)
     assert frames.dtype == np.uint8 and classes.dtype == np.int64
     np.testing.assert_array_equal(frames, expected)
@@ -170,7 +195,7 @@ def test_gesture_samples_hand_computed():
     frames, _ = gesture_samples(ev, labels, n_frames=2, frame_us=10)
     assert frames.shape == (2, 2, 64, 64) and frames.sum() == 5
     assert frames[0, 0, 10, 5] == 1 and frames[0, 0, 5, 35] == 1  # (10,20) and (70,10)
-    assert frames[0, 1, 63, 63] == 1                               # (127,127)
+    assert frames[0, 1, 63, 63] == 1  # (127,127)
     assert frames[1, 0, 50, 2] == 1 and frames[1, 1, 32, 32] == 1  # (5,100) and (64,64)
 
 
@@ -201,8 +226,12 @@ def make_tree(root: Path, seed: int = 0) -> dict[str, dict]:
     events = {}
     for name, trials in RECORDINGS.items():
         n = 300
-        ev = {"x": rng.integers(0, 128, n), "y": rng.integers(0, 128, n),
-              "p": rng.integers(0, 2, n).astype(bool), "t": np.sort(rng.integers(0, 12000, n))}
+        ev = {
+            "x": rng.integers(0, 128, n),
+            "y": rng.integers(0, 128, n),
+            "p": rng.integers(0, 2, n).astype(bool),
+            "t": np.sort(rng.integers(0, 12000, n)),
+        }
         write_aedat(folder / f"{name}.aedat", events_packets(ev))
         write_labels(folder / f"{name}_labels.csv", trials)
         events[name] = ev
@@ -213,33 +242,32 @@ def make_tree(root: Path, seed: int = 0) -> dict[str, dict]:
 
 def test_load_dvs_gesture_fake_tree_and_cache(tmp_path, monkeypatch):
     events = make_tree(tmp_path)
-    x, y = load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US,
-                            progress=False)
+    x, y = load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)
     assert x.dtype == torch.uint8 and y.dtype == torch.int64
     assert x.shape == (6, N_FRAMES, 64, 64)
     assert y.tolist() == [0, 0, 4, 4, 10, 10]
-    parts = [gesture_samples(events[n], [(c - 1, s, e) for c, s, e in RECORDINGS[n]],
-                             n_frames=N_FRAMES, frame_us=FRAME_US)[0]
-             for n in ("user01_fluorescent", "user02_led")]
+    parts = [
+        gesture_samples(events[n], [(c - 1, s, e) for c, s, e in RECORDINGS[n]], n_frames=N_FRAMES, frame_us=FRAME_US)[
+            0
+        ]
+        for n in ("user01_fluorescent", "user02_led")
+    ]
     np.testing.assert_array_equal(x.numpy(), np.concatenate(parts))
     assert x.sum() > 0
 
-    vx, vy = load_dvs_gesture(tmp_path, train=False, n_frames=N_FRAMES, frame_us=FRAME_US,
-                              progress=False)
+    vx, vy = load_dvs_gesture(tmp_path, train=False, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)
     assert vx.shape == (2, N_FRAMES, 64, 64) and vy.tolist() == [1, 1]
 
     cache = tmp_path / "dvs-gesture" / "cache" / f"train-{N_FRAMES}x{FRAME_US}-v1.npz"
     assert cache.is_file()
     # both splits cached, no temporary files or extra suffixes left behind
-    assert sorted(p.name for p in cache.parent.iterdir()) == [f"test-{N_FRAMES}x{FRAME_US}-v1.npz",
-                                                              cache.name]
+    assert sorted(p.name for p in cache.parent.iterdir()) == [f"test-{N_FRAMES}x{FRAME_US}-v1.npz", cache.name]
 
     def boom(path):
         raise AssertionError(f"reader called for {path}")
 
     monkeypatch.setattr(dg, "read_aedat31", boom)
-    x2, y2 = load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US,
-                              progress=False)
+    x2, y2 = load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)
     assert torch.equal(x2, x) and torch.equal(y2, y)
 
     # a changed file (size) invalidates the cache

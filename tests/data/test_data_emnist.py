@@ -40,8 +40,7 @@ def split_files(split: str, label_base: int = 0) -> dict[str, bytes]:
     for train, n in ((True, N_TRAIN), (False, N_TEST)):
         names = emnist_files(split, train)
         out[names["images"]] = idx_bytes(np.stack([asymmetric(i) for i in range(n)]))
-        out[names["labels"]] = idx_bytes(np.arange(n) % EMNIST_SPLITS[split]["classes"]
-                                         + label_base)
+        out[names["labels"]] = idx_bytes(np.arange(n) % EMNIST_SPLITS[split]["classes"] + label_base)
     return out
 
 
@@ -59,8 +58,7 @@ def small(monkeypatch):
 
 
 def test_unknown_split(tmp_path):
-    for call in (lambda: load_emnist(tmp_path, split="bogus"),
-                 lambda: fetch_emnist(tmp_path, "bogus")):
+    for call in (lambda: load_emnist(tmp_path, split="bogus"), lambda: fetch_emnist(tmp_path, "bogus")):
         with pytest.raises(ValueError) as err:
             call()
         assert "'bogus'" in str(err.value)
@@ -69,9 +67,14 @@ def test_unknown_split(tmp_path):
 
 def test_official_sizes():
     sizes = {s: info["sizes"] for s, info in EMNIST_SPLITS.items()}
-    assert sizes == {"byclass": (697932, 116323), "bymerge": (697932, 116323),
-                     "balanced": (112800, 18800), "letters": (124800, 20800),
-                     "digits": (240000, 40000), "mnist": (60000, 10000)}
+    assert sizes == {
+        "byclass": (697932, 116323),
+        "bymerge": (697932, 116323),
+        "balanced": (112800, 18800),
+        "letters": (124800, 20800),
+        "digits": (240000, 40000),
+        "mnist": (60000, 10000),
+    }
 
 
 def test_missing_names_download(tmp_path):
@@ -131,6 +134,7 @@ def test_truncated_and_corrupt(small, tmp_path):
 
 # ------------------------------------------------------------- fetch, offline
 
+
 def make_zip(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -166,8 +170,7 @@ def test_fetch_extracts_only_needed(served, tmp_path):
     root = tmp_path / "emnist"
     assert sorted(os.listdir(root)) == ["gzip", "gzip.zip"]  # archive kept, no temp files
     assert (root / "gzip.zip").read_bytes() == archive
-    assert sorted(os.listdir(root / "gzip")) == sorted(
-        f"{n}.gz" for n in files if "letters" in n)
+    assert sorted(os.listdir(root / "gzip")) == sorted(f"{n}.gz" for n in files if "letters" in n)
     assert not list(tmp_path.rglob("*evil*"))
     # a second split comes from the kept archive, without downloading again
     keep = root / "gzip" / "emnist-letters-test-labels-idx1-ubyte.gz"

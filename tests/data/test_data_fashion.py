@@ -39,6 +39,7 @@ def write(path: Path, data: bytes) -> Path:
 
 # ------------------------------------------------------------- fakes, offline
 
+
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """Tiny stand-in files; table, URLs and the Debian folder patched to never hit the net."""
@@ -50,8 +51,7 @@ def fake(monkeypatch, tmp_path):
         raws[name] = idx_bytes(rng.integers(0, 256 if len(shape) > 1 else 10, shape))
         table[name] = dict(info, md5=hashlib.md5(raws[name]).hexdigest(), shape=shape)
     monkeypatch.setattr(fashion_mod, "FASHION_FILES", table)
-    monkeypatch.setattr(fashion_mod, "FASHION_URLS",
-                        ((tmp_path / "nowhere").as_uri() + "/{name}.gz",))
+    monkeypatch.setattr(fashion_mod, "FASHION_URLS", ((tmp_path / "nowhere").as_uri() + "/{name}.gz",))
     monkeypatch.setattr(fashion_mod, "LOCAL_DIRS", (tmp_path / "no-debian",))
     return raws
 
@@ -130,8 +130,7 @@ def test_truncated_file_names_it(tmp_path, suffix):
     folder = tmp_path / "fashion-mnist"
     labels = idx_bytes(np.arange(10000) % 10)
     write(folder / f"t10k-labels-idx1-ubyte{suffix}", labels)
-    cut = write(folder / f"t10k-images-idx3-ubyte{suffix}",
-                idx_bytes(np.zeros((10000, 28, 28)))[:-100])
+    cut = write(folder / f"t10k-images-idx3-ubyte{suffix}", idx_bytes(np.zeros((10000, 28, 28)))[:-100])
     with pytest.raises(DataError) as err:
         load_fashion_mnist(tmp_path, train=False, download=False)
     assert str(cut) in str(err.value) and "md5 mismatch" in str(err.value)
@@ -154,6 +153,7 @@ def test_truncated_file_with_own_table(fake, tmp_path):
 
 
 # ------------------------------------------------------------- the real files
+
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:

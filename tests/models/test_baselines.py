@@ -7,18 +7,29 @@ import torch
 from torch import nn
 
 import nsm
-from nsm.models.baselines import (BinaryConv2d, BinaryLinear, NoisyReLU, SigmoidBernoulli, SignUnit,
-                           WNConv2d, WNLinear, after_step)
-from nsm.nn.layers import nsm_layers
+from nsm.models.baselines import (
+    BinaryConv2d,
+    BinaryLinear,
+    NoisyReLU,
+    SigmoidBernoulli,
+    SignUnit,
+    WNConv2d,
+    WNLinear,
+    after_step,
+)
 from nsm.models.s2m import SynapticSamplingMachine
+from nsm.nn.layers import nsm_layers
 from nsm.training.loop import train_step
 
 
 def _outputs_of(model, kind, x):
     """The outputs of every module of type ``kind`` in a forward pass of x."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
-             for m in model.modules() if isinstance(m, kind)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+        for m in model.modules()
+        if isinstance(m, kind)
+    ]
     out = model(x)
     for h in hooks:
         h.remove()
@@ -50,8 +61,8 @@ def test_wbd_output_unchanged_when_a_weight_row_is_scaled():
     with torch.no_grad():
         layers = [m for m in model.modules() if isinstance(m, (WNConv2d, WNLinear))]
         assert len(layers) == 3
-        layers[0].weight[3].mul_(7.5)     # one filter of the first convolution
-        layers[2].weight[10].mul_(0.01)   # one row of the fully connected layer
+        layers[0].weight[3].mul_(7.5)  # one filter of the first convolution
+        layers[2].weight[10].mul_(0.01)  # one row of the fully connected layer
     assert torch.allclose(model(x), before, atol=1e-5)
 
 

@@ -99,19 +99,32 @@ def test_every_model_takes_other_shapes_and_classes(name):
 
 
 def test_the_comparison_is_on_one_architecture():
-    table6 = ["bnsm", "gnsm", "bnsm-binconcrete", "gnsm-binconcrete", "ste", "bn", "dcnn",
-              "sigmoid", "bd", "wbd", "sn", "stnn", "bnn"]
+    table6 = [
+        "bnsm",
+        "gnsm",
+        "bnsm-binconcrete",
+        "gnsm-binconcrete",
+        "ste",
+        "bn",
+        "dcnn",
+        "sigmoid",
+        "bd",
+        "wbd",
+        "sn",
+        "stnn",
+        "bnn",
+    ]
     for name in table6:
         model = nsm.build_model(name)
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
-            [(1, 32, (5, 5)), (32, 64, (5, 5))], name
+        assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (5, 5)), (32, 64, (5, 5))], (
+            name
+        )
         assert [(f.in_features, f.out_features) for f in fcs] == [(1024, 512), (512, 10)], name
     for name in ("bnsm-fc", "stnn-fc"):
         fcs = [m for m in nsm.build_model(name).modules() if isinstance(m, nn.Linear)]
-        assert [(f.in_features, f.out_features) for f in fcs] == \
-            [(784, 300), (300, 300), (300, 300), (300, 10)], name
+        assert [(f.in_features, f.out_features) for f in fcs] == [(784, 300), (300, 300), (300, 300), (300, 10)], name
 
 
 def test_fixed_options_are_refused_clearly():

@@ -96,8 +96,15 @@ def test_every_gradient_path_is_the_gradient_of_erf_t(kind, variance, bias, batc
 @pytest.mark.parametrize("kind", ["linear", "conv"])
 def test_binconcrete_value_and_gradient_follow_eq_14(kind, alpha):
     """X = sigmoid((log U - log(1 - U) + log alpha) / lambda), output 2X - 1, alpha = P or P/(1-P)."""
-    layer = _layer(kind, "norm", True, estimator="binconcrete", temperature=0.7, alpha=alpha,
-                   generator=torch.Generator().manual_seed(5))
+    layer = _layer(
+        kind,
+        "norm",
+        True,
+        estimator="binconcrete",
+        temperature=0.7,
+        alpha=alpha,
+        generator=torch.Generator().manual_seed(5),
+    )
     x = _input(kind, True)
     out = layer(x)
     uni = torch.rand(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch_dtype)
@@ -118,8 +125,16 @@ def test_ste_gradient_is_that_of_the_noisy_preactivation_rebuilt_here(sampler):
     """Gaussian synapses xi = 1 + sigma eps, with eps drawn here from an identically seeded generator."""
     torch.manual_seed(4)
     sigma = 0.7
-    layer = nsm.NSMLinear(10, 4, noise="gaussian", sigma=sigma, estimator="ste", sampler=sampler,
-                          generator=torch.Generator().manual_seed(9), dtype=torch_dtype)
+    layer = nsm.NSMLinear(
+        10,
+        4,
+        noise="gaussian",
+        sigma=sigma,
+        estimator="ste",
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(9),
+        dtype=torch_dtype,
+    )
     with torch.no_grad():
         layer.magnitude.uniform_(0.5, 1.5)
     x = _pm1(6, 10).requires_grad_()
@@ -162,8 +177,19 @@ def test_padded_border_units_fire_at_the_reported_probability(sampler, noise, pa
     fan-in of 256 to 576; it is exact for Gaussian synapses and the probability sampler).
     With the full-filter norm at the border (the old default) the corner misses by 0.03-0.1."""
     g = torch.Generator().manual_seed(7)
-    layer = nsm.NSMConv2d(64, 3, 3, padding=1, padding_mode=padding_mode, noise=noise, p=0.5, sigma=0.8,
-                          sampler=sampler, generator=torch.Generator().manual_seed(8), dtype=torch_dtype)
+    layer = nsm.NSMConv2d(
+        64,
+        3,
+        3,
+        padding=1,
+        padding_mode=padding_mode,
+        noise=noise,
+        p=0.5,
+        sigma=0.8,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(8),
+        dtype=torch_dtype,
+    )
     with torch.no_grad():
         layer.weight.normal_(generator=g)
         layer.weight[:, :, 0, :] += 1.5  # the top row of each filter weighs more: corners lose much of ||w||

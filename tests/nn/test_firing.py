@@ -41,8 +41,16 @@ def _frequency(layer, x, chunk):
 @pytest.mark.parametrize("sampler", ["synapse", "neuron", "probability"])
 def test_linear_frequency_matches_firing_probability(noise, sampler):
     g = torch.Generator().manual_seed(1)
-    layer = nsm.NSMLinear(1000, 6, noise=noise, p=0.5, sigma=0.8, sampler=sampler,
-                          generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    layer = nsm.NSMLinear(
+        1000,
+        6,
+        noise=noise,
+        p=0.5,
+        sigma=0.8,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(2),
+        dtype=torch.float64,
+    )
     with torch.no_grad():
         layer.weight.normal_(generator=g)
         layer.magnitude.copy_(torch.tensor([0.3, 0.6, 1.0, 0.5, 0.8, 0.4]))
@@ -58,8 +66,17 @@ def test_linear_frequency_matches_firing_probability(noise, sampler):
 @pytest.mark.parametrize("sampler", ["neuron", "probability"])
 def test_conv_frequency_matches_firing_probability(noise, sampler):
     g = torch.Generator().manual_seed(3)
-    layer = nsm.NSMConv2d(32, 3, 5, noise=noise, p=0.25, sigma=1.0, sampler=sampler,
-                          generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    layer = nsm.NSMConv2d(
+        32,
+        3,
+        5,
+        noise=noise,
+        p=0.25,
+        sigma=1.0,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(4),
+        dtype=torch.float64,
+    )
     with torch.no_grad():
         layer.weight.normal_(generator=g)
         layer.magnitude.fill_(0.5)
@@ -74,7 +91,7 @@ def test_conv_frequency_matches_firing_probability(noise, sampler):
 def test_probability_formula_matches_definition():
     """P = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) written out from docs/design.md §1."""
     torch.manual_seed(0)
-    for noise, mean, var in (("bernoulli", 0.3, 0.3 * 0.7), ("gaussian", 1.0, 0.7 ** 2)):
+    for noise, mean, var in (("bernoulli", 0.3, 0.3 * 0.7), ("gaussian", 1.0, 0.7**2)):
         layer = nsm.NSMLinear(20, 4, noise=noise, p=0.3, sigma=0.7, dtype=torch.float64)
         with torch.no_grad():
             layer.magnitude.uniform_(0.5, 2.0)
@@ -83,7 +100,7 @@ def test_probability_formula_matches_definition():
         a = layer.magnitude * c - mean  # a_i = beta_i c - E[xi]
         w, b = layer.weight, layer.bias
         e_u = (mean + a) * (x @ w.T) + b
-        var_u = var * (w ** 2 * (x ** 2)[:, None, :]).sum(-1)
+        var_u = var * (w**2 * (x**2)[:, None, :]).sum(-1)
         expected = 0.5 * (1 + torch.erf(e_u / torch.sqrt(2 * var_u)))
         torch.testing.assert_close(layer.firing_probability(x), expected)
 
@@ -95,7 +112,7 @@ def test_exact_variance_handles_padding_and_real_inputs():
     t = conv.drive(x)
     w = conv.weight
     s = torch.nn.functional.conv2d(x, w, padding=1)
-    sd = torch.nn.functional.conv2d(x ** 2, w ** 2, padding=1).sqrt()
+    sd = torch.nn.functional.conv2d(x**2, w**2, padding=1).sqrt()
     expected = conv.magnitude.view(1, -1, 1, 1) * s / sd + conv.bias.view(1, -1, 1, 1) / (conv.noise.c * sd)
     torch.testing.assert_close(t, expected)
     # with +-1 inputs and no padding the two variance forms agree
@@ -110,8 +127,9 @@ def test_binconcrete_threshold_probability():
     """With alpha = P (SI eq. 14) P(X > 1/2) = P/(1+P); with alpha = odds it is P."""
     g = torch.Generator().manual_seed(5)
     for alpha in ("probability", "odds"):
-        layer = nsm.NSMLinear(50, 5, estimator="binconcrete", alpha=alpha,
-                              generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        layer = nsm.NSMLinear(
+            50, 5, estimator="binconcrete", alpha=alpha, generator=torch.Generator().manual_seed(6), dtype=torch.float64
+        )
         with torch.no_grad():
             layer.weight.normal_(generator=g)
             layer.bias.copy_(torch.linspace(-2, 2, 5))

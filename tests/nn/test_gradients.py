@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import nsm
 import nsm.nn.functional as NF
 
+
 @pytest.fixture(autouse=True)
 def _float64():
     old = torch.get_default_dtype()
@@ -38,11 +39,12 @@ def test_weight_and_magnitude_gradients_match_si_eqs_6_7():
     v = beta[:, None] * w / norm
     # grad_v L written from P = 1/2 (1 + erf(v . z)): dP/dv = exp(-(v.z)^2)/sqrt(pi) z
     t = z @ v.T
-    grad_v = ((coef * torch.exp(-t ** 2) / math.sqrt(math.pi)).T @ z)  # (7, 30)
+    grad_v = (coef * torch.exp(-(t**2)) / math.sqrt(math.pi)).T @ z  # (7, 30)
     grad_beta = (w * grad_v).sum(1) / norm[:, 0]
     eye = torch.eye(30)
-    grad_w = torch.stack([
-        beta[i] / norm[i] * (eye - torch.outer(w[i], w[i]) / norm[i] ** 2) @ grad_v[i] for i in range(7)])
+    grad_w = torch.stack(
+        [beta[i] / norm[i] * (eye - torch.outer(w[i], w[i]) / norm[i] ** 2) @ grad_v[i] for i in range(7)]
+    )
     torch.testing.assert_close(layer.magnitude.grad, grad_beta, atol=1e-6, rtol=0)
     torch.testing.assert_close(layer.weight.grad, grad_w, atol=1e-6, rtol=0)
 
@@ -82,9 +84,16 @@ def test_gradcheck_probability_path_conv(variance):
     assert torch.autograd.gradcheck(p_of, (w, beta, b))
 
 
-@pytest.mark.parametrize("layer_kind, sampler", [
-    ("linear", "neuron"), ("linear", "probability"), ("linear", "synapse"),
-    ("conv", "neuron"), ("conv", "probability")])  # no synapse sampler for convolutions
+@pytest.mark.parametrize(
+    "layer_kind, sampler",
+    [
+        ("linear", "neuron"),
+        ("linear", "probability"),
+        ("linear", "synapse"),
+        ("conv", "neuron"),
+        ("conv", "probability"),
+    ],
+)  # no synapse sampler for convolutions
 def test_prob_estimator_backward_is_gradient_of_2p_minus_1(layer_kind, sampler):
     torch.manual_seed(3)
     if layer_kind == "linear":
@@ -99,8 +108,7 @@ def test_prob_estimator_backward_is_gradient_of_2p_minus_1(layer_kind, sampler):
     assert set(out.detach().unique().tolist()) <= {-1.0, 1.0}
     g = torch.randn_like(out)
     grads = torch.autograd.grad((out * g).sum(), [x, *layer.parameters()])
-    expected = torch.autograd.grad(((2 * layer.firing_probability(x) - 1) * g).sum(),
-                                   [x, *layer.parameters()])
+    expected = torch.autograd.grad(((2 * layer.firing_probability(x) - 1) * g).sum(), [x, *layer.parameters()])
     for a, e in zip(grads, expected):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-8)
 
@@ -108,8 +116,7 @@ def test_prob_estimator_backward_is_gradient_of_2p_minus_1(layer_kind, sampler):
 @pytest.mark.parametrize("sampler", ["neuron", "probability", "synapse"])
 def test_ste_passes_gradient_of_noisy_preactivation(sampler):
     torch.manual_seed(4)
-    layer = nsm.NSMLinear(10, 4, estimator="ste", sampler=sampler,
-                          generator=torch.Generator().manual_seed(9))
+    layer = nsm.NSMLinear(10, 4, estimator="ste", sampler=sampler, generator=torch.Generator().manual_seed(9))
     x = _pm1(6, 10).requires_grad_()
     out = layer(x)
     g = torch.randn_like(out)

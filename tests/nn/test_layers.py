@@ -97,9 +97,13 @@ def test_noise_moments():
 
 BAD_ARGS = [
     (dict(noise="poisson"), "unknown noise 'poisson'; known: bernoulli, gaussian"),
-    (dict(p=0.0), "0 < p < 1"), (dict(p=1.0), "0 < p < 1"), (dict(p=-0.2), "got p=-0.2"),
-    (dict(p=True), "got p=True"), (dict(p="0.5"), "got p='0.5'"),
-    (dict(noise="gaussian", sigma=0.0), "sigma > 0"), (dict(noise="gaussian", sigma=float("inf")), "sigma > 0"),
+    (dict(p=0.0), "0 < p < 1"),
+    (dict(p=1.0), "0 < p < 1"),
+    (dict(p=-0.2), "got p=-0.2"),
+    (dict(p=True), "got p=True"),
+    (dict(p="0.5"), "got p='0.5'"),
+    (dict(noise="gaussian", sigma=0.0), "sigma > 0"),
+    (dict(noise="gaussian", sigma=float("inf")), "sigma > 0"),
     (dict(sampler="pixel"), "unknown sampler 'pixel'; known: neuron, probability, synapse"),
     (dict(sampler=3), "sampler must be a name"),
     (dict(estimator="reinforce"), "unknown estimator 'reinforce'; known: binconcrete, prob, ste"),
@@ -127,7 +131,9 @@ def test_invalid_sizes_shapes_and_modes():
         nsm.NSMLinear(2, 2, generator=0)
     with pytest.raises(ValueError, match=re.escape("NSMLinear expects inputs of shape (..., 4), got (3, 5)")):
         nsm.NSMLinear(4, 2)(torch.randn(3, 5))
-    with pytest.raises(ValueError, match=re.escape("NSMConv2d expects inputs of shape (N, 3, H, W) or (3, H, W), got (2, 1, 8, 8)")):
+    with pytest.raises(
+        ValueError, match=re.escape("NSMConv2d expects inputs of shape (N, 3, H, W) or (3, H, W), got (2, 1, 8, 8)")
+    ):
         nsm.NSMConv2d(3, 2, 3)(torch.randn(2, 1, 8, 8))
     with pytest.raises(ValueError, match="mode must be one of"):
         with nsm.forward_mode(nsm.NSMLinear(2, 2), "deterministic"):

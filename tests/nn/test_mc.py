@@ -61,15 +61,25 @@ def test_shared_first_product_matches_plain_computation():
     x = torch.randn(5, 1, 6, 6).sign()
     rep = x.repeat(3, 1, 1, 1)
     with torch.no_grad():
-        ps = NF.Pass(rep, conv.weight, conv.magnitude.view(4, 1, 1), conv.bias.view(4, 1, 1),
-                     conv.noise, conv._zero_padded_conv, "norm", copies=3)
+        ps = NF.Pass(
+            rep,
+            conv.weight,
+            conv.magnitude.view(4, 1, 1),
+            conv.bias.view(4, 1, 1),
+            conv.noise,
+            conv._zero_padded_conv,
+            "norm",
+            copies=3,
+        )
         assert ps.s_shared is not None and ps.s_shared.shape == (5, 4, 4, 4)
         torch.testing.assert_close(ps.s, conv._zero_padded_conv(rep, conv.weight))
         u = torch.zeros(15, 4, 4, 4)
         torch.testing.assert_close(ps.add_a_s_(u), ps.a * conv._zero_padded_conv(rep, conv.weight))
         # copies that differ are detected and computed the plain way
         rep[7] = -rep[7]
-        ps = NF.Pass(rep, conv.weight, conv.magnitude.view(4, 1, 1), None, conv.noise, conv._zero_padded_conv, "norm", copies=3)
+        ps = NF.Pass(
+            rep, conv.weight, conv.magnitude.view(4, 1, 1), None, conv.noise, conv._zero_padded_conv, "norm", copies=3
+        )
         assert ps.s_shared is None
 
 
@@ -99,12 +109,15 @@ def test_accuracy_and_error():
         nsm.accuracy(probs, labels[:3])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_samples=0), "n_samples must be a positive int, got 0"),
-    (dict(n_samples=2.5), "n_samples must be a positive int, got 2.5"),
-    (dict(max_pass=0), "max_pass must be a positive int, got 0"),
-    (dict(mode="dropout"), "mode must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_samples=0), "n_samples must be a positive int, got 0"),
+        (dict(n_samples=2.5), "n_samples must be a positive int, got 2.5"),
+        (dict(max_pass=0), "max_pass must be a positive int, got 0"),
+        (dict(mode="dropout"), "mode must be one of"),
+    ],
+)
 def test_mc_predict_rejects_bad_arguments(kwargs, message):
     model = nn.Sequential(nsm.NSMLinear(3, 2))
     with pytest.raises(ValueError, match=message):

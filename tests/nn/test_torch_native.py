@@ -14,7 +14,6 @@ from torch.func import functional_call, grad, vmap
 import nsm
 from nsm.nn.estimators import BinConcreteEstimator, ProbEstimator
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -24,6 +23,7 @@ def _pm1(*shape, seed=0, dtype=torch.float32):
 
 
 # ---------------------------------------------------------------- torch.compile
+
 
 @pytest.mark.parametrize("name", ["bnsm", "gnsm"])
 def test_compile_trains_and_predicts_at_several_batch_sizes(name):
@@ -68,6 +68,7 @@ def test_compiled_layer_fires_at_its_probability():
 
 # ---------------------------------------------------------------- torch.func
 
+
 def test_func_grad_and_per_example_vmap_equal_autograd():
     torch.manual_seed(0)
     layer = nsm.NSMLinear(6, 3, dtype=torch.float64)
@@ -84,7 +85,7 @@ def test_func_grad_and_per_example_vmap_equal_autograd():
         torch.testing.assert_close(got[k], p.grad)
     per_example = vmap(grad(loss), in_dims=(None, 0))(params, x)
     for i in range(5):
-        one = grad(loss)(params, x[i:i + 1])
+        one = grad(loss)(params, x[i : i + 1])
         for k in params:
             torch.testing.assert_close(per_example[k][i], one[k])
 
@@ -104,11 +105,16 @@ def test_func_grad_through_a_sampled_pass_equals_autograd_with_the_same_noise():
 
 # ---------------------------------------------------------------- torch.export
 
-@pytest.mark.parametrize("make, shape", [
-    (lambda: nsm.NSMLinear(6, 3), (4, 6)),
-    (lambda: nsm.NSMConv2d(2, 3, 3, padding=1), (4, 2, 8, 8)),
-    (lambda: nsm.build_model("bnsm"), (4, 1, 28, 28)),
-], ids=["linear", "conv", "bnsm"])
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nsm.NSMLinear(6, 3), (4, 6)),
+        (lambda: nsm.NSMConv2d(2, 3, 3, padding=1), (4, 2, 8, 8)),
+        (lambda: nsm.build_model("bnsm"), (4, 1, 28, 28)),
+    ],
+    ids=["linear", "conv", "bnsm"],
+)
 def test_export_with_a_dynamic_batch(make, shape):
     torch.manual_seed(0)
     module = make()
@@ -125,6 +131,7 @@ def test_export_with_a_dynamic_batch(make, shape):
 
 
 # ---------------------------------------------------------------- half precision
+
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_binconcrete_in_half_precision(dtype):
@@ -148,6 +155,7 @@ def test_binconcrete_in_half_precision(dtype):
 
 
 # ---------------------------------------------------------------- one generator per model
+
 
 @pytest.mark.parametrize("name", ["bnsm", "gnsm", "sn", "stnn", "dcnn-mcdropout"])
 def test_build_model_with_a_generator_draws_all_noise_from_it(name):
@@ -175,6 +183,7 @@ def test_a_generator_for_a_model_without_noise_or_on_another_device_is_refused()
 
 # ---------------------------------------------------------------- same models, options that do nothing
 
+
 def test_bnsm_and_gnsm_binconcrete_are_one_network_under_a_bias_rescale():
     torch.manual_seed(0)
     b = nsm.build_model("bnsm-binconcrete")
@@ -191,15 +200,28 @@ def test_bnsm_and_gnsm_binconcrete_are_one_network_under_a_bias_rescale():
     assert "the same network as bnsm-binconcrete" in nsm.MODELS.get("gnsm-binconcrete").description
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(estimator="binconcrete", sampler="probability"), ValueError,
-     "estimator 'binconcrete' draws no synaptic noise.*sampler='probability'"),
-    (dict(estimator="prob", temperature=0.5), ValueError,
-     "temperature=0.5: options of estimator 'binconcrete' only, which estimator 'prob' does not use"),
-    (dict(estimator="ste", alpha="odds"), ValueError, "alpha='odds': options of estimator 'binconcrete' only"),
-    (dict(estimator=ProbEstimator), TypeError, r"estimator ProbEstimator is a class; pass an instance \(ProbEstimator\(\)\)"),
-    (dict(estimator=BinConcreteEstimator), TypeError, "BinConcreteEstimator is a class"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(estimator="binconcrete", sampler="probability"),
+            ValueError,
+            "estimator 'binconcrete' draws no synaptic noise.*sampler='probability'",
+        ),
+        (
+            dict(estimator="prob", temperature=0.5),
+            ValueError,
+            "temperature=0.5: options of estimator 'binconcrete' only, which estimator 'prob' does not use",
+        ),
+        (dict(estimator="ste", alpha="odds"), ValueError, "alpha='odds': options of estimator 'binconcrete' only"),
+        (
+            dict(estimator=ProbEstimator),
+            TypeError,
+            r"estimator ProbEstimator is a class; pass an instance \(ProbEstimator\(\)\)",
+        ),
+        (dict(estimator=BinConcreteEstimator), TypeError, "BinConcreteEstimator is a class"),
+    ],
+)
 def test_options_that_would_do_nothing_or_fail_later_are_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
         nsm.NSMLinear(4, 2, **kwargs)
@@ -214,6 +236,7 @@ def test_binconcrete_repr_shows_no_sampler_and_instances_are_accepted():
 
 
 # ---------------------------------------------------------------- non-finite and foreign inputs
+
 
 @pytest.mark.parametrize("estimator", ["prob", "ste"])
 @pytest.mark.parametrize("mode", ["sample", "threshold"])
@@ -241,7 +264,9 @@ def test_mc_predict_refuses_non_finite_input_and_names_the_example():
     x = torch.rand(6, 4)
     x[3, 1] = float("nan")
     x[5, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(NaN or inf\) in 2 example\(s\), the first at index 3"):
+    with pytest.raises(
+        ValueError, match=r"2 non-finite value\(s\) \(NaN or inf\) in 2 example\(s\), the first at index 3"
+    ):
         nsm.mc_predict(model, x, 4)
 
 
@@ -254,7 +279,9 @@ def test_foreign_inputs_and_models_get_messages_naming_what_was_passed():
     with pytest.raises(TypeError, match="x must be a torch.Tensor batch"):
         nsm.mc_predict(layer, [[1.0] * 4], 2)
     model = nn.Sequential(nsm.NSMLinear(100, 2))
-    with pytest.raises(ValueError, match=r"input of shape \(4, 784\).*NSMLinear expects inputs of shape \(\.\.\., 100\)"):
+    with pytest.raises(
+        ValueError, match=r"input of shape \(4, 784\).*NSMLinear expects inputs of shape \(\.\.\., 100\)"
+    ):
         nsm.mc_predict(model, torch.rand(4, 784), 2)
 
     class TwoOutputs(nn.Module):

@@ -15,10 +15,20 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import nsm  # noqa: E402
-from nsm.studies.devices import (P_MAX, P_MIN, DeviceModel, DeviceNSMLayer, ReadNoiseLayer,  # noqa: E402
-                                 accuracy_under, conductance_states, quantize, weight_layers, with_device)
-from nsm.studies.figures.devices import plot_robustness  # noqa: E402
 from nsm.nn.layers import NSMConv2d, NSMLinear, nsm_layers, stochastic_layers  # noqa: E402
+from nsm.studies.devices import (  # noqa: E402
+    P_MAX,
+    P_MIN,
+    DeviceModel,
+    DeviceNSMLayer,
+    ReadNoiseLayer,
+    accuracy_under,
+    conductance_states,
+    quantize,
+    weight_layers,
+    with_device,
+)
+from nsm.studies.figures.devices import plot_robustness  # noqa: E402
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -112,13 +122,24 @@ def test_invalid_w_max_and_nonlinearity_raise():
 # ----------------------------------------------------------------------------- DeviceModel
 
 
-@pytest.mark.parametrize("kw,name", [
-    (dict(levels=1), "levels"), (dict(levels=3.0), "levels"), (dict(nonlinearity=-1.0), "nonlinearity"),
-    (dict(nonlinearity=math.inf), "nonlinearity"), (dict(p_spread=-0.1), "p_spread"),
-    (dict(p_spread=math.nan), "p_spread"), (dict(read_noise=-1e-3), "read_noise"),
-    (dict(read_noise="0.1"), "read_noise"), (dict(levels=4, clip_std=0.0), "clip_std"),
-    (dict(levels=4, clip_std=-1.0), "clip_std"), (dict(levels=4, clip_std=math.inf), "clip_std"),
-    (dict(levels=4, clip_std=True), "clip_std"), (dict(clip_std=2.0), "needs levels")])
+@pytest.mark.parametrize(
+    "kw,name",
+    [
+        (dict(levels=1), "levels"),
+        (dict(levels=3.0), "levels"),
+        (dict(nonlinearity=-1.0), "nonlinearity"),
+        (dict(nonlinearity=math.inf), "nonlinearity"),
+        (dict(p_spread=-0.1), "p_spread"),
+        (dict(p_spread=math.nan), "p_spread"),
+        (dict(read_noise=-1e-3), "read_noise"),
+        (dict(read_noise="0.1"), "read_noise"),
+        (dict(levels=4, clip_std=0.0), "clip_std"),
+        (dict(levels=4, clip_std=-1.0), "clip_std"),
+        (dict(levels=4, clip_std=math.inf), "clip_std"),
+        (dict(levels=4, clip_std=True), "clip_std"),
+        (dict(clip_std=2.0), "needs levels"),
+    ],
+)
 def test_device_model_validation(kw, name):
     with pytest.raises(ValueError, match=name):
         DeviceModel(**kw)
@@ -289,7 +310,7 @@ def test_moments_by_hand_conv():
         a = layer.magnitude[o].item() * c - 0.25
         for r in range(2):
             for s in range(2):
-                patch = z[0, :, r:r + 2, s:s + 2]
+                patch = z[0, :, r : r + 2, s : s + 2]
                 w, q = layer.weight[o], p[o]
                 e = ((q + a) * w * patch).sum().item() + layer.bias[o].item()
                 v = (q * (1 - q) * w * w * patch * patch).sum().item()
@@ -391,19 +412,25 @@ def test_read_noise_with_p_spread_uses_read_weight():
 def test_mc_predict_on_device_networks():
     torch.manual_seed(14)
     x = torch.rand(6, 1, 16, 16)
-    bnsm = with_device(nsm.build_model("bnsm", (1, 16, 16), 3),
-                       DeviceModel(levels=4, p_spread=0.1, read_noise=0.05), generator=gen(15))
+    bnsm = with_device(
+        nsm.build_model("bnsm", (1, 16, 16), 3), DeviceModel(levels=4, p_spread=0.1, read_noise=0.05), generator=gen(15)
+    )
     probs = nsm.mc_predict(bnsm, x, 5)
     assert probs.shape == (6, 3) and torch.allclose(probs.sum(-1), torch.ones(6))
     # the generator drives every draw of the copy (p_ij, read noise, the layers' noise)
     model = nsm.build_model("bnsm", (1, 16, 16), 3)
     dm = DeviceModel(levels=4, p_spread=0.1, read_noise=0.05)
-    assert torch.equal(nsm.mc_predict(with_device(model, dm, generator=gen(19)), x, 3),
-                       nsm.mc_predict(with_device(model, dm, generator=gen(19)), x, 3))
+    assert torch.equal(
+        nsm.mc_predict(with_device(model, dm, generator=gen(19)), x, 3),
+        nsm.mc_predict(with_device(model, dm, generator=gen(19)), x, 3),
+    )
     with pytest.raises(ValueError, match="already holds device layers"):
         with_device(bnsm, DeviceModel(levels=2))
-    dcnn = with_device(nsm.build_model("dcnn", (1, 16, 16), 3),
-                       DeviceModel(levels=4, nonlinearity=2.0, read_noise=0.05), generator=gen(16))
+    dcnn = with_device(
+        nsm.build_model("dcnn", (1, 16, 16), 3),
+        DeviceModel(levels=4, nonlinearity=2.0, read_noise=0.05),
+        generator=gen(16),
+    )
     assert not stochastic_layers(dcnn)
     assert sum(isinstance(m, ReadNoiseLayer) for m in dcnn.modules()) == 4
     probs = nsm.mc_predict(dcnn, x, 1)
@@ -413,15 +440,20 @@ def test_mc_predict_on_device_networks():
 def test_accuracy_under():
     torch.manual_seed(17)
     x, y = torch.rand(6, 1, 16, 16), torch.randint(0, 3, (6,))
-    settings = {"full": DeviceModel(), 2: DeviceModel(levels=2),
-                "all": DeviceModel(levels=4, p_spread=0.1, read_noise=0.1)}
+    settings = {
+        "full": DeviceModel(),
+        2: DeviceModel(levels=2),
+        "all": DeviceModel(levels=4, p_spread=0.1, read_noise=0.1),
+    }
     model = nsm.build_model("bnsm", (1, 16, 16), 3)
     acc = accuracy_under(model, x, y, settings, samples=2, batch_size=4, generator=gen(18))
     assert list(acc) == list(settings) and all(0.0 <= v <= 1.0 for v in acc.values())
     # every draw comes from the generator: the same seed gives the same accuracies
     again = accuracy_under(model, x, y, {"all": settings["all"]}, samples=2, batch_size=4, generator=gen(18))
-    assert again["all"] == accuracy_under(model, x, y, {"all": settings["all"]}, samples=2, batch_size=4,
-                                          generator=gen(18))["all"]
+    assert (
+        again["all"]
+        == accuracy_under(model, x, y, {"all": settings["all"]}, samples=2, batch_size=4, generator=gen(18))["all"]
+    )
     dcnn = nsm.build_model("dcnn", (1, 16, 16), 3)
     acc = accuracy_under(dcnn, x, y, {0.0: DeviceModel(), 0.1: DeviceModel(read_noise=0.1)}, samples=50)
     assert set(acc) == {0.0, 0.1} and all(0.0 <= v <= 1.0 for v in acc.values())

@@ -8,14 +8,22 @@ import pytest
 import torch
 
 from nsm.cli import main
-from nsm.training.config import TrainConfig
 from nsm.studies.evaluate import evaluate_run, load_trained
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 
 
 def _run(tmp_path, mnist_dir, model):
-    config = TrainConfig(model=model, epochs=1, train_subset=3000, test_subset=100, samples=2,
-                         data_dir=str(mnist_dir), out=str(tmp_path / "runs"), progress=False)
+    config = TrainConfig(
+        model=model,
+        epochs=1,
+        train_subset=3000,
+        test_subset=100,
+        samples=2,
+        data_dir=str(mnist_dir),
+        out=str(tmp_path / "runs"),
+        progress=False,
+    )
     return fit(config, log=lambda *a: None)["run_dir"]
 
 
@@ -27,13 +35,38 @@ def runs(tmp_path_factory, mnist_dir):
 
 def test_evaluate_command_writes_numbers_and_figures(runs, tmp_path, capsys):
     out = tmp_path / "ev"
-    code = main(["evaluate", runs["bnsm"], runs["dcnn"], "--out", str(out), "--samples", "4",
-                 "--shift-subset", "40", "--angles", "0,90", "--device-subset", "40", "--device-samples", "2",
-                 "--test-subset", "100"])
+    code = main(
+        [
+            "evaluate",
+            runs["bnsm"],
+            runs["dcnn"],
+            "--out",
+            str(out),
+            "--samples",
+            "4",
+            "--shift-subset",
+            "40",
+            "--angles",
+            "0,90",
+            "--device-subset",
+            "40",
+            "--device-samples",
+            "2",
+            "--test-subset",
+            "100",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["accuracy_vs_samples.png", "devices.png", "evaluation.json", "evaluation.md", "ood.png",
-                     "reliability.png", "rotation.png"]
+    assert names == [
+        "accuracy_vs_samples.png",
+        "devices.png",
+        "evaluation.json",
+        "evaluation.md",
+        "ood.png",
+        "reliability.png",
+        "rotation.png",
+    ]
     data = json.loads((out / "evaluation.json").read_text())
     bnsm, dcnn = data["runs"]
     assert (bnsm["label"], bnsm["samples"], dcnn["samples"]) == ("bnsm", 4, 1)
@@ -56,8 +89,16 @@ def test_evaluate_command_writes_numbers_and_figures(runs, tmp_path, capsys):
 def test_rotation_makes_the_nsm_less_certain(runs):
     """Upright digits vs digits turned by 90 degrees: the mean predictive entropy rises and
     the accuracy falls (a trained model, 100 images, S = 8)."""
-    res = evaluate_run(runs["bnsm"], samples=8, shift_subset=100, angles=[0, 90], ood=None, devices=False,
-                       test_subset=100, log=lambda *a: None)
+    res = evaluate_run(
+        runs["bnsm"],
+        samples=8,
+        shift_subset=100,
+        angles=[0, 90],
+        ood=None,
+        devices=False,
+        test_subset=100,
+        log=lambda *a: None,
+    )
     rot = res["rotation"]
     assert rot["entropy"][1] > rot["entropy"][0]
     assert rot["accuracy"][1] < rot["accuracy"][0]

@@ -13,9 +13,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from nsm.studies.figures import (  # noqa: E402
-    analyze, cosine_summary, drift_summary, histogram_density, layer_title, load_run,
-    percentile_spread, plot_convergence, plot_grad_cosine, plot_grad_means, plot_percentiles,
-    plot_weight_drift, plot_weight_evolution, plot_weight_histograms, plot_weight_means,
+    analyze,
+    cosine_summary,
+    drift_summary,
+    histogram_density,
+    layer_title,
+    load_run,
+    percentile_spread,
+    plot_convergence,
+    plot_grad_cosine,
+    plot_grad_means,
+    plot_percentiles,
+    plot_weight_drift,
+    plot_weight_evolution,
+    plot_weight_histograms,
+    plot_weight_means,
 )
 
 STATS_HEADER = "step,epoch,layer,w_mean,w_std,w_mean_drift,w_std_ratio,w_abs_max,g_mean,g_abs_mean,g_steps"
@@ -50,34 +62,63 @@ COSINE_ROWS = [
 def make_run(path, model="bnsm", record=True, cosine=True, errors=(0.5, 0.25)):
     """A tiny run directory with known numbers: 2 layers, record points at steps 0, 10, 20."""
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(
-        {"model": model, "dataset": "mnist", "seed": 0, "epochs": len(errors)}))
-    (path / "metrics.jsonl").write_text("".join(
-        json.dumps({"epoch": e, "test_error": err, "train_error": err / 2, "train_loss": 1.0 / e,
-                    "test_nll": 0.5}) + "\n" for e, err in enumerate(errors, start=1)))
+    (path / "config.json").write_text(
+        json.dumps({"model": model, "dataset": "mnist", "seed": 0, "epochs": len(errors)})
+    )
+    (path / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"epoch": e, "test_error": err, "train_error": err / 2, "train_loss": 1.0 / e, "test_nll": 0.5})
+            + "\n"
+            for e, err in enumerate(errors, start=1)
+        )
+    )
     if not record:
         return path
     rec = path / "record"
     rec.mkdir()
-    (rec / "layers.json").write_text(json.dumps({
-        "version": 1, "steps_per_epoch": 10, "record_every": 10,
-        "layers": [
-            {"name": "W1", "module": "1", "type": "NSMConv2d", "shape": [2, 1, 3, 3],
-             "init_mean": 0.0, "init_std": 0.5},
-            {"name": "W2", "module": "4", "type": "NSMLinear", "shape": [3, 4],
-             "init_mean": 0.1, "init_std": 0.2},
-        ],
-        "hidden": {"layer": "W2", "quantity": "pre-activation of the hidden units"},
-        "companions": ["stnn-fc", "sigmoid"] if cosine else []}))
+    (rec / "layers.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "steps_per_epoch": 10,
+                "record_every": 10,
+                "layers": [
+                    {
+                        "name": "W1",
+                        "module": "1",
+                        "type": "NSMConv2d",
+                        "shape": [2, 1, 3, 3],
+                        "init_mean": 0.0,
+                        "init_std": 0.5,
+                    },
+                    {
+                        "name": "W2",
+                        "module": "4",
+                        "type": "NSMLinear",
+                        "shape": [3, 4],
+                        "init_mean": 0.1,
+                        "init_std": 0.2,
+                    },
+                ],
+                "hidden": {"layer": "W2", "quantity": "pre-activation of the hidden units"},
+                "companions": ["stnn-fc", "sigmoid"] if cosine else [],
+            }
+        )
+    )
     (rec / "stats.csv").write_text("\n".join([STATS_HEADER, *STATS_ROWS]) + "\n")
-    np.savez(rec / "histograms.npz", steps=np.array([0, 10, 20], dtype=np.int64),
-             epochs=np.array([0.0, 1.0, 2.0]),
-             W1_edges=np.array(W1_EDGES), W1_counts=np.array(W1_COUNTS, dtype=np.int64),
-             W2_edges=np.array(W2_EDGES), W2_counts=np.array(W2_COUNTS, dtype=np.int64))
-    (rec / "percentiles.csv").write_text(
-        "\n".join(["step,epoch,layer,p15,p50,p85,mean,std", *PERCENTILE_ROWS]) + "\n")
+    np.savez(
+        rec / "histograms.npz",
+        steps=np.array([0, 10, 20], dtype=np.int64),
+        epochs=np.array([0.0, 1.0, 2.0]),
+        W1_edges=np.array(W1_EDGES),
+        W1_counts=np.array(W1_COUNTS, dtype=np.int64),
+        W2_edges=np.array(W2_EDGES),
+        W2_counts=np.array(W2_COUNTS, dtype=np.int64),
+    )
+    (rec / "percentiles.csv").write_text("\n".join(["step,epoch,layer,p15,p50,p85,mean,std", *PERCENTILE_ROWS]) + "\n")
     (rec / "grad_cosine.csv").write_text(
-        "\n".join(["step,epoch,layer,companion,cosine", *(COSINE_ROWS if cosine else [])]) + "\n")
+        "\n".join(["step,epoch,layer,companion,cosine", *(COSINE_ROWS if cosine else [])]) + "\n"
+    )
     return path
 
 
@@ -93,6 +134,7 @@ def _close_figures():
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def test_load_run_parses_known_numbers(run, tmp_path):
     assert run.path == tmp_path / "run" and run.label == "bnsm" and run.model == "bnsm"
@@ -149,11 +191,14 @@ def test_optional_record_files_may_be_absent(tmp_path):
     assert rec.percentiles is None and rec.cosine == {}
 
 
-@pytest.mark.parametrize("header, row, match", [
-    (STATS_HEADER.replace(",g_steps", ""), None, "missing column.*g_steps"),
-    (STATS_HEADER, "0,0.0,W1,abc,0.5,0.0,1.0,1.2,,,", "line 2.*w_mean"),
-    (STATS_HEADER, "0,0.0,W1,0.0", "line 2.*fields"),
-])
+@pytest.mark.parametrize(
+    "header, row, match",
+    [
+        (STATS_HEADER.replace(",g_steps", ""), None, "missing column.*g_steps"),
+        (STATS_HEADER, "0,0.0,W1,abc,0.5,0.0,1.0,1.2,,,", "line 2.*w_mean"),
+        (STATS_HEADER, "0,0.0,W1,0.0", "line 2.*fields"),
+    ],
+)
 def test_corrupt_csv_names_file(tmp_path, header, row, match):
     path = make_run(tmp_path / "run")
     (path / "record" / "stats.csv").write_text(header + "\n" + (row or "") + "\n")
@@ -170,6 +215,7 @@ def test_corrupt_metrics_names_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- numbers
+
 
 def test_histogram_density_known_bins():
     centers, density = histogram_density(W2_EDGES, [4, 4, 4])
@@ -189,9 +235,11 @@ def test_histogram_density_rejects_bad_input(edges, counts):
 
 def test_drift_summary(run):
     assert drift_summary(run, "W1") == pytest.approx(
-        {"final_mean_drift": -0.03, "final_std_ratio": 1.2, "max_abs_mean_drift": 0.03})
+        {"final_mean_drift": -0.03, "final_std_ratio": 1.2, "max_abs_mean_drift": 0.03}
+    )
     assert drift_summary(run, "W2") == pytest.approx(
-        {"final_mean_drift": 0.02, "final_std_ratio": 1.5, "max_abs_mean_drift": 0.05})
+        {"final_mean_drift": 0.02, "final_std_ratio": 1.5, "max_abs_mean_drift": 0.05}
+    )
     with pytest.raises(ValueError, match=r"W9.*\['W1', 'W2'\]"):
         drift_summary(run, "W9")
 
@@ -205,11 +253,13 @@ def test_percentile_spread(run):
 
 def test_cosine_summary(run, tmp_path):
     assert cosine_summary(run) == pytest.approx(
-        {("W1", "stnn-fc"): 0.6, ("W2", "stnn-fc"): -0.1, ("W2", "sigmoid"): 0.85})
+        {("W1", "stnn-fc"): 0.6, ("W2", "stnn-fc"): -0.1, ("W2", "sigmoid"): 0.85}
+    )
     assert cosine_summary(load_run(make_run(tmp_path / "plain", record=False))) == {}
 
 
 # --------------------------------------------------------------------------- plots
+
 
 def test_plot_convergence(run, tmp_path):
     other = load_run(make_run(tmp_path / "other", model="sigmoid", record=False, errors=(0.4, 0.3, 0.2)))
@@ -281,8 +331,16 @@ def test_plot_percentiles(run):
 # --------------------------------------------------------------------------- analyze
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ALL_FIGURES = {"convergence", "weight_evolution", "weight_drift", "weight_histograms",
-               "weight_means", "grad_means", "percentiles", "grad_cosine"}
+ALL_FIGURES = {
+    "convergence",
+    "weight_evolution",
+    "weight_drift",
+    "weight_histograms",
+    "weight_means",
+    "grad_means",
+    "percentiles",
+    "grad_cosine",
+}
 
 
 def test_analyze_two_recorded_runs(tmp_path):
@@ -302,7 +360,8 @@ def test_analyze_two_recorded_runs(tmp_path):
     assert ra["model"] == "bnsm" and ra["path"] == str(a)
     assert ra["final_test_error"] == 0.25 and rb["final_test_error"] == 0.1
     assert ra["drift"]["W2"] == pytest.approx(
-        {"final_mean_drift": 0.02, "final_std_ratio": 1.5, "max_abs_mean_drift": 0.05})
+        {"final_mean_drift": 0.02, "final_std_ratio": 1.5, "max_abs_mean_drift": 0.05}
+    )
     assert ra["percentile_spread"]["p85"] == pytest.approx({"after_first_epoch": 0.6, "total": 1.0})
     assert ra["grad_cosine_mean"]["W1"] == pytest.approx({"stnn-fc": 0.6})
     assert ra["grad_cosine_mean"]["W2"] == pytest.approx({"stnn-fc": -0.1, "sigmoid": 0.85})

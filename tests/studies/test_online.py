@@ -16,8 +16,7 @@ from nsm.models import build_model
 from nsm.studies.online import default_eval_at, online_comparison, plot_online, run_online, train_online
 from toys import toy_dataset
 
-KEYS = {"examples", "test_error", "test_nll", "train_error_running", "samples", "seconds", "failed",
-        "failed_at"}
+KEYS = {"examples", "test_error", "test_nll", "train_error_running", "samples", "seconds", "failed", "failed_at"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +30,7 @@ def _model(name, seed=0):
 @pytest.mark.parametrize("name, lr", [("bnsm", 3e-3), ("dcnn", 1e-3)])
 def test_online_learning_reduces_test_error(name, lr):
     d = toy_dataset()
-    res = train_online(_model(name), d.train_x, d.train_y, d.test_x, d.test_y, lr=lr,
-                       eval_at=[0, 30, 90], samples=4)
+    res = train_online(_model(name), d.train_x, d.train_y, d.test_x, d.test_y, lr=lr, eval_at=[0, 30, 90], samples=4)
     assert set(res) == KEYS
     assert res["failed"] is None and res["failed_at"] is None
     assert res["examples"] == [0, 30, 90]
@@ -60,8 +58,19 @@ def test_batch_norm_fails_on_a_batch_of_one():
 
 def test_same_stream_gives_identical_results():
     d = toy_dataset()
-    runs = [train_online(_model("dcnn"), d.train_x[:20], d.train_y[:20], d.test_x, d.test_y, lr=1e-3,
-                         eval_at=[10, 20], generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    runs = [
+        train_online(
+            _model("dcnn"),
+            d.train_x[:20],
+            d.train_y[:20],
+            d.test_x,
+            d.test_y,
+            lr=1e-3,
+            eval_at=[10, 20],
+            generator=torch.Generator().manual_seed(5),
+        )
+        for _ in range(2)
+    ]
     for key in ("examples", "test_error", "test_nll", "train_error_running"):
         assert runs[0][key] == runs[1][key]
     # online_comparison: every model sees the same stream, so identical models agree.
@@ -72,10 +81,18 @@ def test_same_stream_gives_identical_results():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("eval_at, match", [
-    ([], "at least one"), ([10, 5], "increasing"), ([5, 5], "increasing"), ([-1, 5], "non-negative"),
-    ([0, 91], "exceed"), ([0, 2.5], "ints"), ([True], "ints"),
-])
+@pytest.mark.parametrize(
+    "eval_at, match",
+    [
+        ([], "at least one"),
+        ([10, 5], "increasing"),
+        ([5, 5], "increasing"),
+        ([-1, 5], "non-negative"),
+        ([0, 91], "exceed"),
+        ([0, 2.5], "ints"),
+        ([True], "ints"),
+    ],
+)
 def test_eval_at_validation(eval_at, match):
     d = toy_dataset()
     with pytest.raises(ValueError, match=match):
@@ -134,8 +151,17 @@ def test_plot_online_lines_and_failure_markers():
 def test_run_online_writes_json_and_figure(tmp_path):
     d = toy_dataset()
     out = tmp_path / "online"
-    report = run_online(["bnsm", "dcnn-bn"], dataset=d, examples=12, eval_at=[0, 12], samples=2, lr=1e-3,
-                        out=out, progress=False, log=lambda *a: None)
+    report = run_online(
+        ["bnsm", "dcnn-bn"],
+        dataset=d,
+        examples=12,
+        eval_at=[0, 12],
+        samples=2,
+        lr=1e-3,
+        out=out,
+        progress=False,
+        log=lambda *a: None,
+    )
     saved = json.loads((out / "online.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert saved["config"]["models"] == ["bnsm", "dcnn-bn"] and saved["config"]["dataset"] == "toy"
@@ -150,13 +176,33 @@ def test_online_command_on_real_mnist(mnist_dir, tmp_path, capsys):
     from nsm.cli import main
 
     out = tmp_path / "on"
-    code = main(["online", "bnsm,dcnn-bn", "--examples", "30", "--eval-at", "0,30", "--samples", "2",
-                 "--test-subset", "50", "--threads", "1", "--data-dir", str(mnist_dir), "--out", str(out),
-                 "--no-progress"])
+    code = main(
+        [
+            "online",
+            "bnsm,dcnn-bn",
+            "--examples",
+            "30",
+            "--eval-at",
+            "0,30",
+            "--samples",
+            "2",
+            "--test-subset",
+            "50",
+            "--threads",
+            "1",
+            "--data-dir",
+            str(mnist_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "bnsm: test error" in printed.out and "after 30 examples" in printed.out
-    assert "dcnn-bn: failed: ValueError on the training step of example 1" in printed.out and "online.png" in printed.out
+    assert (
+        "dcnn-bn: failed: ValueError on the training step of example 1" in printed.out and "online.png" in printed.out
+    )
     saved = json.loads((out / "online.json").read_text())
     assert saved["config"]["dataset"] == "mnist" and saved["results"]["bnsm"]["examples"] == [0, 30]
     assert main(["online", "bnsm", "--eval-at", "0,x", "--out", str(tmp_path / "bad")]) == 2

@@ -13,9 +13,18 @@ from nsm.studies.reproduce import PAPER_ERRORS, TABLES, aggregate, run_table, wr
 def _fake_run(runs, model, dataset, seed, last5, final, wall=10.0, epochs=3, samples=20, n_last=3):
     d = runs / f"{model}-{dataset}-seed{seed}"
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({
-        "last5_test_error": last5, "final_test_error": final, "wall_seconds": wall,
-        "epochs": epochs, "samples": samples, "n_last": n_last}))
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "last5_test_error": last5,
+                "final_test_error": final,
+                "wall_seconds": wall,
+                "epochs": epochs,
+                "samples": samples,
+                "n_last": n_last,
+            }
+        )
+    )
 
 
 def test_aggregate_mean_std_over_seeds(tmp_path):
@@ -49,27 +58,30 @@ def test_aggregate_mean_std_over_seeds(tmp_path):
 def test_mnist_table_has_every_model():
     table = TABLES.get("mnist")
     assert set(PAPER_ERRORS["mnist"]) <= set(table.models)
-    assert {"bnn", "stnn", "s2m", "sigmoid", "bnsm-binconcrete", "gnsm-binconcrete",
-            "bnsm-fc", "stnn-fc"} <= set(table.models)
+    assert {"bnn", "stnn", "s2m", "sigmoid", "bnsm-binconcrete", "gnsm-binconcrete", "bnsm-fc", "stnn-fc"} <= set(
+        table.models
+    )
 
 
 def test_run_table_trains_skips_and_protects_runs(mnist_dir, tmp_path):
-    opts = dict(epochs=2, train_subset=200, test_subset=50, samples=2, data_dir=str(mnist_dir),
-                progress=False)
+    opts = dict(epochs=2, train_subset=200, test_subset=50, samples=2, data_dir=str(mnist_dir), progress=False)
     logs = []
-    rows = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts,
-                     log=logs.append)
+    rows = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts, log=logs.append)
     assert [(r["dataset"], r["model"]) for r in rows] == [("mnist", "dcnn"), ("mnist", "bd")]
     for r in rows:
-        errs = [100 * json.loads((tmp_path / "runs" / f"{r['model']}-mnist-seed{s}" / "summary.json")
-                                 .read_text())["last5_test_error"] for s in (0, 1)]
+        errs = [
+            100
+            * json.loads((tmp_path / "runs" / f"{r['model']}-mnist-seed{s}" / "summary.json").read_text())[
+                "last5_test_error"
+            ]
+            for s in (0, 1)
+        ]
         assert r["error_pct"] == pytest.approx(errs) and r["n_last"] == 2 and r["samples"] == 1
     summary = tmp_path / "runs" / "dcnn-mnist-seed0" / "summary.json"
     stamp = summary.stat().st_mtime_ns
     # a second call trains nothing
     logs.clear()
-    again = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts,
-                      log=logs.append)
+    again = run_table("mnist", out=tmp_path, seeds=[0, 1], models=["dcnn", "bd"], overrides=opts, log=logs.append)
     assert "4 already finished" in logs[0] and len(logs) == 1
     assert summary.stat().st_mtime_ns == stamp and again == rows
     # another protocol over finished runs is refused, nothing overwritten
@@ -96,9 +108,27 @@ def test_run_table_rejects_bad_requests(tmp_path):
 
 
 def test_reproduce_command(mnist_dir, tmp_path, capsys):
-    args = ["reproduce", "mnist", "--models", "s2m,bnsm-fc", "--seeds", "2", "--epochs", "1",
-            "--train-subset", "200", "--test-subset", "40", "--samples", "2",
-            "--data-dir", str(mnist_dir), "--out", str(tmp_path / "t"), "--no-progress"]
+    args = [
+        "reproduce",
+        "mnist",
+        "--models",
+        "s2m,bnsm-fc",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "40",
+        "--samples",
+        "2",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(tmp_path / "t"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| mnist | s2m |" in out and "| mnist | bnsm-fc |" in out

@@ -18,10 +18,9 @@ import torch
 
 import nsm.studies.claim
 import nsm.training.loop
-from nsm.studies.claim import claim_run, live_holder
 from nsm.cli import main
+from nsm.studies.claim import claim_run, live_holder
 from nsm.studies.reproduce import run_table
-
 from toys import toy_dataset
 
 OPTS = {"epochs": 2, "batch_size": 30, "samples": 2, "threads": 1, "progress": False}
@@ -37,8 +36,14 @@ def _table(out, logs=None, **kwargs):
     kwargs = {"seeds": [0, 1], "models": ["bnsm"], "overrides": OPTS, **kwargs}
     threads = torch.get_num_threads()
     try:
-        return run_table("mnist", out=out, load=_load, log=(logs.append if logs is not None else lambda s: None),
-                         command="test", **kwargs)
+        return run_table(
+            "mnist",
+            out=out,
+            load=_load,
+            log=(logs.append if logs is not None else lambda s: None),
+            command="test",
+            **kwargs,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -47,7 +52,8 @@ def _csv(out):
     return {r["model"]: r for r in csv.DictReader((out / "table.csv").open())}
 
 
-WORKER = """
+WORKER = (
+    """
 import sys, time
 from pathlib import Path
 import nsm.training.loop
@@ -69,13 +75,23 @@ while not ((out / "ready-a").exists() and (out / "ready-b").exists()):  # start 
     time.sleep(0.01)
 run_table("mnist", out=out, seeds=[0, 1], models=["bnsm", "dcnn"], load=lambda name, c: toy_dataset(),
           overrides=%r, command="test")
-""" % OPTS
+"""
+    % OPTS
+)
 
 
 def test_two_workers_share_one_out_dir_and_train_every_run_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)])}
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER), str(tmp_path), me], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for me in "ab"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WORKER), str(tmp_path), me],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for me in "ab"
+    ]
     logs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     fits = [line.split() for line in (tmp_path / "fits.txt").read_text().splitlines()]
@@ -86,8 +102,7 @@ def test_two_workers_share_one_out_dir_and_train_every_run_once(tmp_path):
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == names  # no NAME-1, no claims left
     table = _csv(tmp_path)
-    assert {m: (r["seeds"], r["pending_seeds"]) for m, r in table.items()} == {
-        "bnsm": ("0;1", ""), "dcnn": ("0;1", "")}
+    assert {m: (r["seeds"], r["pending_seeds"]) for m, r in table.items()} == {"bnsm": ("0;1", ""), "dcnn": ("0;1", "")}
     assert "Incomplete" not in (tmp_path / "table.md").read_text()
 
 
@@ -140,8 +155,9 @@ def test_stale_claims_are_taken_over(tmp_path):
         _table(tmp_path, steal_after=30)
     logs.clear()
     rows = _table(tmp_path, logs, steal_after=600)
-    assert any(line.startswith(f"took over the stale claim {runs / 'bnsm-mnist-seed1.claim'} (pid 4242")
-               for line in logs)
+    assert any(
+        line.startswith(f"took over the stale claim {runs / 'bnsm-mnist-seed1.claim'} (pid 4242") for line in logs
+    )
     assert rows[0]["seeds"] == [0, 1] and not list(runs.glob("*.claim"))
 
 
@@ -162,8 +178,10 @@ class Crash(Exception):
 
 
 def _metrics(run_dir):
-    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def test_an_interrupted_run_is_resumed_not_restarted(tmp_path, monkeypatch):
@@ -195,11 +213,15 @@ def test_an_interrupted_run_is_resumed_not_restarted(tmp_path, monkeypatch):
     assert _metrics(runs / "bnsm-mnist-seed0") == _metrics(tmp_path / "ref" / "runs" / "bnsm-mnist-seed0")
     assert "batch_size: 7 there, 30 here" in text
     assert (runs / "bnsm-mnist-seed1.incomplete-1" / "config.json").exists()
-    assert sorted(p.name for p in runs.iterdir()) == ["bnsm-mnist-seed0", "bnsm-mnist-seed1",
-                                                      "bnsm-mnist-seed1.incomplete-1"]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "bnsm-mnist-seed0",
+        "bnsm-mnist-seed1",
+        "bnsm-mnist-seed1.incomplete-1",
+    ]
 
 
-KILLED = """
+KILLED = (
+    """
 import os, signal, sys
 import nsm.training.loop
 from nsm.studies.reproduce import run_table
@@ -216,13 +238,20 @@ def evaluate(*args, **kwargs):  # SIGKILL in epoch 2's evaluation, after epoch 1
 nsm.training.loop.evaluate = evaluate
 run_table("mnist", out=sys.argv[1], seeds=[0], models=["bnsm"], load=lambda name, c: toy_dataset(),
           overrides=%r, command="test")
-""" % OPTS
+"""
+    % OPTS
+)
 
 
 def test_a_killed_workers_run_is_taken_over_and_resumed(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)])}
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED), str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == -9, output
     runs = tmp_path / "runs"
@@ -252,11 +281,36 @@ def test_worker_k_of_n_takes_a_fixed_share(tmp_path, capsys):
 def test_two_nsm_reproduce_commands_share_one_out_dir(mnist_dir, tmp_path):
     """The README's recipe: the same command started twice (the second with --steal-after)."""
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent / "src")}
-    command = [sys.executable, "-m", "nsm", "reproduce", "mnist", "--models", "s2m,bnsm-fc", "--seeds", "2",
-               "--epochs", "1", "--train-subset", "200", "--test-subset", "40", "--samples", "2",
-               "--threads", "1", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--no-progress"]
-    procs = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for extra in ([], ["--steal-after", "600"])]
+    command = [
+        sys.executable,
+        "-m",
+        "nsm",
+        "reproduce",
+        "mnist",
+        "--models",
+        "s2m,bnsm-fc",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "40",
+        "--samples",
+        "2",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    procs = [
+        subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for extra in ([], ["--steal-after", "600"])
+    ]
     logs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     names = sorted(f"{m}-mnist-seed{s}" for m in ("s2m", "bnsm-fc") for s in (0, 1))

@@ -42,6 +42,7 @@ def _close_figures():
 
 # ----------------------------------------------------------------------------- entropies
 
+
 def test_entropy_uniform_is_log_c_and_one_hot_is_zero():
     for c in (2, 3, 10):
         uniform = torch.full((4, 3, c), 1.0 / c)
@@ -84,6 +85,7 @@ def test_expected_entropy_hand_value():
 
 # ----------------------------------------------------------------------------- NLL, Brier
 
+
 def test_nll_and_brier_by_hand():
     # example 1: p = [0.7, 0.2, 0.1], y = 0 -> -log 0.7;  Brier 0.3^2 + 0.2^2 + 0.1^2 = 0.14
     # example 2: p = [0.4, 0.4, 0.2], y = 1 -> -log 0.4;  Brier 0.4^2 + 0.6^2 + 0.2^2 = 0.56
@@ -114,8 +116,7 @@ def test_nll_brier_extremes():
 #   d    [0.10, 0.20, 0.70]  0.70  2     1      no       1
 # bin 0: n=2, acc 1/2, conf 0.425 -> gap 0.075;  bin 1: n=2, acc 1/2, conf 0.8 -> gap 0.3
 # ECE = 2/4 * 0.075 + 2/4 * 0.3 = 0.1875
-ECE_PROBS = torch.tensor([[0.40, 0.30, 0.30], [0.30, 0.45, 0.25],
-                          [0.90, 0.05, 0.05], [0.10, 0.20, 0.70]])
+ECE_PROBS = torch.tensor([[0.40, 0.30, 0.30], [0.30, 0.45, 0.25], [0.90, 0.05, 0.05], [0.10, 0.20, 0.70]])
 ECE_LABELS = torch.tensor([0, 0, 0, 1])
 
 
@@ -155,6 +156,7 @@ def test_reliability_bins():
 
 # ----------------------------------------------------------------------------- AUROC
 
+
 def _brute_auroc(s_in, s_out) -> float:
     total = sum(1.0 if o > i else 0.5 if o == i else 0.0 for i, o in itertools.product(s_in, s_out))
     return total / (len(s_in) * len(s_out))
@@ -182,15 +184,18 @@ def test_auroc_ties_match_pairwise_count():
 
 # ----------------------------------------------------------------------------- samples
 
+
 def test_accuracy_vs_samples_changes_with_k():
     # labels both 0.
     # ex 0: samples [.9,.1], [.2,.8], [.2,.8] -> means of first k: .9 (right), .55 (right), .433 (wrong)
     # ex 1: samples [.4,.6], [.9,.1], [.9,.1] -> .4 (wrong), .65 (right), .733 (right)
-    probs = torch.tensor([
-        [[0.9, 0.1], [0.4, 0.6]],
-        [[0.2, 0.8], [0.9, 0.1]],
-        [[0.2, 0.8], [0.9, 0.1]],
-    ])
+    probs = torch.tensor(
+        [
+            [[0.9, 0.1], [0.4, 0.6]],
+            [[0.2, 0.8], [0.9, 0.1]],
+            [[0.2, 0.8], [0.9, 0.1]],
+        ]
+    )
     y = torch.tensor([0, 0])
     out = accuracy_vs_samples(probs, y, counts=(1, 2, 3, 5))
     assert out == {1: 0.5, 2: 1.0, 3: 0.5}  # k=5 > S=3 skipped
@@ -206,15 +211,25 @@ def test_summarize_keys_and_consistency():
     probs = torch.softmax(torch.randn(8, 30, 4, generator=g), -1)
     y = torch.randint(0, 4, (30,), generator=g)
     s = summarize(probs, y, bins=10)
-    assert set(s) == {"accuracy", "error", "nll", "brier", "ece", "predictive_entropy",
-                      "mutual_information", "expected_entropy", "samples", "n", "bins"}
+    assert set(s) == {
+        "accuracy",
+        "error",
+        "nll",
+        "brier",
+        "ece",
+        "predictive_entropy",
+        "mutual_information",
+        "expected_entropy",
+        "samples",
+        "n",
+        "bins",
+    }
     mean = probs.mean(0)
     assert s["accuracy"] == pytest.approx((mean.argmax(1) == y).float().mean().item())
     assert s["accuracy"] + s["error"] == pytest.approx(1.0)
     assert s["nll"] == pytest.approx(nll(mean, y))
     assert s["ece"] == pytest.approx(expected_calibration_error(mean, y, bins=10))
-    assert s["predictive_entropy"] == pytest.approx(
-        s["expected_entropy"] + s["mutual_information"], abs=1e-6)
+    assert s["predictive_entropy"] == pytest.approx(s["expected_entropy"] + s["mutual_information"], abs=1e-6)
     assert (s["samples"], s["n"], s["bins"]) == (8, 30, 10)
 
 
@@ -242,6 +257,7 @@ def test_validation_messages():
 
 
 # ----------------------------------------------------------------------------- rotation
+
 
 def _images(n=2, c=3, h=8, w=8):
     return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(3))
@@ -288,6 +304,7 @@ def test_rotate_non_square_is_not_sheared():
 
 # ----------------------------------------------------------------------------- plots
 
+
 def test_plots_return_axes_with_lines():
     rel = reliability(ECE_PROBS, ECE_LABELS, bins=4)
     ax = plot_reliability(rel)
@@ -299,8 +316,10 @@ def test_plots_return_axes_with_lines():
     assert len(ax.lines) == 2
 
     angles = [0, 30, 60]
-    series = {"nsm": {"accuracy": [0.99, 0.8, 0.3], "entropy": [0.1, 0.5, 1.2]},
-              "det": {"accuracy": [0.99, 0.7, 0.2], "predictive_entropy": [0.0, 0.2, 0.4]}}
+    series = {
+        "nsm": {"accuracy": [0.99, 0.8, 0.3], "entropy": [0.1, 0.5, 1.2]},
+        "det": {"accuracy": [0.99, 0.7, 0.2], "predictive_entropy": [0.0, 0.2, 0.4]},
+    }
     ax_acc, ax_ent = plot_rotation(angles, series)
     assert len(ax_acc.lines) == 2 and len(ax_ent.lines) == 2
     fig, axes = plt.subplots(1, 2)

@@ -14,7 +14,6 @@ import nsm
 from nsm.training.compiled import AUTO_MIN_STEPS, Compiled, decide
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-
 from toys import toy_dataset
 
 
@@ -23,21 +22,28 @@ def _fresh_dynamo(one_thread):
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    (dict(mode="off", network="bnsm", sampler=None, steps=10 ** 6, record=False, distributed=False), False),
-    (dict(mode="on", network="sn", sampler=None, steps=1, record=False, distributed=False), True),
-    (dict(mode="auto", network="bnsm", sampler=None, steps=AUTO_MIN_STEPS, record=False, distributed=False), True),
-    (dict(mode="auto", network="bnsm", sampler="neuron", steps=60_000, record=False, distributed=False), True),
-    (dict(mode="auto", network="bnsm", sampler=None, steps=AUTO_MIN_STEPS - 1, record=False, distributed=False),
-     False),
-    (dict(mode="auto", network="bnsm", sampler="probability", steps=60_000, record=False, distributed=False),
-     False),
-    (dict(mode="auto", network="s2m", sampler=None, steps=60_000, record=False, distributed=False), False),
-    (dict(mode="auto", network="gnsm", sampler=None, steps=60_000, record=False, distributed=False), False),
-    (dict(mode="auto", network="dcnn", sampler=None, steps=60_000, record=False, distributed=False), False),
-    (dict(mode="auto", network="bnsm", sampler=None, steps=60_000, record=True, distributed=False), False),
-    (dict(mode="auto", network="bnsm", sampler=None, steps=60_000, record=False, distributed=True), False),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(mode="off", network="bnsm", sampler=None, steps=10**6, record=False, distributed=False), False),
+        (dict(mode="on", network="sn", sampler=None, steps=1, record=False, distributed=False), True),
+        (dict(mode="auto", network="bnsm", sampler=None, steps=AUTO_MIN_STEPS, record=False, distributed=False), True),
+        (dict(mode="auto", network="bnsm", sampler="neuron", steps=60_000, record=False, distributed=False), True),
+        (
+            dict(mode="auto", network="bnsm", sampler=None, steps=AUTO_MIN_STEPS - 1, record=False, distributed=False),
+            False,
+        ),
+        (
+            dict(mode="auto", network="bnsm", sampler="probability", steps=60_000, record=False, distributed=False),
+            False,
+        ),
+        (dict(mode="auto", network="s2m", sampler=None, steps=60_000, record=False, distributed=False), False),
+        (dict(mode="auto", network="gnsm", sampler=None, steps=60_000, record=False, distributed=False), False),
+        (dict(mode="auto", network="dcnn", sampler=None, steps=60_000, record=False, distributed=False), False),
+        (dict(mode="auto", network="bnsm", sampler=None, steps=60_000, record=True, distributed=False), False),
+        (dict(mode="auto", network="bnsm", sampler=None, steps=60_000, record=False, distributed=True), False),
+    ],
+)
 def test_auto_compiles_only_where_it_pays(kwargs, expected):
     use, why = decide(**kwargs)
     assert use is expected and why

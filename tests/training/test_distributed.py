@@ -19,16 +19,16 @@ import torch.multiprocessing as mp
 
 import nsm.training.loop
 from nsm.cli import main
+from nsm.models import build_model
+from nsm.nn.mc import forward_mode
 from nsm.training.config import TrainConfig
 from nsm.training.distributed import Group, from_env, noise_seed, process_group, wrap
-from nsm.nn.mc import forward_mode
-from nsm.models import build_model
 from nsm.training.loop import evaluate, fit, train_one_epoch
-
 from toys import toy_dataset
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
+)
 
 CPU = torch.device("cpu")
 SRC = Path(nsm.__file__).resolve().parents[1]  # the nsm under test, for the torchrun subprocess
@@ -55,8 +55,16 @@ def _spawn(fn, *args) -> None:
 
 
 def _as_rank(rank: int, port: int, fn, args) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(WORLD),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     torch.set_num_threads(1)
     fn(*args)
 
@@ -74,12 +82,24 @@ def _one_epoch_in_mean_mode(group: Group) -> dict:
     model = _bnsm(data)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     with forward_mode(model, "mean"):
-        stats = train_one_epoch(wrap(model, group, CPU), optimizer, data.train_x[:45], data.train_y[:45],
-                                batch_size=20, generator=torch.Generator().manual_seed(1), device=CPU, group=group)
-        stats.update(evaluate(model, data.test_x, data.test_y, samples=1, device=CPU, batch_size=4,
-                              mode="mean", group=group))
-    return {"stats": stats, "weights": {k: v.clone() for k, v in model.state_dict().items()},
-            "grads": {k: p.grad.clone() for k, p in model.named_parameters()}}
+        stats = train_one_epoch(
+            wrap(model, group, CPU),
+            optimizer,
+            data.train_x[:45],
+            data.train_y[:45],
+            batch_size=20,
+            generator=torch.Generator().manual_seed(1),
+            device=CPU,
+            group=group,
+        )
+        stats.update(
+            evaluate(model, data.test_x, data.test_y, samples=1, device=CPU, batch_size=4, mode="mean", group=group)
+        )
+    return {
+        "stats": stats,
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "grads": {k: p.grad.clone() for k, p in model.named_parameters()},
+    }
 
 
 def _ddp_epoch_worker(out: str) -> None:
@@ -130,8 +150,17 @@ def test_what_ddp_cannot_do_exactly_is_refused_before_any_work(tmp_path, monkeyp
 
 def _toy_config(tmp_path, name):
     """bnsm on the toy data: 90 images in batches of 20 (5 steps per epoch), a checkpoint every 2 steps."""
-    return TrainConfig(model="bnsm", epochs=3, batch_size=20, samples=2, progress=False, threads=1,
-                       checkpoint_every=2, out=str(tmp_path), run_name=name)
+    return TrainConfig(
+        model="bnsm",
+        epochs=3,
+        batch_size=20,
+        samples=2,
+        progress=False,
+        threads=1,
+        checkpoint_every=2,
+        out=str(tmp_path),
+        run_name=name,
+    )
 
 
 def _fit_worker(out: str, name: str, resume: bool, crash_at: int) -> None:
@@ -147,8 +176,7 @@ def _fit_worker(out: str, name: str, resume: bool, crash_at: int) -> None:
             return original(*args, **kwargs)
 
         nsm.training.loop.train_step = train_step
-    fit(_toy_config(out, name), dataset=toy_dataset(), resume=f"{out}/{name}" if resume else None,
-        log=lambda *a: None)
+    fit(_toy_config(out, name), dataset=toy_dataset(), resume=f"{out}/{name}" if resume else None, log=lambda *a: None)
 
 
 def test_a_ddp_run_stopped_mid_epoch_resumes_bit_for_bit_and_only_with_as_many_processes(tmp_path):
@@ -162,8 +190,11 @@ def test_a_ddp_run_stopped_mid_epoch_resumes_bit_for_bit_and_only_with_as_many_p
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["in_epoch"]["batch"], ckpt["world_size"]) == (1, 1, WORLD)
     assert len(ckpt["rng_ranks"]) == WORLD and not (run / "summary.json").exists()
-    with pytest.raises(ValueError, match=rf"{run} was trained by 2 process\(es\) \(config.json\); resume it "
-                                         rf"with as many, e.g. torchrun --nproc_per_node 2 \(this run has 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{run} was trained by 2 process\(es\) \(config.json\); resume it "
+        rf"with as many, e.g. torchrun --nproc_per_node 2 \(this run has 1\)",
+    ):
         fit(_toy_config(tmp_path, "run"), dataset=toy_dataset(), resume=run, log=lambda *a: None)
     _spawn(_fit_worker, str(tmp_path), "run", True, 0)
     assert _metrics(run) == _metrics(tmp_path / "whole")
@@ -178,8 +209,10 @@ def test_a_ddp_run_stopped_mid_epoch_resumes_bit_for_bit_and_only_with_as_many_p
 
 
 def _metrics(run_dir):
-    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 @pytest.mark.slow
@@ -187,23 +220,65 @@ def test_torchrun_nsm_train_writes_one_run_directory_and_repeats_exactly(tmp_pat
     """`torchrun --standalone --nproc_per_node 2 -m nsm train` on 1000 MNIST images, 1 epoch:
     one run directory, written by rank 0; the test error covers the 200 test images; the same
     command twice gives the same numbers."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
     results = []
     for k in range(2):
         out = tmp_path / f"out{k}"
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
-             "-m", "nsm", "train", "--model", "bnsm", "--epochs", "1", "--train-subset", "1000",
-             "--test-subset", "200", "--batch-size", "50", "--samples", "2", "--seed", "3", "--threads", "1",
-             "--data-dir", str(mnist_dir), "--no-progress", "--out", str(out), "--run-name", "run"],
-            capture_output=True, text=True, timeout=300, env=env)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(WORLD),
+                "-m",
+                "nsm",
+                "train",
+                "--model",
+                "bnsm",
+                "--epochs",
+                "1",
+                "--train-subset",
+                "1000",
+                "--test-subset",
+                "200",
+                "--batch-size",
+                "50",
+                "--samples",
+                "2",
+                "--seed",
+                "3",
+                "--threads",
+                "1",
+                "--data-dir",
+                str(mnist_dir),
+                "--no-progress",
+                "--out",
+                str(out),
+                "--run-name",
+                "run",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.count("run directory:") == 2  # rank 0's log and report only
         assert [p.name for p in out.iterdir()] == ["run"]
         run = out / "run"
-        assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "curves.png",
-                                                         "metrics.jsonl", "summary.json"]
+        assert sorted(p.name for p in run.iterdir()) == [
+            "checkpoint.pt",
+            "config.json",
+            "curves.png",
+            "metrics.jsonl",
+            "summary.json",
+        ]
         environment = json.loads((run / "config.json").read_text())["_environment"]
         assert environment["world_size"] == WORLD and environment["n_test"] == 200
         metrics = _metrics(run)
@@ -252,9 +327,13 @@ def _torchrun(args: list[str], log: Path, env: dict, timeout: float = 120) -> tu
     to a file, not a pipe (a worker left running cannot block the test on it); past ``timeout`` the
     agent and its workers (in sessions of their own) are killed and the test fails: no hang."""
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 "--nproc_per_node", str(WORLD), *args],
-                                stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD), *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -264,23 +343,46 @@ def _torchrun(args: list[str], log: Path, env: dict, timeout: float = 120) -> tu
                 except ProcessLookupError:
                     pass
             proc.wait()
-            pytest.fail(f"torchrun {' '.join(args)} did not end within {timeout} s (hung?):\n"
-                        f"{log.read_text()[-3000:]}")
+            pytest.fail(f"torchrun {' '.join(args)} did not end within {timeout} s (hung?):\n{log.read_text()[-3000:]}")
     return proc.returncode, log.read_text()
 
 
 @pytest.mark.slow
-def test_torchrun_nsm_train_killed_after_epoch_1_and_resumed_ends_as_the_uninterrupted_run(tmp_path, mnist_dir,
-                                                                                           capsys):
+def test_torchrun_nsm_train_killed_after_epoch_1_and_resumed_ends_as_the_uninterrupted_run(tmp_path, mnist_dir, capsys):
     """`torchrun --nproc_per_node 2 -m nsm train` on 500 MNIST images, 2 epochs of 10 steps: both
     processes SIGKILLed at the first step of epoch 2 (the checkpoint holds epoch 1), resuming in one
     process refused, then `torchrun ... -m nsm train --resume RUN_DIR`: the metrics, summary and
     weights of the same command run without interruption."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NSM_TEST_SIGKILL_AT_STEP": "11",
-           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    args = ["train", "--model", "bnsm", "--epochs", "2", "--train-subset", "500", "--test-subset", "100",
-            "--batch-size", "50", "--samples", "2", "--seed", "3", "--threads", "1",
-            "--data-dir", str(mnist_dir), "--no-progress", "--run-name", "run"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "NSM_TEST_SIGKILL_AT_STEP": "11",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    args = [
+        "train",
+        "--model",
+        "bnsm",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "100",
+        "--batch-size",
+        "50",
+        "--samples",
+        "2",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(mnist_dir),
+        "--no-progress",
+        "--run-name",
+        "run",
+    ]
     stopper = tmp_path / "stopper.py"
     stopper.write_text(STOPPER)
     killed = tmp_path / "killed" / "run"
@@ -293,8 +395,7 @@ def test_torchrun_nsm_train_killed_after_epoch_1_and_resumed_ends_as_the_uninter
     assert main(["train", "--resume", str(killed)]) == 2  # one process: refused
     assert f"{killed} was trained by 2 process(es) (config.json); resume it with as many" in capsys.readouterr().err
 
-    rc, out = _torchrun(["-m", "nsm", "train", "--resume", str(killed), "--no-progress"],
-                        tmp_path / "resumed.log", env)
+    rc, out = _torchrun(["-m", "nsm", "train", "--resume", str(killed), "--no-progress"], tmp_path / "resumed.log", env)
     assert rc == 0, out[-3000:]
     assert f"resuming from {killed / 'checkpoint.pt'}: after epoch 1" in out
     rc, out = _torchrun(["-m", "nsm", *args, "--out", str(tmp_path / "whole")], tmp_path / "whole.log", env)
@@ -302,8 +403,9 @@ def test_torchrun_nsm_train_killed_after_epoch_1_and_resumed_ends_as_the_uninter
     whole = tmp_path / "whole" / "run"
     assert _metrics(killed) == _metrics(whole) and len(_metrics(whole)) == 2
     s0, s1 = (json.loads((d / "summary.json").read_text()) for d in (whole, killed))
-    assert {k: v for k, v in s0.items() if k not in ("wall_seconds", "run_dir")} == \
-        {k: v for k, v in s1.items() if k not in ("wall_seconds", "run_dir")}
+    assert {k: v for k, v in s0.items() if k not in ("wall_seconds", "run_dir")} == {
+        k: v for k, v in s1.items() if k not in ("wall_seconds", "run_dir")
+    }
     w0, w1 = (torch.load(d / "checkpoint.pt", weights_only=True)["model_state"] for d in (whole, killed))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert not (killed / ".lock").exists() and not list(killed.glob(".*.tmp"))

@@ -11,7 +11,6 @@ import torch
 import nsm.training.loop
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-
 from toys import toy_dataset
 
 
@@ -23,24 +22,38 @@ def _restore_threads():
 
 
 def _config(tmp_path, **fields):
-    return TrainConfig(**{"model": "bnsm", "epochs": 9, "batch_size": 30, "samples": 4, "progress": False,
-                          "threads": 1, "out": str(tmp_path), "run_name": "run", **fields})
+    return TrainConfig(
+        **{
+            "model": "bnsm",
+            "epochs": 9,
+            "batch_size": 30,
+            "samples": 4,
+            "progress": False,
+            "threads": 1,
+            "out": str(tmp_path),
+            "run_name": "run",
+            **fields,
+        }
+    )
 
 
 def _fake_evaluate(calls):
     """Records (epoch, samples) and returns an error that encodes both, so the summary can be checked."""
+
     def evaluate(model, x, y, *, samples, **kwargs):
         calls.append(samples)
         err = samples / 100 + len(calls) / 1000
         return {"test_error": err, "test_accuracy": 1 - err, "test_nll": 0.0}
+
     return evaluate
 
 
 def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(nsm.training.loop, "evaluate", _fake_evaluate(calls))
-    summary = fit(_config(tmp_path, eval_every=3, eval_last=2, eval_samples=2), dataset=toy_dataset(),
-                  log=lambda *a: None)
+    summary = fit(
+        _config(tmp_path, eval_every=3, eval_last=2, eval_samples=2), dataset=toy_dataset(), log=lambda *a: None
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # epochs 3 and 6 on the sparse schedule at S=2; 8 and 9 are the last 2, at S=4 (9 is also on it)
     assert [(r["epoch"], r["samples"]) for r in rows] == [(3, 2), (6, 2), (8, 4), (9, 4)]
@@ -58,14 +71,20 @@ def test_default_schedule_is_unchanged_and_deterministic_models_ignore_eval_samp
     fit(_config(tmp_path, epochs=4, eval_every=2), dataset=toy_dataset(), log=lambda *a: None)
     assert calls == [4, 4]  # epochs 2 and 4, every one at the full S
     calls.clear()
-    summary = fit(_config(tmp_path, model="dcnn", epochs=3, eval_last=1, eval_samples=2, run_name="det"),
-                  dataset=toy_dataset(), log=lambda *a: None)
+    summary = fit(
+        _config(tmp_path, model="dcnn", epochs=3, eval_last=1, eval_samples=2, run_name="det"),
+        dataset=toy_dataset(),
+        log=lambda *a: None,
+    )
     assert calls == [1, 1, 1] and summary["n_last"] == 3  # a deterministic network needs one pass
 
 
 def test_a_real_run_records_the_samples_of_every_evaluation(tmp_path):
-    summary = fit(_config(tmp_path, epochs=3, eval_every=2, eval_last=1, eval_samples=1),
-                  dataset=toy_dataset(), log=lambda *a: None)
+    summary = fit(
+        _config(tmp_path, epochs=3, eval_every=2, eval_last=1, eval_samples=1),
+        dataset=toy_dataset(),
+        log=lambda *a: None,
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["samples"]) for r in rows] == [(2, 1), (3, 4)]
     assert summary["last5_test_error"] == rows[-1]["test_error"] and summary["n_last"] == 1

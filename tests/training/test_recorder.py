@@ -13,12 +13,22 @@ import torch
 from torch import nn
 
 from nsm import NSMLinear
-from nsm.training.recorder import (Recorder, copy_weights, cosine_similarity, gradient_agreement, histogram_counts,
-                          histogram_edges, layer_gradients, percentiles, unit_input, weight_layers,
-                          weight_stats)
-from nsm.training.config import TrainConfig
 from nsm.models import build_model
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
+from nsm.training.recorder import (
+    Recorder,
+    copy_weights,
+    cosine_similarity,
+    gradient_agreement,
+    histogram_counts,
+    histogram_edges,
+    layer_gradients,
+    percentiles,
+    unit_input,
+    weight_layers,
+    weight_stats,
+)
 from toys import toy_dataset
 
 
@@ -28,8 +38,9 @@ def _rows(path):
 
 
 def test_weight_layers_names_matrices_and_filters_in_order_and_skips_norms():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 4), nn.ReLU(),
-                          NSMLinear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 4), nn.ReLU(), NSMLinear(4, 3)
+    )
     layers = weight_layers(model)
     assert [(name, path) for name, path, _ in layers] == [("W1", "0"), ("W2", "3"), ("W3", "5")]
     assert layers[2][2] is model[5]
@@ -148,8 +159,9 @@ def _tiny_model():
 def test_recorder_with_known_weights_and_gradients(tmp_path):
     model = _tiny_model()
     probe_x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    rec = Recorder(model, tmp_path, probe_x=probe_x, probe_y=torch.tensor([0, 1, 0]), steps_per_epoch=2,
-                   every=2, bins=4, span=2.0)
+    rec = Recorder(
+        model, tmp_path, probe_x=probe_x, probe_y=torch.tensor([0, 1, 0]), steps_per_epoch=2, every=2, bins=4, span=2.0
+    )
     rec.record()
     for grad in (torch.tensor([[1.0, 1.0], [1.0, 1.0]]), torch.tensor([[-1.0, 3.0], [3.0, 3.0]])):
         model[0].weight.grad = grad
@@ -169,7 +181,8 @@ def test_recorder_with_known_weights_and_gradients(tmp_path):
     out = model[0](probe_x).detach()  # [[1, 2], [-1, 0], [0, 2]]
     assert pct[0]["layer"] == "W1"
     assert [float(pct[0][k]) for k in ("p15", "p50", "p85")] == pytest.approx(
-        np.percentile(out.numpy(), [15, 50, 85]).tolist())
+        np.percentile(out.numpy(), [15, 50, 85]).tolist()
+    )
     hist = np.load(tmp_path / "record" / "histograms.npz")
     assert hist["steps"].tolist() == [0, 2]
     std0 = torch.tensor([1.0, -1.0, 2.0, 0.0]).std().item()
@@ -182,8 +195,9 @@ def test_recorder_with_known_weights_and_gradients(tmp_path):
 
 
 def _fit(tmp_path, name, **fields):
-    config = TrainConfig(model="bnsm", epochs=2, batch_size=30, samples=2, out=str(tmp_path), run_name=name,
-                         progress=False, **fields)
+    config = TrainConfig(
+        model="bnsm", epochs=2, batch_size=30, samples=2, out=str(tmp_path), run_name=name, progress=False, **fields
+    )
     return fit(config, dataset=toy_dataset(), log=lambda *a: None)
 
 
@@ -197,8 +211,13 @@ def test_recording_writes_the_record_and_does_not_change_training(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert plain["final_test_error"] == rec["final_test_error"]
     folder = tmp_path / "rec" / "record"
-    assert sorted(p.name for p in folder.iterdir()) == ["grad_cosine.csv", "histograms.npz", "layers.json",
-                                                        "percentiles.csv", "stats.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "grad_cosine.csv",
+        "histograms.npz",
+        "layers.json",
+        "percentiles.csv",
+        "stats.csv",
+    ]
     steps = sorted({int(r["step"]) for r in _rows(folder / "stats.csv")})
     assert steps == [0, 4, 6]  # every 4 steps, and the end of training
     cos = _rows(folder / "grad_cosine.csv")
@@ -218,7 +237,12 @@ def test_without_record_no_recorder_is_made_and_nothing_is_written(tmp_path, mon
     monkeypatch.setattr(nsm.training.loop, "make_recorder", refuse)
     _fit(tmp_path, "off")
     assert sorted(p.name for p in (tmp_path / "off").iterdir()) == [
-        "checkpoint.pt", "config.json", "curves.png", "metrics.jsonl", "summary.json"]
+        "checkpoint.pt",
+        "config.json",
+        "curves.png",
+        "metrics.jsonl",
+        "summary.json",
+    ]
 
 
 def test_a_companion_of_another_shape_is_refused_before_training(tmp_path):
@@ -242,20 +266,38 @@ def test_nsm_analyze_on_recorded_runs_writes_every_figure(tmp_path, capsys):
     """End to end: two tiny recorded runs (with the CLI's train options), then `nsm analyze`."""
     from nsm.cli import build_parser, main
 
-    args = build_parser().parse_args(["train", "--record", "--record-every", "3", "--compare-grad",
-                                      "bnsm-binconcrete,sigmoid"])
+    args = build_parser().parse_args(
+        ["train", "--record", "--record-every", "3", "--compare-grad", "bnsm-binconcrete,sigmoid"]
+    )
     assert (args.record, args.record_every, args.compare_grad) == (True, 3, "bnsm-binconcrete,sigmoid")
-    _fit(tmp_path, "nsm", record=True, record_every=3, record_probe=20,
-         record_compare=["bnsm-binconcrete", "sigmoid"])
-    sigmoid = TrainConfig(model="sigmoid", epochs=2, batch_size=30, samples=1, out=str(tmp_path),
-                          run_name="sig", progress=False, record=True)
+    _fit(tmp_path, "nsm", record=True, record_every=3, record_probe=20, record_compare=["bnsm-binconcrete", "sigmoid"])
+    sigmoid = TrainConfig(
+        model="sigmoid",
+        epochs=2,
+        batch_size=30,
+        samples=1,
+        out=str(tmp_path),
+        run_name="sig",
+        progress=False,
+        record=True,
+    )
     fit(sigmoid, dataset=toy_dataset(), log=lambda *a: None)
     out = tmp_path / "figures"
     assert main(["analyze", str(tmp_path / "nsm"), str(tmp_path / "sig"), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["analysis.json", "convergence.png", "grad_cosine.png", "grad_means.png",
-                            "percentiles.png", "weight_drift.png", "weight_evolution.png",
-                            "weight_histograms.png", "weight_means.png"])
+    assert names == sorted(
+        [
+            "analysis.json",
+            "convergence.png",
+            "grad_cosine.png",
+            "grad_means.png",
+            "percentiles.png",
+            "weight_drift.png",
+            "weight_evolution.png",
+            "weight_histograms.png",
+            "weight_means.png",
+        ]
+    )
     for name in names:
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,14 +15,13 @@ import time
 import pytest
 import torch
 
-import nsm.utils.io
 import nsm.training.loop
-from nsm.training.checkpoint import RunLock, load_run_config
+import nsm.utils.io
 from nsm.cli import _resume_config, main
-from nsm.training.config import TrainConfig
 from nsm.studies.evaluate import load_trained
+from nsm.training.checkpoint import RunLock, load_run_config
+from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-
 from toys import assert_same_run, run_metrics, run_weights, toy_dataset
 
 QUIET = {"log": lambda *a: None}
@@ -30,8 +29,18 @@ QUIET = {"log": lambda *a: None}
 
 def _config(tmp_path, name, **fields):
     """bnsm on the toy data: 90 images in batches of 20, so 5 steps per epoch (the last of 10)."""
-    fields = {"model": "bnsm", "epochs": 3, "batch_size": 20, "samples": 2, "progress": False, "threads": 1,
-              "checkpoint_every": 2, "out": str(tmp_path), "run_name": name, **fields}
+    fields = {
+        "model": "bnsm",
+        "epochs": 3,
+        "batch_size": 20,
+        "samples": 2,
+        "progress": False,
+        "threads": 1,
+        "checkpoint_every": 2,
+        "out": str(tmp_path),
+        "run_name": name,
+        **fields,
+    }
     return TrainConfig(**fields)
 
 
@@ -68,14 +77,17 @@ def _crash_on(monkeypatch, owner, name, call):
     monkeypatch.setattr(owner, name, wrapper)
 
 
-@pytest.mark.parametrize("where, call", [
-    ("train_step", 1),        # before any checkpoint: resumes from the start
-    ("train_step", 4),        # mid-epoch, after the step-2 checkpoint
-    ("train_step", 8),        # epoch 2, after the checkpoint taken at the epoch's first step
-    ("evaluate", 2),          # during epoch 2's evaluation (last checkpoint: its last step, 5)
-    ("_write_metrics", 3),    # between epoch 2's checkpoint and its metrics.jsonl
-    ("_plot_curves", 1),      # after the final checkpoint, before summary.json
-])
+@pytest.mark.parametrize(
+    "where, call",
+    [
+        ("train_step", 1),  # before any checkpoint: resumes from the start
+        ("train_step", 4),  # mid-epoch, after the step-2 checkpoint
+        ("train_step", 8),  # epoch 2, after the checkpoint taken at the epoch's first step
+        ("evaluate", 2),  # during epoch 2's evaluation (last checkpoint: its last step, 5)
+        ("_write_metrics", 3),  # between epoch 2's checkpoint and its metrics.jsonl
+        ("_plot_curves", 1),  # after the final checkpoint, before summary.json
+    ],
+)
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, reference, where, call):
     config = _config(tmp_path, "run")
     with monkeypatch.context() as m:
@@ -88,8 +100,13 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, reference
     summary = fit(config, dataset=toy_dataset(), resume=run, **QUIET)
     assert_same_run(reference, run)
     assert summary["final_test_error"] == run_metrics(reference)[-1]["test_error"]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "curves.png",
-                                                     "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "curves.png",
+        "metrics.jsonl",
+        "summary.json",
+    ]
     model, _ = load_trained(run)  # the final checkpoint is what nsm evaluate reads
     assert torch.equal(model.state_dict()["1.magnitude"], run_weights(reference)["1.magnitude"])
 
@@ -113,12 +130,38 @@ def test_nsm_train_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run
     """`nsm train` on 1000 MNIST images (20 steps per epoch, a checkpoint every 3 steps) killed
     with SIGKILL in epoch 2 or later, then `nsm train --resume`: the same metrics.jsonl numbers
     and the same final weights as the same command run without interruption."""
-    args = ["train", "--model", "bnsm", "--epochs", "3", "--train-subset", "1000", "--test-subset", "200",
-            "--batch-size", "50", "--samples", "2", "--seed", "5", "--threads", "1", "--checkpoint-every", "3",
-            "--data-dir", str(mnist_dir), "--no-progress", "--run-name", "run"]
+    args = [
+        "train",
+        "--model",
+        "bnsm",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "1000",
+        "--test-subset",
+        "200",
+        "--batch-size",
+        "50",
+        "--samples",
+        "2",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "3",
+        "--data-dir",
+        str(mnist_dir),
+        "--no-progress",
+        "--run-name",
+        "run",
+    ]
     killed = tmp_path / "killed" / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "nsm", *args, "--out", str(killed.parent)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsm", *args, "--out", str(killed.parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # kill at a step checkpoint of epoch 2 (or as soon after as we see it)
@@ -136,8 +179,12 @@ def test_nsm_train_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run
     assert (killed / ".lock").exists()  # left behind by the kill: stale, the resume takes it
     ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)
     assert not ckpt["finished"] and not (killed / "summary.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "nsm", "train", "--resume", str(killed), "--no-progress"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nsm", "train", "--resume", str(killed), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {killed / 'checkpoint.pt'}" in resumed.stdout
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0  # the uninterrupted run, in this process
@@ -160,9 +207,16 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_stale(tmp_path, m
     config = _interrupted(tmp_path, monkeypatch)
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from nsm.training.checkpoint import RunLock; "
-         "lock = RunLock(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(run)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from nsm.training.checkpoint import RunLock; "
+            "lock = RunLock(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(["train", "--resume", str(run)]) == 2
@@ -182,8 +236,7 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_stale(tmp_path, m
     assert not (run / ".lock").exists()
 
 
-def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
-                                                                                     reference):
+def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, reference):
     config = _config(tmp_path, "run", checkpoint_every=0)  # epoch-end checkpoints only
     original, calls = nsm.training.loop.F.cross_entropy, [0]
 
@@ -194,9 +247,12 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpo
 
     with monkeypatch.context() as m:
         m.setattr(nsm.training.loop.F, "cross_entropy", nan_on_seventh)
-        with pytest.raises(FloatingPointError, match=r"epoch 2/3, step 2 of 5: the training loss became nan; "
-                                                     r"lower the learning rate; the run stopped, .*checkpoint.pt "
-                                                     r"\(after epoch 1\) is kept"):
+        with pytest.raises(
+            FloatingPointError,
+            match=r"epoch 2/3, step 2 of 5: the training loss became nan; "
+            r"lower the learning rate; the run stopped, .*checkpoint.pt "
+            r"\(after epoch 1\) is kept",
+        ):
             fit(config, dataset=toy_dataset(), **QUIET)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["in_epoch"], ckpt["finished"]) == (1, None, False)
@@ -216,8 +272,11 @@ def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path, monkeypatc
                 model[1].weight.fill_(float("inf"))
 
     monkeypatch.setattr(nsm.training.loop, "after_step", poison_fourth)
-    with pytest.raises(FloatingPointError, match=r"epoch 1, after step 4: parameter '1.weight' is no longer "
-                                                 r"finite; the run stopped, .* \(epoch 1, after step 3\) is kept"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"epoch 1, after step 4: parameter '1.weight' is no longer "
+        r"finite; the run stopped, .* \(epoch 1, after step 3\) is kept",
+    ):
         fit(config, dataset=toy_dataset(), **QUIET)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["in_epoch"]["batch"] == 3 and torch.isfinite(ckpt["model_state"]["1.weight"]).all()
@@ -237,9 +296,12 @@ def test_a_full_disk_while_checkpointing_leaves_the_previous_checkpoint_intact(t
 
     with monkeypatch.context() as m:
         m.setattr(nsm.utils.io.os, "fsync", full_disk_on_fourth)
-        with pytest.raises(OSError, match=r"no space left on the device while writing .*checkpoint.pt; the "
-                                          r"previous checkpoint \(after epoch 1\) is kept; free space "
-                                          r"and resume with: nsm train --resume") as info:
+        with pytest.raises(
+            OSError,
+            match=r"no space left on the device while writing .*checkpoint.pt; the "
+            r"previous checkpoint \(after epoch 1\) is kept; free space "
+            r"and resume with: nsm train --resume",
+        ) as info:
             fit(config, dataset=toy_dataset(), **QUIET)
     assert info.value.errno == errno.ENOSPC
     assert path.read_bytes() == before["bytes"]  # untouched, and no temporary file left
@@ -258,7 +320,7 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_refused(tmp_path, monkeyp
             fit(config, dataset=toy_dataset(), resume=run, **QUIET)
         assert not (run / ".lock").exists() and not (run / "summary.json").exists()
 
-    ckpt_path.write_bytes(good[:len(good) // 2])
+    ckpt_path.write_bytes(good[: len(good) // 2])
     refused(r"cannot read checkpoint .* \(truncated or corrupt\?\)")
     ckpt_path.write_bytes(b"\x00" * 1000)
     refused(r"cannot read checkpoint .* \(truncated or corrupt\?\)")
@@ -301,27 +363,33 @@ def test_resume_command_refuses_conflicting_options_and_finished_runs(tmp_path, 
 
 def test_nsm_evaluate_refuses_the_checkpoint_of_an_unfinished_run(tmp_path, monkeypatch):
     _interrupted(tmp_path, monkeypatch)
-    with pytest.raises(ValueError, match=r"is from an unfinished run \(stopped in epoch 2 of 3\); finish it with "
-                                         r"`nsm train --resume "):
+    with pytest.raises(
+        ValueError,
+        match=r"is from an unfinished run \(stopped in epoch 2 of 3\); finish it with "
+        r"`nsm train --resume ",
+    ):
         load_trained(tmp_path / "run")
 
 
-@pytest.mark.parametrize("fields, error, message", [
-    ({"checkpoint_every": -1}, ValueError, "'checkpoint_every' must be >= 0"),
-    ({"checkpoint_every": 2.0}, TypeError, "'checkpoint_every' must be int, got float"),
-    ({"epochs": 2.5}, TypeError, "'epochs' must be int, got float"),
-    ({"epochs": None}, TypeError, "'epochs' must be int, got NoneType"),
-    ({"batch_size": 0}, ValueError, "'batch_size' must be >= 1"),
-    ({"train_subset": -5}, ValueError, "'train_subset' must be >= 1"),
-    ({"lr_gamma": float("inf")}, ValueError, "'lr_gamma' must be a finite number > 0"),
-    ({"lr": float("nan")}, ValueError, "'lr' must be a finite number > 0"),
-    ({"weight_decay": -1e-6}, ValueError, "'weight_decay' must be a finite number >= 0"),
-    ({"lr_schedule": "cosine"}, ValueError, "'lr_schedule' must be one of"),
-    ({"seed": -1}, ValueError, "'seed' must be an int in"),
-    ({"model_options": ["sampler"]}, TypeError, "'model_options' must be dict, got list"),
-    ({"progress": "no"}, TypeError, "'progress' must be bool, got str"),
-    ({"data_dir": 3}, TypeError, "'data_dir' must be str or None, got int"),
-])
+@pytest.mark.parametrize(
+    "fields, error, message",
+    [
+        ({"checkpoint_every": -1}, ValueError, "'checkpoint_every' must be >= 0"),
+        ({"checkpoint_every": 2.0}, TypeError, "'checkpoint_every' must be int, got float"),
+        ({"epochs": 2.5}, TypeError, "'epochs' must be int, got float"),
+        ({"epochs": None}, TypeError, "'epochs' must be int, got NoneType"),
+        ({"batch_size": 0}, ValueError, "'batch_size' must be >= 1"),
+        ({"train_subset": -5}, ValueError, "'train_subset' must be >= 1"),
+        ({"lr_gamma": float("inf")}, ValueError, "'lr_gamma' must be a finite number > 0"),
+        ({"lr": float("nan")}, ValueError, "'lr' must be a finite number > 0"),
+        ({"weight_decay": -1e-6}, ValueError, "'weight_decay' must be a finite number >= 0"),
+        ({"lr_schedule": "cosine"}, ValueError, "'lr_schedule' must be one of"),
+        ({"seed": -1}, ValueError, "'seed' must be an int in"),
+        ({"model_options": ["sampler"]}, TypeError, "'model_options' must be dict, got list"),
+        ({"progress": "no"}, TypeError, "'progress' must be bool, got str"),
+        ({"data_dir": 3}, TypeError, "'data_dir' must be str or None, got int"),
+    ],
+)
 def test_config_json_with_a_bad_value_is_refused_on_resume(tmp_path, capsys, fields, error, message):
     """config.json is validated like any configuration before anything is resumed."""
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -55,18 +55,28 @@ __all__ = ["CIFAR", "fetch_cifar", "file_bound", "load_cifar", "read_batch"]
 
 #: num_classes -> archive, its md5, folders, files per split, label keys, split sizes.
 CIFAR: dict[int, dict] = {
-    10: {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-         "md5": "c58f30108f718f92721af3b95e74349a",
-         "folder": "cifar10", "subdir": "cifar-10-batches-py",
-         "train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",),
-         "meta": "batches.meta", "labels": {"fine": (b"labels", 10)},
-         "sizes": {"train": 50000, "test": 10000}},
-    100: {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-          "md5": "eb9058c3a382ffc7106e4002c42a8d85",
-          "folder": "cifar100", "subdir": "cifar-100-python",
-          "train": ("train",), "test": ("test",), "meta": "meta",
-          "labels": {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)},
-          "sizes": {"train": 50000, "test": 10000}},
+    10: {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "folder": "cifar10",
+        "subdir": "cifar-10-batches-py",
+        "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test": ("test_batch",),
+        "meta": "batches.meta",
+        "labels": {"fine": (b"labels", 10)},
+        "sizes": {"train": 50000, "test": 10000},
+    },
+    100: {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "folder": "cifar100",
+        "subdir": "cifar-100-python",
+        "train": ("train",),
+        "test": ("test",),
+        "meta": "meta",
+        "labels": {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)},
+        "sizes": {"train": 50000, "test": 10000},
+    },
 }
 
 
@@ -104,13 +114,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise DataError(f"{self.path}: refusing to unpickle the global {module}.{name}: a "
-                            f"CIFAR file holds only numpy arrays, lists and strings "
-                            f"(tampered with, or not a CIFAR file?)") from None
+            raise DataError(
+                f"{self.path}: refusing to unpickle the global {module}.{name}: a "
+                f"CIFAR file holds only numpy arrays, lists and strings "
+                f"(tampered with, or not a CIFAR file?)"
+            ) from None
 
 
-def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None, *,
-               max_bytes: int | None = None) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
+def read_batch(
+    path: str | os.PathLike, labels: dict[bytes, int] | None = None, *, max_bytes: int | None = None
+) -> tuple[np.ndarray, dict[bytes, np.ndarray]]:
     """Read one batch file safely: ``data`` as uint8 ``(N, 3, 32, 32)`` and ``{key: int64 (N,)}``.
 
     ``labels`` maps each label key to read to its number of classes (default
@@ -127,17 +140,21 @@ def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None, 
     except DataError:
         raise
     except Exception as exc:  # with only harmless globals, any failure means a bad file
-        raise DataError(f"{name}: expected a CIFAR batch pickle, found a corrupt or truncated "
-                        f"file ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{name}: expected a CIFAR batch pickle, found a corrupt or truncated file ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(obj, dict):
         raise DataError(f"{name}: expected a dict, found {type(obj).__name__}")
     data = obj.get(b"data")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3072:
-        found = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
-                 else "nothing" if data is None else type(data).__name__)
-        raise DataError(f"{name}: key b'data': expected a uint8 array of shape (N, 3072), "
-                        f"found {found}")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = (
+            f"{data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else "nothing"
+            if data is None
+            else type(data).__name__
+        )
+        raise DataError(f"{name}: key b'data': expected a uint8 array of shape (N, 3072), found {found}")
     out = {}
     for key, classes in (labels if labels is not None else {b"labels": 10}).items():
         raw = obj.get(key)
@@ -147,11 +164,11 @@ def read_batch(path: str | os.PathLike, labels: dict[bytes, int] | None = None, 
             values = np.zeros(0)
         if raw is None or values.shape != (len(data),):
             found = "nothing" if raw is None else f"{type(raw).__name__} of shape {values.shape}"
-            raise DataError(f"{name}: key {key!r}: expected {len(data)} integer labels, "
-                            f"found {found}")
+            raise DataError(f"{name}: key {key!r}: expected {len(data)} integer labels, found {found}")
         if values.size and (values.min() < 0 or values.max() >= classes):
-            raise DataError(f"{name}: key {key!r}: expected labels in 0..{classes - 1}, found "
-                            f"{values.min()}..{values.max()}")
+            raise DataError(
+                f"{name}: key {key!r}: expected labels in 0..{classes - 1}, found {values.min()}..{values.max()}"
+            )
         out[key] = values
     return data.reshape(len(data), 3, 32, 32), out
 
@@ -176,14 +193,14 @@ def _paths(spec: dict, data_dir: str | os.PathLike | None) -> tuple[Path, Path]:
     return base / spec["folder"], base / spec["folder"] / spec["subdir"]
 
 
-
-
 def _missing_message(spec: dict, root: Path, folder: Path, names: list[str], why: str) -> str:
     archive = spec["url"].rsplit("/", 1)[-1]
-    return (f"CIFAR files missing in {folder}: {', '.join(names)} ({why}). Download "
-            f"{spec['url']} (md5 {spec['md5']}) and either put it at {root / archive} and "
-            f"call nsm.data.cifar.fetch_cifar() or load_cifar(download=True), or unpack it "
-            f"in {root}")
+    return (
+        f"CIFAR files missing in {folder}: {', '.join(names)} ({why}). Download "
+        f"{spec['url']} (md5 {spec['md5']}) and either put it at {root / archive} and "
+        f"call nsm.data.cifar.fetch_cifar() or load_cifar(download=True), or unpack it "
+        f"in {root}"
+    )
 
 
 def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
@@ -191,8 +208,7 @@ def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
     try:
         with tarfile.open(tgz, "r:gz") as tar:
             for name in names:
-                tmp = _copy_member(tar, tgz, f"{spec['subdir']}/{name}", folder, name,
-                                   max_bytes=file_bound(spec, name))
+                tmp = _copy_member(tar, tgz, f"{spec['subdir']}/{name}", folder, name, max_bytes=file_bound(spec, name))
                 try:
                     if check_file(folder / name) is None:  # never overwrite
                         place_new(tmp, folder / name)
@@ -202,8 +218,9 @@ def _extract(tgz: Path, spec: dict, folder: Path, names: list[str]) -> None:
         raise DataError(f"{tgz}: expected a readable tar.gz archive, found: {exc}") from exc
 
 
-def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None, *,
-                timeout: float = 60.0, progress: bool = True) -> Path:
+def fetch_cifar(
+    num_classes: int = 10, data_dir: str | os.PathLike | None = None, *, timeout: float = 60.0, progress: bool = True
+) -> Path:
     """Make sure CIFAR-``num_classes``'s files are present; return the folder holding them.
 
     Uses the archive when it lies in ``<data_dir>/cifar10`` (``cifar100``), else
@@ -212,8 +229,7 @@ def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None
     """
     spec = _spec(num_classes)
     root, folder = _paths(spec, data_dir)
-    missing = [n for n in (*spec["train"], *spec["test"], spec["meta"])
-               if check_file(folder / n) is None]
+    missing = [n for n in (*spec["train"], *spec["test"], spec["meta"]) if check_file(folder / n) is None]
     if not missing:
         return folder
     make_folder(folder)
@@ -229,13 +245,16 @@ def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None
             archive.unlink(missing_ok=True)
             reason = getattr(exc, "reason", None) or exc
             _say(progress, f"nsm: {url}: failed ({reason})")
-            raise FileNotFoundError(_missing_message(
-                spec, root, folder, missing, f"downloading failed: {reason}")) from exc
+            raise FileNotFoundError(
+                _missing_message(spec, root, folder, missing, f"downloading failed: {reason}")
+            ) from exc
     try:
         found = md5_file(archive)
         if found != spec["md5"]:
-            raise DataError(f"{url if downloaded else archive}: md5 mismatch: expected "
-                            f"{spec['md5']}, found {found} (a corrupt or different archive)")
+            raise DataError(
+                f"{url if downloaded else archive}: md5 mismatch: expected "
+                f"{spec['md5']}, found {found} (a corrupt or different archive)"
+            )
         _say(progress and downloaded, f"nsm: {url}: ok")
         _extract(archive, spec, folder, missing)
     finally:
@@ -244,9 +263,14 @@ def fetch_cifar(num_classes: int = 10, data_dir: str | os.PathLike | None = None
     return folder
 
 
-def load_cifar(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-               num_classes: int = 10, label: str = "fine", download: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar(
+    data_dir: str | os.PathLike | None = None,
+    train: bool = True,
+    *,
+    num_classes: int = 10,
+    label: str = "fine",
+    download: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one split: images uint8 ``(N, 3, 32, 32)`` (RGB planes), labels int64 ``(N,)``.
 
     ``label`` picks CIFAR-100's ``"fine"`` (100 classes) or ``"coarse"`` (20
@@ -256,22 +280,23 @@ def load_cifar(data_dir: str | os.PathLike | None = None, train: bool = True, *,
     """
     spec = _spec(num_classes)
     if label not in spec["labels"]:
-        raise ValueError(f"label must be one of {', '.join(map(repr, spec['labels']))} for "
-                         f"CIFAR-{num_classes}, got {label!r}")
+        raise ValueError(
+            f"label must be one of {', '.join(map(repr, spec['labels']))} for CIFAR-{num_classes}, got {label!r}"
+        )
     root, folder = _paths(spec, data_dir)
     split = "train" if train else "test"
     missing = [n for n in spec[split] if check_file(folder / n) is None]
     if missing:
         if not download:
-            raise FileNotFoundError(_missing_message(spec, root, folder, missing,
-                                                     "download=False"))
+            raise FileNotFoundError(_missing_message(spec, root, folder, missing, "download=False"))
         fetch_cifar(num_classes, data_dir)
     key, classes = spec["labels"][label]
-    parts = [read_batch(folder / n, {key: classes}, max_bytes=file_bound(spec, n))
-             for n in spec[split]]
+    parts = [read_batch(folder / n, {key: classes}, max_bytes=file_bound(spec, n)) for n in spec[split]]
     images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     labels = np.concatenate([p[1][key] for p in parts])
     if len(images) != spec["sizes"][split]:
-        raise DataError(f"{folder}: expected {spec['sizes'][split]} {split} images for "
-                        f"CIFAR-{num_classes}, found {len(images)} in {', '.join(spec[split])}")
+        raise DataError(
+            f"{folder}: expected {spec['sizes'][split]} {split} images for "
+            f"CIFAR-{num_classes}, found {len(images)} in {', '.join(spec[split])}"
+        )
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)

@@ -102,8 +102,9 @@ def _dvs(data_dir=None, download: bool = True) -> Dataset:
     return Dataset("dvs-gesture", _frames(tx), ty, _frames(vx), vy, NUM_CLASSES)
 
 
-def _cifar(num_classes: int, data_dir, download: bool, zca: bool, zca_eps: float, augment: bool,
-           label: str = "fine") -> Dataset:
+def _cifar(
+    num_classes: int, data_dir, download: bool, zca: bool, zca_eps: float, augment: bool, label: str = "fine"
+) -> Dataset:
     from .cifar import load_cifar
 
     tx, ty = load_cifar(data_dir, train=True, num_classes=num_classes, label=label, download=download)
@@ -116,27 +117,45 @@ def _cifar(num_classes: int, data_dir, download: bool, zca: bool, zca_eps: float
     else:
         mean, std = T.channel_stats(tx)
         tx, vx = T.standardize(tx, mean, std), T.standardize(vx, mean, std)
-        info = {"preprocessing": "per-channel standardization with training-set statistics",
-                "mean": mean.tolist(), "std": std.tolist()}
+        info = {
+            "preprocessing": "per-channel standardization with training-set statistics",
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+        }
     k = 20 if label == "coarse" else num_classes
-    return Dataset(f"cifar{num_classes}", tx, ty, vx, vy, k, info=info,
-                   train_transform=T.translate_flip if augment else None)
+    return Dataset(
+        f"cifar{num_classes}", tx, ty, vx, vy, k, info=info, train_transform=T.translate_flip if augment else None
+    )
 
 
 @DATASETS.register("cifar10")
-def _cifar10(data_dir=None, download: bool = True, zca: bool = False, zca_eps: float = 1e-2,
-             augment: bool = True) -> Dataset:
+def _cifar10(
+    data_dir=None, download: bool = True, zca: bool = False, zca_eps: float = 1e-2, augment: bool = True
+) -> Dataset:
     return _cifar(10, data_dir, download, zca, zca_eps, augment)
 
 
 @DATASETS.register("cifar100")
-def _cifar100(data_dir=None, download: bool = True, zca: bool = False, zca_eps: float = 1e-2,
-              augment: bool = True, label: str = "fine") -> Dataset:
+def _cifar100(
+    data_dir=None,
+    download: bool = True,
+    zca: bool = False,
+    zca_eps: float = 1e-2,
+    augment: bool = True,
+    label: str = "fine",
+) -> Dataset:
     return _cifar(100, data_dir, download, zca, zca_eps, augment, label)
 
 
-def load_dataset(name: str, data_dir=None, *, download: bool = True,
-                 train_subset: int | None = None, test_subset: int | None = None, **options) -> Dataset:
+def load_dataset(
+    name: str,
+    data_dir=None,
+    *,
+    download: bool = True,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    **options,
+) -> Dataset:
     """Load dataset ``name``; ``*_subset`` keeps the first N examples of each split.
 
     ``options`` go to the dataset's loader (e.g. ``zca=True`` for CIFAR, ``split=`` for EMNIST).
@@ -145,8 +164,7 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True,
     allowed = [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "download")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"dataset {name!r} has no option(s) {unknown}; "
-                         f"its options: {', '.join(allowed) or 'none'}")
+        raise ValueError(f"dataset {name!r} has no option(s) {unknown}; its options: {', '.join(allowed) or 'none'}")
     ds = loader(data_dir, download=download, **options)
     for split, n in (("train", train_subset), ("test", test_subset)):
         if n is None:

@@ -51,13 +51,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
-from .files import (check_file, check_folder, check_replaceable, make_folder, open_regular,
-                    read_bytes)
+from .files import check_file, check_folder, check_replaceable, make_folder, open_regular, read_bytes
 from .idx import DataError
 from .mnist import default_data_dir
 
-__all__ = ["DVS_GESTURE_URL", "NUM_CLASSES", "SENSOR_SIZE", "gesture_samples",
-           "load_dvs_gesture", "read_aedat31", "read_labels_csv"]
+__all__ = [
+    "DVS_GESTURE_URL",
+    "NUM_CLASSES",
+    "SENSOR_SIZE",
+    "gesture_samples",
+    "load_dvs_gesture",
+    "read_aedat31",
+    "read_labels_csv",
+]
 
 DVS_GESTURE_URL = "https://research.ibm.com/interactive/dvsgesture/"
 NUM_CLASSES = 11
@@ -75,36 +81,41 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
     name = os.fspath(path)
     buf = read_bytes(path)
     if not buf.startswith(b"#!AER-DAT3"):
-        raise DataError(f"{name}: expected an AEDAT 3.x file starting with '#!AER-DAT3.1', "
-                        f"found {buf[:16]!r}")
+        raise DataError(f"{name}: expected an AEDAT 3.x file starting with '#!AER-DAT3.1', found {buf[:16]!r}")
     pos = 0
     while True:  # header: '#' lines up to '#!END-HEADER'
         nl = buf.find(b"\n", pos)
-        if buf[pos:pos + 1] != b"#" or nl < 0:
-            raise DataError(f"{name}: AEDAT header has no '#!END-HEADER' line "
-                            f"(header ends at byte offset {pos})")
-        line, pos = buf[pos:nl + 1], nl + 1
+        if buf[pos : pos + 1] != b"#" or nl < 0:
+            raise DataError(f"{name}: AEDAT header has no '#!END-HEADER' line (header ends at byte offset {pos})")
+        line, pos = buf[pos : nl + 1], nl + 1
         if line.rstrip(b"\r\n") == b"#!END-HEADER":
             break
     words, stamps = [], []
     while pos < len(buf):
         if pos + _PACKET_HEADER.size > len(buf):
-            raise DataError(f"{name}: truncated packet header at byte offset {pos} "
-                            f"({len(buf) - pos} of {_PACKET_HEADER.size} bytes)")
-        etype, _src, esize, _tsoff, overflow, capacity, number, _valid = \
-            _PACKET_HEADER.unpack_from(buf, pos)
+            raise DataError(
+                f"{name}: truncated packet header at byte offset {pos} "
+                f"({len(buf) - pos} of {_PACKET_HEADER.size} bytes)"
+            )
+        etype, _src, esize, _tsoff, overflow, capacity, number, _valid = _PACKET_HEADER.unpack_from(buf, pos)
         if esize < 0 or capacity < 0 or not 0 <= number <= capacity:
-            raise DataError(f"{name}: bad packet header at byte offset {pos}: eventSize={esize}, "
-                            f"eventCapacity={capacity}, eventNumber={number}")
+            raise DataError(
+                f"{name}: bad packet header at byte offset {pos}: eventSize={esize}, "
+                f"eventCapacity={capacity}, eventNumber={number}"
+            )
         start = pos + _PACKET_HEADER.size
         end = start + capacity * esize
         if end > len(buf):
-            raise DataError(f"{name}: truncated packet at byte offset {pos}: payload needs "
-                            f"{end - start} bytes, file has {len(buf) - start} left")
+            raise DataError(
+                f"{name}: truncated packet at byte offset {pos}: payload needs "
+                f"{end - start} bytes, file has {len(buf) - start} left"
+            )
         if etype == POLARITY_EVENT and number > 0:
             if esize != _POLARITY_DTYPE.itemsize:
-                raise DataError(f"{name}: polarity packet at byte offset {pos} has eventSize "
-                                f"{esize}, expected {_POLARITY_DTYPE.itemsize}")
+                raise DataError(
+                    f"{name}: polarity packet at byte offset {pos} has eventSize "
+                    f"{esize}, expected {_POLARITY_DTYPE.itemsize}"
+                )
             ev = np.frombuffer(buf, dtype=_POLARITY_DTYPE, count=number, offset=start)
             words.append(ev["data"])
             stamps.append((np.int64(overflow) << 31) | ev["ts"].astype(np.int64))
@@ -113,10 +124,12 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
     t = np.concatenate(stamps) if stamps else np.zeros(0, np.int64)
     keep = (data & 1).astype(bool)
     data, t = data[keep], t[keep]
-    return {"x": ((data >> 17) & 0x7FFF).astype(np.int32),
-            "y": ((data >> 2) & 0x7FFF).astype(np.int32),
-            "p": ((data >> 1) & 1).astype(bool),
-            "t": t}
+    return {
+        "x": ((data >> 17) & 0x7FFF).astype(np.int32),
+        "y": ((data >> 2) & 0x7FFF).astype(np.int32),
+        "p": ((data >> 1) & 1).astype(bool),
+        "t": t,
+    }
 
 
 def read_labels_csv(path: str | os.PathLike) -> list[tuple[int, int, int]]:
@@ -127,8 +140,9 @@ def read_labels_csv(path: str | os.PathLike) -> list[tuple[int, int, int]]:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header][:1] != ["class"]:
-            raise DataError(f"{name}: line 1: expected header 'class,startTime_usec,"
-                            f"endTime_usec', found {','.join(header or [])!r}")
+            raise DataError(
+                f"{name}: line 1: expected header 'class,startTime_usec,endTime_usec', found {','.join(header or [])!r}"
+            )
         for row in reader:
             if not any(field.strip() for field in row):
                 continue  # blank line
@@ -141,15 +155,22 @@ def read_labels_csv(path: str | os.PathLike) -> list[tuple[int, int, int]]:
                 if end < start:
                     raise ValueError(f"end {end} before start {start}")
             except ValueError as exc:
-                raise DataError(f"{name}: line {reader.line_num}: expected 'class,start_us,end_us' "
-                                f"with integer fields, found {','.join(row)!r} ({exc})") from None
+                raise DataError(
+                    f"{name}: line {reader.line_num}: expected 'class,start_us,end_us' "
+                    f"with integer fields, found {','.join(row)!r} ({exc})"
+                ) from None
             trials.append((cls - 1, start, end))
     return trials
 
 
-def gesture_samples(events: dict[str, np.ndarray], labels: list[tuple[int, int, int]], *,
-                    n_frames: int = 6, frame_us: int = 16_000,
-                    size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def gesture_samples(
+    events: dict[str, np.ndarray],
+    labels: list[tuple[int, int, int]],
+    *,
+    n_frames: int = 6,
+    frame_us: int = 16_000,
+    size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
     """Binary frame samples of a recording's trials (rule in the module docstring).
 
     Returns frames uint8 ``(M, n_frames, size, size)`` indexed ``[sample, k, y, x]`` and
@@ -168,20 +189,18 @@ def gesture_samples(events: dict[str, np.ndarray], labels: list[tuple[int, int, 
     factor, chunk = SENSOR_SIZE // size, n_frames * frame_us
     counts = [max(0, (end - start) // chunk) for _, start, end in labels]
     frames = np.zeros((sum(counts), n_frames, size, size), dtype=np.uint8)
-    classes = np.repeat(np.array([c for c, _, _ in labels], dtype=np.int64),
-                        np.array(counts, dtype=np.int64))
+    classes = np.repeat(np.array([c for c, _, _ in labels], dtype=np.int64), np.array(counts, dtype=np.int64))
     first = 0
     for (_, start, _), n in zip(labels, counts):
         sel = (t >= start) & (t < start + n * chunk)
         rel = t[sel] - start
-        frames[first + rel // chunk, (rel % chunk) // frame_us,
-               y[sel] // factor, x[sel] // factor] = 1
+        frames[first + rel // chunk, (rel % chunk) // frame_us, y[sel] // factor, x[sel] // factor] = 1
         first += n
     return frames, classes
 
 
 def _labels_name(aedat: str) -> str:
-    return (aedat[:-len(".aedat")] if aedat.endswith(".aedat") else aedat) + "_labels.csv"
+    return (aedat[: -len(".aedat")] if aedat.endswith(".aedat") else aedat) + "_labels.csv"
 
 
 def _split_files(folder: Path, split: str) -> list[str]:
@@ -190,8 +209,7 @@ def _split_files(folder: Path, split: str) -> list[str]:
         raise FileNotFoundError(_missing_message(folder, [lst.name]))
     with open_regular(lst) as fh:
         names = [line.strip() for line in fh.read().decode().splitlines() if line.strip()]
-    missing = [p for n in names for p in (n, _labels_name(n))
-               if check_file(folder / p) is None]
+    missing = [p for n in names for p in (n, _labels_name(n)) if check_file(folder / p) is None]
     if missing:
         raise FileNotFoundError(_missing_message(folder, missing))
     return names
@@ -199,20 +217,28 @@ def _split_files(folder: Path, split: str) -> list[str]:
 
 def _missing_message(folder: Path, missing: list[str]) -> str:
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return (f"DVS128 Gesture files missing in {folder}: {shown}. Download DvsGesture.tar.gz "
-            f"(IBM DVS128 Gesture Dataset, Amir et al. 2017) from {DVS_GESTURE_URL} and unpack "
-            f"it in {folder.parent} (e.g. `tar xzf DvsGesture.tar.gz -C {folder.parent}`), so "
-            f"that {folder / 'trials_to_train.txt'}, {folder / 'user01_fluorescent.aedat'} and "
-            f"{folder / 'user01_fluorescent_labels.csv'} exist; or pass data_dir pointing at the "
-            f"folder that holds dvs-gesture/")
+    return (
+        f"DVS128 Gesture files missing in {folder}: {shown}. Download DvsGesture.tar.gz "
+        f"(IBM DVS128 Gesture Dataset, Amir et al. 2017) from {DVS_GESTURE_URL} and unpack "
+        f"it in {folder.parent} (e.g. `tar xzf DvsGesture.tar.gz -C {folder.parent}`), so "
+        f"that {folder / 'trials_to_train.txt'}, {folder / 'user01_fluorescent.aedat'} and "
+        f"{folder / 'user01_fluorescent_labels.csv'} exist; or pass data_dir pointing at the "
+        f"folder that holds dvs-gesture/"
+    )
 
 
 def _fingerprint(folder: Path, split: str, names: list[str], n_frames: int, frame_us: int) -> str:
-    files = [f"trials_to_{split}.txt"] + [p for n in names
-                                          for p in (n, _labels_name(n))]
-    return json.dumps({"version": CACHE_VERSION, "split": split, "n_frames": n_frames,
-                       "frame_us": frame_us, "size": 64,
-                       "files": [[f, (folder / f).stat().st_size] for f in files]})
+    files = [f"trials_to_{split}.txt"] + [p for n in names for p in (n, _labels_name(n))]
+    return json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "split": split,
+            "n_frames": n_frames,
+            "frame_us": frame_us,
+            "size": 64,
+            "files": [[f, (folder / f).stat().st_size] for f in files],
+        }
+    )
 
 
 def _read_cache(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -228,9 +254,14 @@ def _read_cache(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] |
         return None  # absent or unreadable: rebuild
 
 
-def load_dvs_gesture(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-                     n_frames: int = 6, frame_us: int = 16_000,
-                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_dvs_gesture(
+    data_dir: str | os.PathLike | None = None,
+    train: bool = True,
+    *,
+    n_frames: int = 6,
+    frame_us: int = 16_000,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One DVS128 Gesture split: frames uint8 ``(N, n_frames, 64, 64)``, labels int64 ``(N,)``.
 
     Reads the recordings listed in ``trials_to_{train,test}.txt`` under
@@ -255,18 +286,15 @@ def load_dvs_gesture(data_dir: str | os.PathLike | None = None, train: bool = Tr
         parts, labels = [], []
         for name in tqdm(names, desc=f"DVS Gesture {split}", unit="file", disable=not progress):
             trials = read_labels_csv(folder / _labels_name(name))
-            f, lab = gesture_samples(read_aedat31(folder / name), trials,
-                                     n_frames=n_frames, frame_us=frame_us)
+            f, lab = gesture_samples(read_aedat31(folder / name), trials, n_frames=n_frames, frame_us=frame_us)
             parts.append(f)
             labels.append(lab)
-        frames = (np.concatenate(parts) if parts
-                  else np.zeros((0, n_frames, 64, 64), np.uint8))
+        frames = np.concatenate(parts) if parts else np.zeros((0, n_frames, 64, 64), np.uint8)
         labs = np.concatenate(labels) if labels else np.zeros(0, np.int64)
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, frames=np.packbits(frames, axis=-1), labels=labs,
-                         fingerprint=np.array(fingerprint))
+                np.savez(fh, frames=np.packbits(frames, axis=-1), labels=labs, fingerprint=np.array(fingerprint))
 
         make_folder(cache.parent)
         check_replaceable(cache)  # a symlink there is never written through or replaced

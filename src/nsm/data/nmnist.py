@@ -50,13 +50,20 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
-from .files import (check_file, check_folder, check_replaceable, copy_bounded, make_folder,
-                    read_bytes, too_big)
+from .files import check_file, check_folder, check_replaceable, copy_bounded, make_folder, read_bytes, too_big
 from .idx import DataError
 from .mnist import _download, default_data_dir
 
-__all__ = ["NMNIST_ARCHIVES", "NMNIST_MAX_FILE_BYTES", "NMNIST_MAX_SPLIT_BYTES", "NMNIST_SIZE",
-           "events_to_frames", "fetch_nmnist", "load_nmnist", "read_nmnist_events"]
+__all__ = [
+    "NMNIST_ARCHIVES",
+    "NMNIST_MAX_FILE_BYTES",
+    "NMNIST_MAX_SPLIT_BYTES",
+    "NMNIST_SIZE",
+    "events_to_frames",
+    "fetch_nmnist",
+    "load_nmnist",
+    "read_nmnist_events",
+]
 
 NMNIST_SIZE = 34
 N_FRAMES = 10
@@ -75,10 +82,14 @@ NMNIST_MENDELEY = "https://data.mendeley.com/datasets/468j46mzdv/1 (doi:10.17632
 _MENDELEY_FILES = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
 #: Split folder -> (download URL of its zip, md5 of the zip).
 NMNIST_ARCHIVES: dict[str, tuple[str, str]] = {
-    "Train": (_MENDELEY_FILES + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
-              "20959b8e626244a1b502305a9e6e2031"),
-    "Test": (_MENDELEY_FILES + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
-             "69ca8762b2fe404d9b9bad1103e97832"),
+    "Train": (
+        _MENDELEY_FILES + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
+        "20959b8e626244a1b502305a9e6e2031",
+    ),
+    "Test": (
+        _MENDELEY_FILES + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
+        "69ca8762b2fe404d9b9bad1103e97832",
+    ),
 }
 
 
@@ -87,14 +98,17 @@ def _nmnist_folder(data_dir: str | os.PathLike | None) -> Path:
 
 
 def _manual(folder: Path) -> str:
-    return (f"Download the official N-MNIST Train.zip and Test.zip ({NMNIST_PAGE}; files on "
-            f"Mendeley Data: {NMNIST_MENDELEY}) and unzip both into {folder}, so that the "
-            f"recordings are {folder}/Train/0/*.bin ... {folder}/Train/9/*.bin and "
-            f"{folder}/Test/0/*.bin ... {folder}/Test/9/*.bin; or call "
-            f"nsm.data.nmnist.fetch_nmnist() / load_nmnist(download=True)")
+    return (
+        f"Download the official N-MNIST Train.zip and Test.zip ({NMNIST_PAGE}; files on "
+        f"Mendeley Data: {NMNIST_MENDELEY}) and unzip both into {folder}, so that the "
+        f"recordings are {folder}/Train/0/*.bin ... {folder}/Train/9/*.bin and "
+        f"{folder}/Test/0/*.bin ... {folder}/Test/9/*.bin; or call "
+        f"nsm.data.nmnist.fetch_nmnist() / load_nmnist(download=True)"
+    )
 
 
 # ------------------------------------------------------------------ one recording
+
 
 def read_nmnist_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read one N-MNIST ``.bin`` file into arrays ``x``, ``y`` (uint8), ``p`` (bool, True = ON)
@@ -102,12 +116,13 @@ def read_nmnist_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
     name = os.fspath(path)
     raw = np.frombuffer(read_bytes(path, NMNIST_MAX_FILE_BYTES), dtype=np.uint8)
     if raw.size % 5:
-        raise DataError(f"{name}: size {raw.size} bytes is not a multiple of 5 (5 bytes per "
-                        f"event): the file is truncated or not an N-MNIST .bin file")
+        raise DataError(
+            f"{name}: size {raw.size} bytes is not a multiple of 5 (5 bytes per "
+            f"event): the file is truncated or not an N-MNIST .bin file"
+        )
     rec = raw.reshape(-1, 5)
     b2 = rec[:, 2]
-    ts = (((b2 & 0x7F).astype(np.int64) << 16) | (rec[:, 3].astype(np.int64) << 8)
-          | rec[:, 4].astype(np.int64))
+    ts = ((b2 & 0x7F).astype(np.int64) << 16) | (rec[:, 3].astype(np.int64) << 8) | rec[:, 4].astype(np.int64)
     marker = rec[:, 1] == _OVERFLOW_Y
     ts += np.cumsum(marker, dtype=np.int64) * _TS_WRAP  # markers seen so far, this one included
     keep = np.flatnonzero(~marker)
@@ -115,13 +130,16 @@ def read_nmnist_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
     bad = (x >= NMNIST_SIZE) | (y >= NMNIST_SIZE)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{name}: event {keep[i]} (byte offset {5 * keep[i]}) has x={x[i]}, "
-                        f"y={y[i]}; expected coordinates in 0..{NMNIST_SIZE - 1} (corrupt file)")
+        raise DataError(
+            f"{name}: event {keep[i]} (byte offset {5 * keep[i]}) has x={x[i]}, "
+            f"y={y[i]}; expected coordinates in 0..{NMNIST_SIZE - 1} (corrupt file)"
+        )
     return {"x": x, "y": y, "p": (b2[keep] & 0x80) != 0, "t": ts[keep]}
 
 
-def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray,
-                     n_frames: int = N_FRAMES, size: int = NMNIST_SIZE) -> np.ndarray:
+def events_to_frames(
+    x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, n_frames: int = N_FRAMES, size: int = NMNIST_SIZE
+) -> np.ndarray:
     """Bin one recording into a binary uint8 stack ``(n_frames, size, size)`` indexed ``[k, y, x]``.
 
     Rule: ``t_max = max(t)`` over all events (ON and OFF); ``window = t_max / n_frames``;
@@ -134,8 +152,9 @@ def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray,
     x, y = np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
     p, t = np.asarray(p, dtype=bool), np.asarray(t, dtype=np.int64)
     if not (x.shape == y.shape == p.shape == t.shape and x.ndim == 1):
-        raise ValueError(f"x, y, p, t must be 1-D of equal length, got shapes "
-                         f"{x.shape}, {y.shape}, {p.shape}, {t.shape}")
+        raise ValueError(
+            f"x, y, p, t must be 1-D of equal length, got shapes {x.shape}, {y.shape}, {p.shape}, {t.shape}"
+        )
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     frames = np.zeros((n_frames, size, size), dtype=np.uint8)
@@ -145,13 +164,13 @@ def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray,
         raise ValueError(f"events out of range: need t >= 0 and x, y in 0..{size - 1}")
     t_max = int(t.max())
     on = np.flatnonzero(p)
-    k = np.zeros(on.size, dtype=np.int64) if t_max == 0 else np.minimum(
-        t[on] * n_frames // t_max, n_frames - 1)
+    k = np.zeros(on.size, dtype=np.int64) if t_max == 0 else np.minimum(t[on] * n_frames // t_max, n_frames - 1)
     frames[k, y[on], x[on]] = 1
     return frames
 
 
 # ------------------------------------------------------------------ a split on disk
+
 
 def _split_files(folder: Path, split: str) -> list[tuple[int, Path]]:
     """(digit, path) of every recording of ``split``, sorted by (digit, file name)."""
@@ -159,16 +178,22 @@ def _split_files(folder: Path, split: str) -> list[tuple[int, Path]]:
     files, empty = [], []
     present = check_folder(folder) and check_folder(root)
     for digit in range(10):
-        found = (sorted((root / str(digit)).glob("*.bin"), key=lambda q: q.name)
-                 if present and check_folder(root / str(digit)) else [])
+        found = (
+            sorted((root / str(digit)).glob("*.bin"), key=lambda q: q.name)
+            if present and check_folder(root / str(digit))
+            else []
+        )
         for q in found:
             check_file(q)  # a FIFO, folder or broken link named *.bin: an error naming it
         if not found:
             empty.append(str(digit))
         files += [(digit, q) for q in found]
     if empty:
-        what = (f"{root} does not exist" if not present else
-                f"no .bin files in {root}/<digit>/ for digit(s) {', '.join(empty)}")
+        what = (
+            f"{root} does not exist"
+            if not present
+            else f"no .bin files in {root}/<digit>/ for digit(s) {', '.join(empty)}"
+        )
         raise FileNotFoundError(f"N-MNIST {split} data missing: {what}. {_manual(folder)}")
     return files
 
@@ -185,8 +210,11 @@ def _read_cache(path: Path, n_files: int, fingerprint: str) -> tuple[np.ndarray,
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if (int(z["version"]) != _CACHE_VERSION or int(z["n_files"]) != n_files
-                    or str(z["fingerprint"]) != fingerprint):
+            if (
+                int(z["version"]) != _CACHE_VERSION
+                or int(z["n_files"]) != n_files
+                or str(z["fingerprint"]) != fingerprint
+            ):
                 return None
             frames = np.unpackbits(z["frames_packed"], axis=-1, count=NMNIST_SIZE)
             labels = z["labels"].astype(np.int64)
@@ -197,8 +225,9 @@ def _read_cache(path: Path, n_files: int, fingerprint: str) -> tuple[np.ndarray,
     return frames, labels
 
 
-def load_nmnist(data_dir: str | os.PathLike | None = None, train: bool = True, *,
-                download: bool = False, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_nmnist(
+    data_dir: str | os.PathLike | None = None, train: bool = True, *, download: bool = False, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one N-MNIST split: frames uint8 ``(N, 10, 34, 34)`` and labels int64 ``(N,)``.
 
     Files are ordered by (digit, file name).  The first call converts every file with
@@ -224,15 +253,21 @@ def load_nmnist(data_dir: str | os.PathLike | None = None, train: bool = True, *
             print(f"nsm: {cache} is stale or unreadable; rebuilding it", file=sys.stderr)
         frames = np.zeros((len(files), N_FRAMES, NMNIST_SIZE, NMNIST_SIZE), dtype=np.uint8)
         labels = np.array([digit for digit, _ in files], dtype=np.int64)
-        for i, (_, q) in enumerate(tqdm(files, desc=f"N-MNIST {split}", unit="file",
-                                        disable=not progress, leave=False)):
+        for i, (_, q) in enumerate(
+            tqdm(files, desc=f"N-MNIST {split}", unit="file", disable=not progress, leave=False)
+        ):
             frames[i] = events_to_frames(**read_nmnist_events(q))
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, version=np.int64(_CACHE_VERSION), n_files=np.int64(len(files)),
-                         fingerprint=np.str_(fingerprint), labels=labels,
-                         frames_packed=np.packbits(frames, axis=-1))
+                np.savez(
+                    fh,
+                    version=np.int64(_CACHE_VERSION),
+                    n_files=np.int64(len(files)),
+                    fingerprint=np.str_(fingerprint),
+                    labels=labels,
+                    frames_packed=np.packbits(frames, axis=-1),
+                )
 
         make_folder(cache.parent)
         check_replaceable(cache)  # a symlink there is never written through or replaced
@@ -250,10 +285,14 @@ def _unzip(zip_path: Path, work: Path, split: str) -> None:
         for info in zf.infolist():
             parts = PurePosixPath(info.filename.replace("\\", "/")).parts
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip gives none
-            if (info.is_dir() or not parts or info.filename.startswith("/")
-                    or any(p in ("", ".", "..") for p in parts)
-                    or parts[0] not in (split, *map(str, range(10)))
-                    or kind not in (0, stat.S_IFREG)):
+            if (
+                info.is_dir()
+                or not parts
+                or info.filename.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)
+                or parts[0] not in (split, *map(str, range(10)))
+                or kind not in (0, stat.S_IFREG)
+            ):
                 continue
             shown = f"{zip_path}:{info.filename}"
             if info.file_size > NMNIST_MAX_FILE_BYTES:
@@ -273,22 +312,22 @@ def _extract(zip_path: Path, folder: Path, split: str) -> None:
         try:
             _unzip(zip_path, work, split)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-            raise DataError(f"{zip_path}: not a readable zip archive ({exc}). "
-                            f"{_manual(folder)}") from exc
+            raise DataError(f"{zip_path}: not a readable zip archive ({exc}). {_manual(folder)}") from exc
         src = work / split
         if not src.is_dir() and (work / "0").is_dir():  # digit folders at the top level
             src = work
         if not src.is_dir():
-            raise DataError(f"{zip_path}: expected a folder {split}/ (or digit folders) in "
-                            f"the archive, found {sorted(p.name for p in work.iterdir())}")
+            raise DataError(
+                f"{zip_path}: expected a folder {split}/ (or digit folders) in "
+                f"the archive, found {sorted(p.name for p in work.iterdir())}"
+            )
         if not os.path.lexists(folder / split):  # never replace what appeared meanwhile
             os.rename(src, folder / split)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0,
-                 progress: bool = True) -> Path:
+def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 10.0, progress: bool = True) -> Path:
     """Download and unzip Train.zip / Test.zip into ``<data_dir>/nmnist``; return that folder.
 
     A split whose folder already exists is left alone (never overwritten).  Archives come
@@ -308,15 +347,15 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
                     _download(url, out, timeout, progress)
             except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                raise RuntimeError(f"cannot fetch N-MNIST {split}.zip from {url}: {reason}. "
-                                   f"{_manual(folder)}") from exc
+                raise RuntimeError(f"cannot fetch N-MNIST {split}.zip from {url}: {reason}. {_manual(folder)}") from exc
             h = hashlib.md5()
             with open(tmp, "rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
             if h.hexdigest() != md5:
-                raise DataError(f"{url}: md5 mismatch for {split}.zip: expected {md5}, found "
-                                f"{h.hexdigest()}. {_manual(folder)}")
+                raise DataError(
+                    f"{url}: md5 mismatch for {split}.zip: expected {md5}, found {h.hexdigest()}. {_manual(folder)}"
+                )
             _extract(tmp, folder, split)
         finally:
             tmp.unlink(missing_ok=True)

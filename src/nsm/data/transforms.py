@@ -44,8 +44,8 @@ def apply_zca(x: Tensor, mean: Tensor, w: Tensor, batch: int = 4096) -> Tensor:
     out = torch.empty(x.shape, dtype=torch.float32)
     flat_out = out.view(x.shape[0], -1)
     for i in range(0, x.shape[0], batch):
-        xb = x[i:i + batch].reshape(-1, mean.numel()).to(torch.float64)
-        flat_out[i:i + batch] = ((xb - mean) @ w).to(torch.float32)
+        xb = x[i : i + batch].reshape(-1, mean.numel()).to(torch.float64)
+        flat_out[i : i + batch] = ((xb - mean) @ w).to(torch.float32)
     return out
 
 
@@ -62,7 +62,7 @@ def translate_flip(x: Tensor, generator: torch.Generator, max_shift: int = 2, fl
             for dx in range(2 * m + 1):
                 idx = ((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).nonzero().flatten()
                 if idx.numel():
-                    out[idx] = padded[idx, :, dy:dy + h, dx:dx + w]
+                    out[idx] = padded[idx, :, dy : dy + h, dx : dx + w]
         x = out
     if flip:
         mask = torch.rand(n, generator=generator) < 0.5

@@ -38,8 +38,10 @@ from .registry import register_model
 
 __all__ = ["table7", "allconv"]
 
+
 def _unit(kind: str, noise: str, p: float, sigma: float, options: dict):
     """conv(c_in, c_out, k, first=False) -> list of modules, for one network family."""
+
     def conv(c_in, c_out, k, first=False):
         pad = k // 2
         if kind == "dcnn":
@@ -47,6 +49,7 @@ def _unit(kind: str, noise: str, p: float, sigma: float, options: dict):
         variance = "exact" if first else options.get("variance", "norm")
         opts = {**options, "variance": variance}
         return [NSMConv2d(c_in, c_out, k, padding=pad, noise=noise, p=p, sigma=sigma, **opts)]
+
     return conv
 
 
@@ -71,13 +74,26 @@ def _stack(conv, plan, c_in: int, first_real: bool):
     return layers, c_in
 
 
-TABLE7_PLAN = [(96, 3)] * 3 + ["pool"] + [(192, 3)] * 3 + ["pool"] + [(256, 3)] * 3 + ["pool"] \
-    + [(256, 3), (256, 1), (256, 1)]
+TABLE7_PLAN = (
+    [(96, 3)] * 3 + ["pool"] + [(192, 3)] * 3 + ["pool"] + [(256, 3)] * 3 + ["pool"] + [(256, 3), (256, 1), (256, 1)]
+)
 ALLCONV_PLAN = [(96, 3)] * 3 + ["pool"] + [(192, 3)] * 3 + ["pool"] + [(192, 3), (192, 1), (192, 1)]
 
 
-def _network(plan, in_shape, num_classes, kind, *, noise="bernoulli", p=0.5, sigma=1.0,
-             binary_input: bool, first_real: bool, width: float = 1.0, **options) -> nn.Sequential:
+def _network(
+    plan,
+    in_shape,
+    num_classes,
+    kind,
+    *,
+    noise="bernoulli",
+    p=0.5,
+    sigma=1.0,
+    binary_input: bool,
+    first_real: bool,
+    width: float = 1.0,
+    **options,
+) -> nn.Sequential:
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width!r}")
     plan = [item if item == "pool" else (max(1, round(item[0] * width)), item[1]) for item in plan]
@@ -91,21 +107,25 @@ def _network(plan, in_shape, num_classes, kind, *, noise="bernoulli", p=0.5, sig
 def table7(in_shape, num_classes, kind="bnsm", **options) -> nn.Sequential:
     """SI Table 7 (DVS Gesture): event frames enter the NSM as sgn(2x - 1); p = 0.5."""
     noise = "gaussian" if kind == "gnsm" else "bernoulli"
-    return _network(TABLE7_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=True,
-                    first_real=False, **options)
+    return _network(
+        TABLE7_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=True, first_real=False, **options
+    )
 
 
 def allconv(in_shape, num_classes, kind="bnsm", **options) -> nn.Sequential:
     """The all-convolutional CIFAR net; NSM versions start with one real-valued convolution."""
     noise = "gaussian" if kind == "gnsm" else "bernoulli"
-    return _network(ALLCONV_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=False,
-                    first_real=True, **options)
+    return _network(
+        ALLCONV_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=False, first_real=True, **options
+    )
 
 
 def _register(arch: str, builder, what: str) -> None:
-    for kind, desc in (("bnsm", "NSM units, Bernoulli synapses p=0.5"),
-                       ("gnsm", "NSM units, Gaussian synapses sigma=1"),
-                       ("dcnn", "deterministic ReLU units")):
+    for kind, desc in (
+        ("bnsm", "NSM units, Bernoulli synapses p=0.5"),
+        ("gnsm", "NSM units, Gaussian synapses sigma=1"),
+        ("dcnn", "deterministic ReLU units"),
+    ):
         extra = {"stochastic": False} if kind == "dcnn" else {}
 
         def build(in_shape, num_classes, _kind=kind, **options):

@@ -24,15 +24,25 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..nn.functional import row_norms, sign, sign_ste
 from ..nn.layers import Stochastic
 from ..nn.noise import rng
 
-__all__ = ["WNLinear", "WNConv2d", "SignUnit", "NoisyReLU", "MCDropout", "SigmoidBernoulli",
-           "BinaryLinear", "BinaryConv2d", "sign_clipped_ste", "after_step"]
+__all__ = [
+    "WNLinear",
+    "WNConv2d",
+    "SignUnit",
+    "NoisyReLU",
+    "MCDropout",
+    "SigmoidBernoulli",
+    "BinaryLinear",
+    "BinaryConv2d",
+    "sign_clipped_ste",
+    "after_step",
+]
 
 
 def _unit_rows(weight: Tensor, magnitude: Tensor) -> Tensor:

@@ -46,8 +46,9 @@ def register_model(name: str, description: str, **defaults):
     return add
 
 
-def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, *,
-                generator: Optional[torch.Generator] = None, **options) -> nn.Module:
+def build_model(
+    name: str, in_shape=(1, 28, 28), num_classes: int = 10, *, generator: Optional[torch.Generator] = None, **options
+) -> nn.Module:
     """Build the registered model ``name`` for inputs ``in_shape`` (C, H, W).
 
     ``generator``: every module that draws noise draws it from this ``torch.Generator``
@@ -66,8 +67,10 @@ def build_model(name: str, in_shape=(1, 28, 28), num_classes: int = 10, *,
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if bad is None:
             raise
-        raise ValueError(f"model {name!r} has no option {bad.group(1)!r} (options given: "
-                         f"{', '.join(f'{k}={v!r}' for k, v in options.items())}); see `nsm models`") from None
+        raise ValueError(
+            f"model {name!r} has no option {bad.group(1)!r} (options given: "
+            f"{', '.join(f'{k}={v!r}' for k, v in options.items())}); see `nsm models`"
+        ) from None
     return model if generator is None else set_generator(model, generator)
 
 

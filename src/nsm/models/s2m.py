@@ -55,14 +55,27 @@ S2M_SAMPLERS = ("probability", "synapse")
 class SynapticSamplingMachine(Stochastic, nn.Module):
     """An RBM with blank-out synapses, image + label visible units, trained by CD-1."""
 
-    def __init__(self, n_pixels: int = 784, num_classes: int = 10, *, hidden: int = 500,
-                 label_copies: int = 4, p: float = 0.5, sampler: str = "probability",
-                 gibbs_steps: int = 10, init_std: float = 0.01,
-                 generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self,
+        n_pixels: int = 784,
+        num_classes: int = 10,
+        *,
+        hidden: int = 500,
+        label_copies: int = 4,
+        p: float = 0.5,
+        sampler: str = "probability",
+        gibbs_steps: int = 10,
+        init_std: float = 0.01,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
         super().__init__()
-        for name, v, lo in (("n_pixels", n_pixels, 1), ("num_classes", num_classes, 2),
-                            ("hidden", hidden, 1), ("label_copies", label_copies, 1),
-                            ("gibbs_steps", gibbs_steps, 1)):
+        for name, v, lo in (
+            ("n_pixels", n_pixels, 1),
+            ("num_classes", num_classes, 2),
+            ("hidden", hidden, 1),
+            ("label_copies", label_copies, 1),
+            ("gibbs_steps", gibbs_steps, 1),
+        ):
             check_int(name, v, minimum=lo)
         if not (isinstance(p, (int, float)) and 0 < p < 1):
             raise ValueError(f"p (the probability that a synapse transmits) must be in (0, 1), got {p!r}")
@@ -86,8 +99,10 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         if self.mode == "mean":  # the firing probability P(u > 0)
             return firing_probability(mean / (var * 2).sqrt().clamp_min(1e-12))
         if self.sampler == "synapse":
-            mask = torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator),
-                              device=x.device, dtype=x.dtype) < self.p
+            mask = (
+                torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=x.dtype)
+                < self.p
+            )
             u = torch.einsum("ni,nio,io->no", x, mask.to(x.dtype), w) + bias
         else:
             eps = torch.randn(mean.shape, **rng(self.generator), device=x.device, dtype=x.dtype)
@@ -114,8 +129,7 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
     def visible(self, x: Tensor, y: Tensor) -> Tensor:
         """The data vector: binarized image and ``label_copies`` one-hot copies of y."""
         if y.min() < 0 or y.max() >= self.num_classes:
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got range "
-                             f"[{int(y.min())}, {int(y.max())}]")
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
         onehot = torch.nn.functional.one_hot(y, self.num_classes).to(self.weight.dtype)
         return torch.cat([self.pixels(x), onehot.repeat_interleave(self.label_copies, dim=1)], 1)
 
@@ -134,9 +148,8 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         h1 = self.sample_hidden(v1)
         self.set_cd_grad_(v0, h0, v1, h1)
         pix = slice(0, self.n_pixels)
-        votes = v1[:, self.n_pixels:].view(-1, self.num_classes, self.label_copies).sum(-1)
-        return {"loss": (v0[:, pix] - v1[:, pix]).square().mean().item(),
-                "wrong": int((votes.argmax(-1) != y).sum())}
+        votes = v1[:, self.n_pixels :].view(-1, self.num_classes, self.label_copies).sum(-1)
+        return {"loss": (v0[:, pix] - v1[:, pix]).square().mean().item(), "wrong": int((votes.argmax(-1) != y).sum())}
 
     @torch.no_grad()
     def set_cd_grad_(self, v0: Tensor, h0: Tensor, v1: Tensor, h1: Tensor) -> None:
@@ -152,8 +165,7 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
     def label_counts(self, x: Tensor) -> Tensor:
         """Per-class firing counts of the label units over ``gibbs_steps`` steps, (N, K)."""
         pix = self.pixels(x)
-        labels = torch.zeros(pix.shape[0], self.num_classes * self.label_copies,
-                             device=pix.device, dtype=pix.dtype)
+        labels = torch.zeros(pix.shape[0], self.num_classes * self.label_copies, device=pix.device, dtype=pix.dtype)
         counts = torch.zeros(pix.shape[0], self.num_classes, device=pix.device, dtype=pix.dtype)
         for _ in range(self.gibbs_steps):
             h = self.sample_hidden(torch.cat([pix, labels], 1))
@@ -167,5 +179,7 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
 
     def extra_repr(self) -> str:
         v, h = self.weight.shape
-        return (f"visible={v} ({self.n_pixels} pixels + {self.num_classes}x{self.label_copies} labels), "
-                f"hidden={h}, p={self.p}, sampler={self.sampler}, gibbs_steps={self.gibbs_steps}")
+        return (
+            f"visible={v} ({self.n_pixels} pixels + {self.num_classes}x{self.label_copies} labels), "
+            f"hidden={h}, p={self.p}, sampler={self.sampler}, gibbs_steps={self.gibbs_steps}"
+        )

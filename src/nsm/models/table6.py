@@ -32,8 +32,7 @@ from torch import nn
 
 from ..nn.estimators import make_estimator
 from ..nn.layers import Binarize, MaxPool2d, NSMConv2d, NSMLinear, SignSTE, nsm_layers
-from .baselines import (BinaryConv2d, BinaryLinear, MCDropout, NoisyReLU, SigmoidBernoulli, SignUnit,
-                        WNConv2d, WNLinear)
+from .baselines import BinaryConv2d, BinaryLinear, MCDropout, NoisyReLU, SigmoidBernoulli, SignUnit, WNConv2d, WNLinear
 from .registry import register_model
 from .s2m import SynapticSamplingMachine
 
@@ -49,8 +48,18 @@ def _table6_flat(in_shape) -> int:
     return 64 * h * w
 
 
-def table6(in_shape, num_classes, *, conv, fc, unit, binary_input: bool, hidden: int = 512,
-           first_conv=None, inputs: Optional[nn.Module] = None) -> nn.Sequential:
+def table6(
+    in_shape,
+    num_classes,
+    *,
+    conv,
+    fc,
+    unit,
+    binary_input: bool,
+    hidden: int = 512,
+    first_conv=None,
+    inputs: Optional[nn.Module] = None,
+) -> nn.Sequential:
     """SI Table 6 from parts: ``conv(c_in, c_out, k)``, ``fc(n_in, n_out)`` and
     ``unit(n, is_conv)`` (the modules after each hidden layer, a list); ``first_conv`` (default
     ``conv``) builds the first layer; ``inputs`` replaces the input binarizer."""
@@ -58,24 +67,31 @@ def table6(in_shape, num_classes, *, conv, fc, unit, binary_input: bool, hidden:
         inputs = Binarize()
     return nn.Sequential(
         *([] if inputs is None else [inputs]),
-        (first_conv or conv)(in_shape[0], 32, 5), *unit(32, True), MaxPool2d(2),
-        conv(32, 64, 5), *unit(64, True), MaxPool2d(2),
+        (first_conv or conv)(in_shape[0], 32, 5),
+        *unit(32, True),
+        MaxPool2d(2),
+        conv(32, 64, 5),
+        *unit(64, True),
+        MaxPool2d(2),
         nn.Flatten(),
-        fc(_table6_flat(in_shape), hidden), *unit(hidden, False),
+        fc(_table6_flat(in_shape), hidden),
+        *unit(hidden, False),
         nn.Linear(hidden, num_classes),
     )
 
 
 def _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha):
-    common = dict(noise=noise, sigma=sigma, sampler=sampler, estimator=estimator,
-                  temperature=temperature, alpha=alpha)
+    common = dict(noise=noise, sigma=sigma, sampler=sampler, estimator=estimator, temperature=temperature, alpha=alpha)
     # A relaxed estimator outputs 2X - 1; the next layer takes its sign (identity gradient).
     relaxed = getattr(make_estimator(estimator, temperature=temperature, alpha=alpha), "relaxed", False)
     conv_sampler = "neuron" if sampler == "synapse" else sampler  # convolutions share filters
-    return (lambda i, o, k, variance="norm": NSMConv2d(i, o, k, variance=variance,
-                                                       **dict(common, sampler=conv_sampler, p=p_conv)),
-            lambda i, o: NSMLinear(i, o, **dict(common, p=p_fc)),
-            lambda n, is_conv: [SignSTE()] if relaxed else [])
+    return (
+        lambda i, o, k, variance="norm": NSMConv2d(
+            i, o, k, variance=variance, **dict(common, sampler=conv_sampler, p=p_conv)
+        ),
+        lambda i, o: NSMLinear(i, o, **dict(common, p=p_fc)),
+        lambda n, is_conv: [SignSTE()] if relaxed else [],
+    )
 
 
 class Centre(nn.Module):
@@ -85,9 +101,21 @@ class Centre(nn.Module):
         return 2 * x - 1
 
 
-def table6_nsm(in_shape, num_classes, *, noise="bernoulli", p_conv=0.25, p_fc=0.5, sigma=1.0,
-               sampler=None, estimator="prob", temperature=None, alpha=None,
-               hidden=512, real_input: bool = False) -> nn.Sequential:
+def table6_nsm(
+    in_shape,
+    num_classes,
+    *,
+    noise="bernoulli",
+    p_conv=0.25,
+    p_fc=0.5,
+    sigma=1.0,
+    sampler=None,
+    estimator="prob",
+    temperature=None,
+    alpha=None,
+    hidden=512,
+    real_input: bool = False,
+) -> nn.Sequential:
     """The SI Table 6 network of NSM units (bNSM or gNSM).
 
     ``real_input=True``: the first NSM layer reads the grey levels 2x - 1 instead of
@@ -96,14 +124,30 @@ def table6_nsm(in_shape, num_classes, *, noise="bernoulli", p_conv=0.25, p_fc=0.
     conv, fc, unit = _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha)
     if not real_input:
         return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=True, hidden=hidden)
-    return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=False, hidden=hidden,
-                  first_conv=lambda i, o, k: conv(i, o, k, variance="exact"), inputs=Centre())
+    return table6(
+        in_shape,
+        num_classes,
+        conv=conv,
+        fc=fc,
+        unit=unit,
+        binary_input=False,
+        hidden=hidden,
+        first_conv=lambda i, o, k: conv(i, o, k, variance="exact"),
+        inputs=Centre(),
+    )
 
 
 def table6_dcnn(in_shape, num_classes, *, hidden=512) -> nn.Sequential:
     """The SI Table 6 network with deterministic ReLU units (dCNN)."""
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=lambda n, c: [nn.ReLU()],
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=lambda n, c: [nn.ReLU()],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
 def fc_nsm(in_shape, num_classes, *, widths=(300, 300, 300), unit=None, p=0.5, **options) -> nn.Sequential:
@@ -123,12 +167,14 @@ def fc_nsm(in_shape, num_classes, *, widths=(300, 300, 300), unit=None, p=0.5, *
 def _fixed(name: str, options: dict, **fixed) -> dict:
     taken = sorted(set(options) & set(fixed))
     if taken:
-        raise ValueError(f"model {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in taken)}; "
-                         f"use another model to change it")
+        raise ValueError(
+            f"model {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in taken)}; use another model to change it"
+        )
     return {**options, **fixed}
 
 
 # ---------------------------------------------------------------------------- NSM family
+
 
 @register_model("bnsm", "Table 6 network, NSM units, Bernoulli synapses (p=0.25 conv, 0.5 fc)")
 def _bnsm(in_shape, num_classes, **options):
@@ -143,34 +189,44 @@ def _gnsm(in_shape, num_classes, **options):
 # BinConcrete draws its own logistic noise and none of the synapses': the noise model enters only
 # through c in the bias term b / (c ||w||). So bnsm-binconcrete and gnsm-binconcrete are one
 # function under b_g = b_b c_g / c_b; both are kept (the paper names both), and say so.
-_SAME_BC = ("; draws no synaptic noise: the same network as {other} with the bias scaled by the ratio "
-            "of their c = sqrt(2 Var[xi])")
+_SAME_BC = (
+    "; draws no synaptic noise: the same network as {other} with the bias scaled by the ratio "
+    "of their c = sqrt(2 Var[xi])"
+)
 
 
-@register_model("bnsm-real", "bNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead "
-                "of sgn(2x - 1)")
+@register_model(
+    "bnsm-real", "bNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead of sgn(2x - 1)"
+)
 def _bnsm_real(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes, **_fixed("bnsm-real", options, noise="bernoulli", real_input=True))
 
 
-@register_model("gnsm-real", "gNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead "
-                "of sgn(2x - 1)")
+@register_model(
+    "gnsm-real", "gNSM whose first layer reads the grey levels 2x - 1 (variance exact) instead of sgn(2x - 1)"
+)
 def _gnsm_real(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes, **_fixed("gnsm-real", options, noise="gaussian", real_input=True))
 
 
-@register_model("bnsm-binconcrete", "bNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)"
-                + _SAME_BC.format(other="gnsm-binconcrete"))
+@register_model(
+    "bnsm-binconcrete",
+    "bNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)" + _SAME_BC.format(other="gnsm-binconcrete"),
+)
 def _bnsm_bc(in_shape, num_classes, **options):
-    return table6_nsm(in_shape, num_classes,
-                      **_fixed("bnsm-binconcrete", options, noise="bernoulli", estimator="binconcrete"))
+    return table6_nsm(
+        in_shape, num_classes, **_fixed("bnsm-binconcrete", options, noise="bernoulli", estimator="binconcrete")
+    )
 
 
-@register_model("gnsm-binconcrete", "gNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)"
-                + _SAME_BC.format(other="bnsm-binconcrete"))
+@register_model(
+    "gnsm-binconcrete",
+    "gNSM trained through the BinConcrete relaxation (SI 4.6, eq. 14)" + _SAME_BC.format(other="bnsm-binconcrete"),
+)
 def _gnsm_bc(in_shape, num_classes, **options):
-    return table6_nsm(in_shape, num_classes,
-                      **_fixed("gnsm-binconcrete", options, noise="gaussian", estimator="binconcrete"))
+    return table6_nsm(
+        in_shape, num_classes, **_fixed("gnsm-binconcrete", options, noise="gaussian", estimator="binconcrete")
+    )
 
 
 @register_model("ste", "bNSM trained with the straight-through estimator (identity through sgn)")
@@ -178,8 +234,9 @@ def _ste(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes, **_fixed("ste", options, noise="bernoulli", estimator="ste"))
 
 
-@register_model("bn", "binary network (not batch norm): noise-free sgn units of the bNSM, trained "
-                "through erf", stochastic=False)
+@register_model(
+    "bn", "binary network (not batch norm): noise-free sgn units of the bNSM, trained through erf", stochastic=False
+)
 def _bn(in_shape, num_classes, **options):
     model = table6_nsm(in_shape, num_classes, **_fixed("bn", options, noise="bernoulli"))
     for layer in nsm_layers(model):
@@ -194,16 +251,25 @@ def _bnsm_fc(in_shape, num_classes, **options):
 
 # ---------------------------------------------------------------------------- baselines
 
+
 @register_model("dcnn", "Table 6 network, deterministic ReLU units, real-valued inputs", stochastic=False)
 def _dcnn(in_shape, num_classes, **options):
     return table6_dcnn(in_shape, num_classes, **options)
 
 
-@register_model("sigmoid", "Table 6 network, deterministic sigmoid units, real-valued inputs (SI 4.11)",
-                stochastic=False)
+@register_model(
+    "sigmoid", "Table 6 network, deterministic sigmoid units, real-valued inputs (SI 4.11)", stochastic=False
+)
 def _sigmoid(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=lambda n, c: [nn.Sigmoid()],
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=lambda n, c: [nn.Sigmoid()],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
 def _bn_then(unit: Callable[[], nn.Module]):
@@ -214,60 +280,115 @@ def _bn_then(unit: Callable[[], nn.Module]):
 # weight-normalized network): the same Table 6 network with weight or batch normalization.
 @register_model("dcnn-wn", "dCNN with weight normalization (w = g v/||v||)", stochastic=False)
 def _dcnn_wn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear, unit=lambda n, c: [nn.ReLU()],
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=WNConv2d,
+        fc=WNLinear,
+        unit=lambda n, c: [nn.ReLU()],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
 @register_model("dcnn-bn", "dCNN with batch normalization before each ReLU", stochastic=False)
 def _dcnn_bn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.ReLU),
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.ReLU), binary_input=False, hidden=hidden
+    )
 
 
 @register_model("sigmoid-wn", "the sigmoid network with weight normalization", stochastic=False)
 def _sigmoid_wn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear, unit=lambda n, c: [nn.Sigmoid()],
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=WNConv2d,
+        fc=WNLinear,
+        unit=lambda n, c: [nn.Sigmoid()],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
-@register_model("sigmoid-bn", "the sigmoid network with batch normalization before each sigmoid",
-                stochastic=False)
+@register_model("sigmoid-bn", "the sigmoid network with batch normalization before each sigmoid", stochastic=False)
 def _sigmoid_bn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=_bn_then(nn.Sigmoid),
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=_bn_then(nn.Sigmoid),
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
-@register_model("dcnn-mcdropout", "dCNN with dropout kept on at test time after each hidden layer "
-                "(MC dropout; p=0.1 conv, 0.5 fc)")
+@register_model(
+    "dcnn-mcdropout", "dCNN with dropout kept on at test time after each hidden layer (MC dropout; p=0.1 conv, 0.5 fc)"
+)
 def _dcnn_mcdropout(in_shape, num_classes, hidden=512, p_conv=0.1, p_fc=0.5):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear,
-                  unit=lambda n, c: [nn.ReLU(), MCDropout(p_conv if c else p_fc)],
-                  binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=lambda n, c: [nn.ReLU(), MCDropout(p_conv if c else p_fc)],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
-@register_model("bd", "deterministic binary: sgn units, straight-through (identity) gradient",
-                stochastic=False)
+@register_model("bd", "deterministic binary: sgn units, straight-through (identity) gradient", stochastic=False)
 def _bd(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear, unit=lambda n, c: [SignUnit()],
-                  binary_input=True, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=lambda n, c: [SignUnit()],
+        binary_input=True,
+        hidden=hidden,
+    )
 
 
 @register_model("wbd", "BD with weight normalization (w = g v/||v||)", stochastic=False)
 def _wbd(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear, unit=lambda n, c: [SignUnit()],
-                  binary_input=True, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=WNConv2d,
+        fc=WNLinear,
+        unit=lambda n, c: [SignUnit()],
+        binary_input=True,
+        hidden=hidden,
+    )
 
 
 @register_model("sn", "noisy rectifiers ReLU(u + N(0, 0.1^2)) with weight normalization, real inputs")
 def _sn(in_shape, num_classes, hidden=512, sigma=0.1):
-    return table6(in_shape, num_classes, conv=WNConv2d, fc=WNLinear,
-                  unit=lambda n, c: [NoisyReLU(sigma)], binary_input=False, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=WNConv2d,
+        fc=WNLinear,
+        unit=lambda n, c: [NoisyReLU(sigma)],
+        binary_input=False,
+        hidden=hidden,
+    )
 
 
 @register_model("stnn", "stochastic binary units, P(+1) = sigmoid(u), no weight norm, probability gradient")
 def _stnn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=nn.Conv2d, fc=nn.Linear,
-                  unit=lambda n, c: [SigmoidBernoulli()], binary_input=True, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=nn.Conv2d,
+        fc=nn.Linear,
+        unit=lambda n, c: [SigmoidBernoulli()],
+        binary_input=True,
+        hidden=hidden,
+    )
 
 
 @register_model("stnn-fc", "784-300-300-300 fully connected StNN (SI 4.5, the W3 figure)")
@@ -275,15 +396,21 @@ def _stnn_fc(in_shape, num_classes, widths=(300, 300, 300)):
     return fc_nsm(in_shape, num_classes, widths=widths, unit=SigmoidBernoulli)
 
 
-@register_model("bnn", "binarized weights and activations (Courbariaux & Hubara 2016), batch norm, "
-                "clipped STE", stochastic=False)
+@register_model(
+    "bnn", "binarized weights and activations (Courbariaux & Hubara 2016), batch norm, clipped STE", stochastic=False
+)
 def _bnn(in_shape, num_classes, hidden=512):
-    return table6(in_shape, num_classes, conv=BinaryConv2d, fc=BinaryLinear,
-                  unit=_bn_then(lambda: SignUnit(clip=True)),
-                  binary_input=True, hidden=hidden)
+    return table6(
+        in_shape,
+        num_classes,
+        conv=BinaryConv2d,
+        fc=BinaryLinear,
+        unit=_bn_then(lambda: SignUnit(clip=True)),
+        binary_input=True,
+        hidden=hidden,
+    )
 
 
 @register_model("s2m", "Synaptic Sampling Machine: RBM with blank-out synapses, CD-1 (fully connected)")
 def _s2m(in_shape, num_classes, **options):
     return SynapticSamplingMachine(in_shape[0] * in_shape[1] * in_shape[2], num_classes, **options)
-

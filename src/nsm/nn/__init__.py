@@ -13,5 +13,19 @@ from .layers import Binarize, MaxPool2d, NSMConv2d, NSMLayer, NSMLinear, SignSTE
 from .mc import forward_mode, mc_predict, mc_sample_probs
 from .noise import NOISES, Noise
 
-__all__ = ["NSMLinear", "NSMConv2d", "NSMLayer", "Binarize", "SignSTE", "MaxPool2d", "Noise", "NOISES",
-           "SAMPLERS", "ESTIMATORS", "set_generator", "mc_predict", "mc_sample_probs", "forward_mode"]
+__all__ = [
+    "NSMLinear",
+    "NSMConv2d",
+    "NSMLayer",
+    "Binarize",
+    "SignSTE",
+    "MaxPool2d",
+    "Noise",
+    "NOISES",
+    "SAMPLERS",
+    "ESTIMATORS",
+    "set_generator",
+    "mc_predict",
+    "mc_sample_probs",
+    "forward_mode",
+]

@@ -12,9 +12,9 @@ from typing import Callable, Optional
 
 import torch
 
+from ..utils.registry import Registry, name_of
 from .functional import sign, sign_prob, sign_ste
 from .noise import rng
-from ..utils.registry import Registry, name_of
 
 __all__ = ["ESTIMATORS", "make_estimator", "ProbEstimator", "STEEstimator", "BinConcreteEstimator", "ALPHAS"]
 
@@ -86,8 +86,12 @@ class BinConcreteEstimator:
     relaxed = True
 
     def __init__(self, temperature: float = 1.0, alpha: str = "probability", **_):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not float(temperature) > 0 or not math.isfinite(temperature):
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not float(temperature) > 0
+            or not math.isfinite(temperature)
+        ):
             raise ValueError(f"binconcrete temperature must be a finite number > 0, got {temperature!r}")
         if alpha not in ALPHAS:
             raise ValueError(f"binconcrete alpha must be one of {ALPHAS}, got {alpha!r}")
@@ -119,8 +123,10 @@ def make_estimator(estimator, *, temperature: Optional[float] = None, alpha: Opt
     with any other estimator they would do nothing, so they are refused.
     """
     if isinstance(estimator, type):
-        raise TypeError(f"estimator {estimator.__name__} is a class; pass an instance "
-                        f"({estimator.__name__}()) or a name ({', '.join(ESTIMATORS.names())})")
+        raise TypeError(
+            f"estimator {estimator.__name__} is a class; pass an instance "
+            f"({estimator.__name__}()) or a name ({', '.join(ESTIMATORS.names())})"
+        )
     options = {k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None}
     if isinstance(estimator, str):
         factory = ESTIMATORS.get(estimator)
@@ -131,6 +137,7 @@ def make_estimator(estimator, *, temperature: Optional[float] = None, alpha: Opt
         est = ESTIMATORS.get(estimator)
     if options:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        raise ValueError(f"{given}: options of estimator 'binconcrete' only, which estimator "
-                         f"{name_of(est)!r} does not use")
+        raise ValueError(
+            f"{given}: options of estimator 'binconcrete' only, which estimator {name_of(est)!r} does not use"
+        )
     return est

@@ -29,13 +29,26 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .noise import NOISES, Noise, make_noise, rng
 from ..utils.registry import Registry
+from .noise import NOISES, Noise, make_noise, rng
 
 __all__ = [
-    "Noise", "NOISES", "SAMPLERS", "MODES", "VARIANCES", "Pass",
-    "make_noise", "make_sampler",
-    "sign", "sign_ste", "sign_prob", "binarize_input", "drive", "firing_probability", "row_norms", "nsm_forward",
+    "Noise",
+    "NOISES",
+    "SAMPLERS",
+    "MODES",
+    "VARIANCES",
+    "Pass",
+    "make_noise",
+    "make_sampler",
+    "sign",
+    "sign_ste",
+    "sign_prob",
+    "binarize_input",
+    "drive",
+    "firing_probability",
+    "row_norms",
+    "nsm_forward",
 ]
 
 Op = Callable[[Tensor, Tensor], Tensor]
@@ -199,8 +212,9 @@ class Pass:
     computed on first use (under the autograd mode active then).
     """
 
-    def __init__(self, x, weight, magnitude, bias, noise: Noise, op: Op, variance: str,
-                 copies: int = 1, padded: bool = False):
+    def __init__(
+        self, x, weight, magnitude, bias, noise: Noise, op: Op, variance: str, copies: int = 1, padded: bool = False
+    ):
         self.x, self.weight, self.magnitude, self.bias = x, weight, magnitude, bias
         self.noise, self.op, self.variance, self.padded = noise, op, variance, padded
         self._wnorm: Optional[Tensor] = None
@@ -240,8 +254,9 @@ class Pass:
     @property
     def wnorm(self) -> Tensor:
         if self._wnorm is None:
-            self._wnorm = weight_norm(self.x, self.weight, self.op, self.variance, self.magnitude.shape,
-                                      padded=self.padded)
+            self._wnorm = weight_norm(
+                self.x, self.weight, self.op, self.variance, self.magnitude.shape, padded=self.padded
+            )
         return self._wnorm
 
     @property
@@ -299,8 +314,9 @@ def sample_synapse(x: Tensor, weight: Tensor, ps: Pass, generator=None) -> Tenso
     shape (..., out, in), so memory grows as batch x out x in.
     """
     if weight.dim() != 2:
-        raise ValueError("sampler 'synapse' works for fully connected layers only; "
-                         "use 'neuron' or 'probability' for convolutions")
+        raise ValueError(
+            "sampler 'synapse' works for fully connected layers only; use 'neuron' or 'probability' for convolutions"
+        )
     xi = ps.noise.sample(ps.s.shape + weight.shape[1:], like=x, generator=generator)  # (..., out, in)
     u = torch.einsum("...oi,oi,...i->...o", xi, weight, x)
     return _add_bias(u + ps.a * ps.s, ps.bias)

@@ -14,16 +14,26 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
-from . import functional as NF
-from .estimators import make_estimator
 from ..utils.checks import check_int
 from ..utils.registry import name_of
+from . import functional as NF
+from .estimators import make_estimator
 
-__all__ = ["NSMLinear", "NSMConv2d", "Binarize", "SignSTE", "MaxPool2d", "NSMLayer", "Stochastic",
-           "nsm_layers", "stochastic_layers", "set_generator"]
+__all__ = [
+    "NSMLinear",
+    "NSMConv2d",
+    "Binarize",
+    "SignSTE",
+    "MaxPool2d",
+    "NSMLayer",
+    "Stochastic",
+    "nsm_layers",
+    "stochastic_layers",
+    "set_generator",
+]
 
 
 class Stochastic:
@@ -58,21 +68,25 @@ class NSMLayer(Stochastic):
     bias: Optional[Tensor]
     magnitude: nn.Parameter
 
-    def _setup_nsm(self, noise, p, sigma, sampler, estimator, temperature, alpha, variance,
-                   generator, conv: bool) -> None:
+    def _setup_nsm(
+        self, noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv: bool
+    ) -> None:
         self.noise = NF.make_noise(noise, p=p, sigma=sigma)
         self.estimator = make_estimator(estimator, temperature=temperature, alpha=alpha)
         if not getattr(self.estimator, "needs_sample", True):
             if sampler is not None:  # e.g. BinConcrete: its relaxation draws its own noise
-                raise ValueError(f"estimator {name_of(self.estimator)!r} draws no synaptic noise, so a sampler "
-                                 f"does nothing; leave sampler unset (got sampler={name_of(sampler)!r})")
+                raise ValueError(
+                    f"estimator {name_of(self.estimator)!r} draws no synaptic noise, so a sampler "
+                    f"does nothing; leave sampler unset (got sampler={name_of(sampler)!r})"
+                )
             self.sampler = None
         else:
             self.sampler = NF.make_sampler("neuron" if sampler is None else sampler)
         if conv and self.sampler is NF.sample_synapse:
             raise ValueError(
                 "sampler 'synapse' (one noise draw per synapse) is not available for convolutions, "
-                "whose synapses share their weights; use sampler='neuron' or 'probability'")
+                "whose synapses share their weights; use sampler='neuron' or 'probability'"
+            )
         if variance not in NF.VARIANCES:
             raise ValueError(f"variance must be one of {NF.VARIANCES}, got {variance!r}")
         self.variance = variance
@@ -89,23 +103,37 @@ class NSMLayer(Stochastic):
 
     def _check_input(self, x) -> None:
         if not isinstance(x, Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}; "
-                            f"convert it with torch.as_tensor(x, dtype=torch.float32)")
+            raise TypeError(
+                f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}; "
+                f"convert it with torch.as_tensor(x, dtype=torch.float32)"
+            )
         self._check(x)
         g = self.generator
         if g is not None and g.device.type != x.device.type:
-            raise ValueError(f"{type(self).__name__}'s generator is on {g.device} but the input is on {x.device}: "
-                             f"a torch.Generator cannot be moved; give the layer a generator on {x.device}")
+            raise ValueError(
+                f"{type(self).__name__}'s generator is on {g.device} but the input is on {x.device}: "
+                f"a torch.Generator cannot be moved; give the layer a generator on {x.device}"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         x, op = self._prepare(x)
         bias = None if self.bias is None else self.bias.view(self._shape)
         return NF.nsm_forward(
-            x, self.weight, self.magnitude.view(self._shape), bias, op=op, noise=self.noise,
-            sampler=self.sampler, estimator=self.estimator, variance=self.variance,
-            mode=self.fixed_mode or self.mode, generator=self.generator, copies=self.copies,
-            padded=self._padded)
+            x,
+            self.weight,
+            self.magnitude.view(self._shape),
+            bias,
+            op=op,
+            noise=self.noise,
+            sampler=self.sampler,
+            estimator=self.estimator,
+            variance=self.variance,
+            mode=self.fixed_mode or self.mode,
+            generator=self.generator,
+            copies=self.copies,
+            padded=self._padded,
+        )
 
     def drive(self, x: Tensor) -> Tensor:
         """t = E[u] / sqrt(2 Var[u]), so that P(z = +1) = 1/2 (1 + erf(t)); shaped like the output."""
@@ -121,8 +149,11 @@ class NSMLayer(Stochastic):
 
     def extra_repr(self) -> str:
         sampler = "" if self.sampler is None else f", sampler={name_of(self.sampler)}"
-        return (super().extra_repr() + f", noise={self.noise}{sampler}, estimator={self.estimator!r}"
-                + ("" if self.variance == "norm" else f", variance={self.variance}"))
+        return (
+            super().extra_repr()
+            + f", noise={self.noise}{sampler}, estimator={self.estimator!r}"
+            + ("" if self.variance == "norm" else f", variance={self.variance}")
+        )
 
 
 _NSM_DOC = """
@@ -148,20 +179,35 @@ _NSM_DOC = """
 
 
 class NSMLinear(NSMLayer, nn.Linear):
-    __doc__ = """Fully connected NSM layer: z_i = sgn(sum_j (xi_ij + a_i) w_ij z_j + b_i).
+    __doc__ = (
+        """Fully connected NSM layer: z_i = sgn(sum_j (xi_ij + a_i) w_ij z_j + b_i).
 
     Parameters: ``weight`` (out, in), ``magnitude`` beta (out,), starting at 1, ``bias`` (out,).
     ``firing_probability(x)`` gives P(z = +1 | x) = 1/2 (1 + erf(beta w.x/||w|| + b/(c||w||))).
-    """ + _NSM_DOC
+    """
+        + _NSM_DOC
+    )
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 noise="bernoulli", p: float = 0.5, sigma: float = 1.0, sampler=None,
-                 estimator="prob", temperature: Optional[float] = None, alpha: Optional[str] = None,
-                 variance: str = "norm", generator: Optional[torch.Generator] = None,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        noise="bernoulli",
+        p: float = 0.5,
+        sigma: float = 1.0,
+        sampler=None,
+        estimator="prob",
+        temperature: Optional[float] = None,
+        alpha: Optional[str] = None,
+        variance: str = "norm",
+        generator: Optional[torch.Generator] = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         check_int("in_features", in_features), check_int("out_features", out_features)
-        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance,
-                        generator, conv=False)
+        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv=False)
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._shape = (out_features,)
         self.magnitude = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
@@ -169,15 +215,15 @@ class NSMLinear(NSMLayer, nn.Linear):
 
     def _check(self, x: Tensor) -> None:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"NSMLinear expects inputs of shape (..., {self.in_features}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"NSMLinear expects inputs of shape (..., {self.in_features}), got {tuple(x.shape)}")
 
     def _prepare(self, x: Tensor):
         return x, F.linear
 
 
 class NSMConv2d(NSMLayer, nn.Conv2d):
-    __doc__ = """2-D convolutional NSM layer (SI 4.3, eqs. 9-11).
+    __doc__ = (
+        """2-D convolutional NSM layer (SI 4.3, eqs. 9-11).
 
     Parameters: ``weight`` (C_out, C_in/groups, kH, kW), ``magnitude`` beta (C_out,), one per
     output channel, starting at 1, ``bias`` (C_out,). ||w_k|| is taken over a whole filter,
@@ -186,19 +232,49 @@ class NSMConv2d(NSMLayer, nn.Conv2d):
     (``conv(1, w^2)``), and every sampler fires at that law. With ``padding_mode`` reflect,
     replicate or circular the input is padded before the noise is drawn, so each padded
     position is a synapse of its own. ``sampler="synapse"`` is not available (shared filters).
-    """ + _NSM_DOC
+    """
+        + _NSM_DOC
+    )
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-                 noise="bernoulli", p: float = 0.5, sigma: float = 1.0, sampler=None,
-                 estimator="prob", temperature: Optional[float] = None, alpha: Optional[str] = None,
-                 variance: str = "norm", generator: Optional[torch.Generator] = None,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        noise="bernoulli",
+        p: float = 0.5,
+        sigma: float = 1.0,
+        sampler=None,
+        estimator="prob",
+        temperature: Optional[float] = None,
+        alpha: Optional[str] = None,
+        variance: str = "norm",
+        generator: Optional[torch.Generator] = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         check_int("in_channels", in_channels), check_int("out_channels", out_channels)
-        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance,
-                        generator, conv=True)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, device=device, dtype=dtype)
+        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv=True)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=dtype,
+        )
         self._shape = (out_channels, 1, 1)
         pads = self.padding != "valid" and (self.padding == "same" or any(self.padding))
         self._padded = pads and padding_mode == "zeros"
@@ -207,8 +283,10 @@ class NSMConv2d(NSMLayer, nn.Conv2d):
 
     def _check(self, x: Tensor) -> None:
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
-            raise ValueError(f"NSMConv2d expects inputs of shape (N, {self.in_channels}, H, W) "
-                             f"or ({self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"NSMConv2d expects inputs of shape (N, {self.in_channels}, H, W) "
+                f"or ({self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
 
     def _prepare(self, x: Tensor):
         if self.padding_mode == "zeros":
@@ -232,13 +310,22 @@ class MaxPool2d(nn.MaxPool2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (torch.is_grad_enabled() or x.dim() != 4 or self.kernel_size not in (2, (2, 2))
-                or self.stride not in (2, (2, 2)) or self.padding not in (0, (0, 0))
-                or self.dilation not in (1, (1, 1)) or self.ceil_mode or self.return_indices):
+        if (
+            torch.is_grad_enabled()
+            or x.dim() != 4
+            or self.kernel_size not in (2, (2, 2))
+            or self.stride not in (2, (2, 2))
+            or self.padding not in (0, (0, 0))
+            or self.dilation not in (1, (1, 1))
+            or self.ceil_mode
+            or self.return_indices
+        ):
             return super().forward(x)
         h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
-                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+        return torch.maximum(
+            torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+            torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]),
+        )
 
 
 class Binarize(nn.Module):
@@ -263,7 +350,6 @@ def nsm_layers(model: nn.Module):
 def stochastic_layers(model: nn.Module):
     """Every module with noise (NSM layers and stochastic baseline units), in order."""
     return [m for m in model.modules() if isinstance(m, Stochastic)]
-
 
 
 def set_generator(model: nn.Module, generator: Optional[torch.Generator]) -> nn.Module:

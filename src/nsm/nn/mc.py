@@ -24,9 +24,9 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from ..utils.checks import check_int
 from .functional import MODES
 from .layers import stochastic_layers
-from ..utils.checks import check_int
 
 __all__ = ["forward_mode", "mc_predict", "mc_sample_probs", "accuracy", "error_rate"]
 
@@ -61,8 +61,10 @@ def _default_pass(x: Tensor, max_pass: Optional[int]) -> Optional[int]:
 
 def _check(x: Tensor, n_samples: int, max_pass: int) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor batch (N, ...), got {type(x).__name__}; "
-                        f"convert it with torch.as_tensor(x, dtype=torch.float32)")
+        raise TypeError(
+            f"x must be a torch.Tensor batch (N, ...), got {type(x).__name__}; "
+            f"convert it with torch.as_tensor(x, dtype=torch.float32)"
+        )
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch tensor (N, ...), got {tuple(x.shape)}")
     check_int("n_samples", n_samples), check_int("max_pass", max_pass)
@@ -70,9 +72,11 @@ def _check(x: Tensor, n_samples: int, max_pass: int) -> None:
         bad = ~torch.isfinite(x)
         if bool(bad.any()):
             rows = bad.flatten(1).any(1).nonzero().flatten() if x.dim() > 1 else bad.nonzero().flatten()
-            raise ValueError(f"x has {int(bad.sum())} non-finite value(s) (NaN or inf) in "
-                             f"{rows.numel()} example(s), the first at index {int(rows[0])}; an NSM would "
-                             f"turn them into states: clean the input first")
+            raise ValueError(
+                f"x has {int(bad.sum())} non-finite value(s) (NaN or inf) in "
+                f"{rows.numel()} example(s), the first at index {int(rows[0])}; an NSM would "
+                f"turn them into states: clean the input first"
+            )
 
 
 def _run(model: nn.Module, rep: Tensor, shape: tuple, k: int) -> Tensor:
@@ -83,19 +87,24 @@ def _run(model: nn.Module, rep: Tensor, shape: tuple, k: int) -> Tensor:
     except (RuntimeError, ValueError, TypeError) as exc:
         if type(exc) not in (RuntimeError, ValueError, TypeError):
             raise  # a subclass may not take one message
-        raise type(exc)(f"the model failed on the input of shape {shape} (evaluated as {k} stacked "
-                        f"copies, shape {tuple(rep.shape)}): {exc}") from exc
+        raise type(exc)(
+            f"the model failed on the input of shape {shape} (evaluated as {k} stacked "
+            f"copies, shape {tuple(rep.shape)}): {exc}"
+        ) from exc
     if not isinstance(logits, Tensor):
-        raise TypeError(f"the model returned a {type(logits).__name__}; mc_predict needs a model that "
-                        f"returns one tensor of logits (N, classes)")
+        raise TypeError(
+            f"the model returned a {type(logits).__name__}; mc_predict needs a model that "
+            f"returns one tensor of logits (N, classes)"
+        )
     if logits.dim() < 1 or logits.shape[0] != rep.shape[0]:
-        raise ValueError(f"the model returned logits of shape {tuple(logits.shape)} for {rep.shape[0]} "
-                         f"examples; expected ({rep.shape[0]}, classes)")
+        raise ValueError(
+            f"the model returned logits of shape {tuple(logits.shape)} for {rep.shape[0]} "
+            f"examples; expected ({rep.shape[0]}, classes)"
+        )
     return logits
 
 
-def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: int
-            ) -> Iterator[tuple[slice, Tensor]]:
+def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: int) -> Iterator[tuple[slice, Tensor]]:
     """Yield (rows, probs) with probs of shape (k, n, K): k samples of rows ``rows`` of x."""
     n_total = x.shape[0]
     if mode != "sample":
@@ -119,8 +128,9 @@ def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: in
                 done += k
 
 
-def mc_predict(model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str = "sample",
-               max_pass: Optional[int] = None) -> Tensor:
+def mc_predict(
+    model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str = "sample", max_pass: Optional[int] = None
+) -> Tensor:
     """Mean over ``n_samples`` stochastic passes of softmax(model(x)): (N, K) probabilities.
 
     ``max_pass`` bounds the examples in one forward pass (memory grows linearly with it);
@@ -141,8 +151,9 @@ def mc_predict(model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str =
     return out / count
 
 
-def mc_sample_probs(model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str = "sample",
-                    max_pass: Optional[int] = None) -> Tensor:
+def mc_sample_probs(
+    model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str = "sample", max_pass: Optional[int] = None
+) -> Tensor:
     """Every pass's softmax, (S, N, K): for uncertainty measures that need the samples."""
     max_pass = _default_pass(x, max_pass)
     _check(x, n_samples, max_pass)

@@ -63,8 +63,9 @@ class Noise:
         level = self.param * 65536.0
         if level == int(level) and not torch.compiler.is_compiling():
             n = math.prod(shape)
-            bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64,
-                                 **rng(generator), device=like.device)
+            bits = torch.randint(
+                -(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, **rng(generator), device=like.device
+            )
             return (bits.view(torch.int16)[:n] < int(level) - 32768).view(shape)
         # compiled: one uniform per element, drawn inside the fused kernel
         u = torch.rand(shape, **rng(generator), device=like.device, dtype=like.dtype)
@@ -98,8 +99,12 @@ def bernoulli_noise(p: float = 0.5, **_) -> Noise:
 @NOISES.register("gaussian")
 def gaussian_noise(sigma: float = 1.0, **_) -> Noise:
     """Gaussian synapses: xi ~ N(1, sigma^2)."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not float(sigma) > 0.0 \
-            or not math.isfinite(sigma):
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float))
+        or not float(sigma) > 0.0
+        or not math.isfinite(sigma)
+    ):
         raise ValueError(f"gaussian noise needs a finite sigma > 0, got sigma={sigma!r}")
     sigma = float(sigma)
     return Noise("gaussian", sigma, 1.0, sigma * sigma)
@@ -113,5 +118,3 @@ def make_noise(noise, *, p: float = 0.5, sigma: float = 1.0) -> Noise:
     if not isinstance(out, Noise):
         raise ValueError(f"noise factory {name_of(noise)} returned {type(out).__name__}, expected nsm.Noise")
     return out
-
-

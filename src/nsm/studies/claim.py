@@ -44,8 +44,7 @@ HEARTBEAT_SECONDS = 30.0
 
 
 def _line() -> bytes:
-    return (f"pid {os.getpid()} on host {socket.gethostname()} since "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n").encode()
+    return (f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n").encode()
 
 
 def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
@@ -160,8 +159,10 @@ def _open_claim(path: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise RuntimeError(f"claim file {path} is a symbolic link; nsm never writes through a link it did "
-                               f"not make: remove the link and run again") from None
+            raise RuntimeError(
+                f"claim file {path} is a symbolic link; nsm never writes through a link it did "
+                f"not make: remove the link and run again"
+            ) from None
         if exc.errno == errno.EISDIR:
             raise RuntimeError(f"claim file {path} is a directory; remove it and run again") from None
         raise
@@ -171,8 +172,9 @@ def _open_claim(path: Path) -> int:
     return fd
 
 
-def claim_run(path: str | os.PathLike, *, steal_after: Optional[float] = None,
-              log=print) -> tuple[Optional[RunClaim], str]:
+def claim_run(
+    path: str | os.PathLike, *, steal_after: Optional[float] = None, log=print
+) -> tuple[Optional[RunClaim], str]:
     """Claim the run whose claim file is ``path``: (the claim, '') if this process now holds it,
     taking over a stale one (saying so with ``log``); (None, holder's line) if a live worker
     holds it. ``steal_after``: seconds without heartbeat after which any claim is stale."""

@@ -99,8 +99,18 @@ from ..nn.layers import NSMLayer, Stochastic, stochastic_layers
 from ..nn.mc import mc_predict
 from ..utils.checks import check_int
 
-__all__ = ["DeviceModel", "DeviceNSMLayer", "ReadNoiseLayer", "quantize", "conductance_states",
-           "with_device", "weight_layers", "accuracy_under", "P_MIN", "P_MAX"]
+__all__ = [
+    "DeviceModel",
+    "DeviceNSMLayer",
+    "ReadNoiseLayer",
+    "quantize",
+    "conductance_states",
+    "with_device",
+    "weight_layers",
+    "accuracy_under",
+    "P_MIN",
+    "P_MAX",
+]
 
 P_MIN, P_MAX = 0.01, 0.99  # the per-synapse blank-out probability is clipped to [P_MIN, P_MAX]
 
@@ -115,8 +125,9 @@ def _check_nonneg(name: str, v) -> float:
     return float(v)
 
 
-def conductance_states(levels: int, w_max: float = 1.0, nonlinearity: float = 0.0,
-                       *, dtype=torch.float64, device=None) -> Tensor:
+def conductance_states(
+    levels: int, w_max: float = 1.0, nonlinearity: float = 0.0, *, dtype=torch.float64, device=None
+) -> Tensor:
     """The ``levels`` weight states w_max (2 G_k - 1), increasing (see the module docstring)."""
     levels = check_int("levels", levels, 2, "number of conductance states")
     nonlinearity = _check_nonneg("nonlinearity", nonlinearity)
@@ -184,8 +195,10 @@ class DeviceModel:
         if self.clip_std is not None:
             c = self.clip_std
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-                raise ValueError(f"clip_std must be a finite number > 0 (a multiple of the layer's weight std) "
-                                 f"or None, got clip_std={c!r}")
+                raise ValueError(
+                    f"clip_std must be a finite number > 0 (a multiple of the layer's weight std) "
+                    f"or None, got clip_std={c!r}"
+                )
             if self.levels is None:
                 raise ValueError(f"clip_std={c!r} sets the range of the conductance levels; it needs levels")
             object.__setattr__(self, "clip_std", float(c))
@@ -248,8 +261,13 @@ class DeviceNSMLayer(nn.Module):
     (its ``fixed_mode`` first). Inference only (no gradient).
     """
 
-    def __init__(self, layer: NSMLayer, p: Optional[Tensor] = None, read_noise: float = 0.0,
-                 generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self,
+        layer: NSMLayer,
+        p: Optional[Tensor] = None,
+        read_noise: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
         super().__init__()
         if not isinstance(layer, NSMLayer) or not hasattr(layer, "_prepare"):
             raise ValueError(f"layer must be an NSMLinear or NSMConv2d, got {type(layer).__name__}")
@@ -319,8 +337,10 @@ class DeviceNSMLayer(nn.Module):
     def extra_repr(self) -> str:
         if self.p is None:
             return f"p=nominal, read_noise={self.read_noise:g}"
-        return (f"p=per-synapse (mean {self.p.mean().item():.3g}, std {self.p.std().item():.3g}), "
-                f"read_noise={self.read_noise:g}")
+        return (
+            f"p=per-synapse (mean {self.p.mean().item():.3g}, std {self.p.std().item():.3g}), "
+            f"read_noise={self.read_noise:g}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -345,8 +365,11 @@ def _is_weight_layer(module: nn.Module) -> bool:
 
 
 def _is_bnsm(module: nn.Module) -> bool:
-    return isinstance(module, NSMLayer) and getattr(module.noise, "name", None) == "bernoulli" \
+    return (
+        isinstance(module, NSMLayer)
+        and getattr(module.noise, "name", None) == "bernoulli"
         and hasattr(module, "_prepare")
+    )
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
@@ -368,8 +391,7 @@ def _range(w: Tensor, clip_std: Optional[float]) -> Optional[float]:
     return min(float(w.abs().max()), clip_std * float(w.std()))
 
 
-def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[torch.Generator] = None
-                ) -> nn.Module:
+def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[torch.Generator] = None) -> nn.Module:
     """A deep copy of ``model`` whose weight layers behave like ``device`` (module docstring).
 
     Weights are quantized (if ``device.levels``); bNSM layers get per-synapse p
@@ -383,11 +405,15 @@ def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[to
         raise ValueError(f"device must be an nsm.studies.devices.DeviceModel, got {type(device).__name__}")
     _check_generator(generator)
     if device.p_spread > 0 and not any(_is_bnsm(m) for m in model.modules()):
-        raise ValueError(f"p_spread={device.p_spread:g} applies to Bernoulli (blank-out) NSM layers only, "
-                         f"and the model ({type(model).__name__}) has none; use p_spread=0")
+        raise ValueError(
+            f"p_spread={device.p_spread:g} applies to Bernoulli (blank-out) NSM layers only, "
+            f"and the model ({type(model).__name__}) has none; use p_spread=0"
+        )
     if any(isinstance(m, (DeviceNSMLayer, ReadNoiseLayer)) for m in model.modules()):
-        raise ValueError("model already holds device layers (made by with_device); "
-                         "apply with_device to the original model, with one DeviceModel for all non-idealities")
+        raise ValueError(
+            "model already holds device layers (made by with_device); "
+            "apply with_device to the original model, with one DeviceModel for all non-idealities"
+        )
     out = copy.deepcopy(model)
     if generator is not None:
         for m in out.modules():
@@ -401,8 +427,14 @@ def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[to
             return replaced[id(m)]
         if device.levels is not None:
             with torch.no_grad():
-                m.weight.copy_(quantize(m.weight, device.levels, w_max=_range(m.weight, device.clip_std),
-                                        nonlinearity=device.nonlinearity))
+                m.weight.copy_(
+                    quantize(
+                        m.weight,
+                        device.levels,
+                        w_max=_range(m.weight, device.clip_std),
+                        nonlinearity=device.nonlinearity,
+                    )
+                )
         new = m
         if device.p_spread > 0 and _is_bnsm(m):
             new = DeviceNSMLayer(m, _per_synapse_p(m, device.p_spread, generator), device.read_noise, generator)
@@ -424,9 +456,16 @@ def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[to
 # robustness
 
 
-def accuracy_under(model: nn.Module, x: Tensor, y: Tensor, device_models: Mapping[Hashable, DeviceModel], *,
-                   samples: int, batch_size: int = 500, generator: Optional[torch.Generator] = None
-                   ) -> dict:
+def accuracy_under(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    device_models: Mapping[Hashable, DeviceModel],
+    *,
+    samples: int,
+    batch_size: int = 500,
+    generator: Optional[torch.Generator] = None,
+) -> dict:
     """Test accuracy (in [0, 1]) of :func:`nsm.mc_predict` on ``(x, y)`` under each device model.
 
     One fresh :func:`with_device` copy per entry (in eval mode), its generator seeded from
@@ -436,10 +475,17 @@ def accuracy_under(model: nn.Module, x: Tensor, y: Tensor, device_models: Mappin
     """
     samples = check_int("samples", samples)
     batch_size = check_int("batch_size", batch_size)
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.dim() < 1 or x.shape[0] == 0 \
-            or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must be non-empty tensors with as many rows, got "
-                         f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}")
+    if (
+        not isinstance(x, Tensor)
+        or not isinstance(y, Tensor)
+        or x.dim() < 1
+        or x.shape[0] == 0
+        or x.shape[0] != y.shape[0]
+    ):
+        raise ValueError(
+            f"x and y must be non-empty tensors with as many rows, got "
+            f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}"
+        )
     if not isinstance(device_models, Mapping) or not device_models:
         raise ValueError(f"device_models must be a non-empty dict of DeviceModel, got {device_models!r}")
     for key, dm in device_models.items():
@@ -451,12 +497,12 @@ def accuracy_under(model: nn.Module, x: Tensor, y: Tensor, device_models: Mappin
     where = param.device if param is not None else x.device
     result = {}
     for key, dm in device_models.items():
-        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         gen = torch.Generator(device=where).manual_seed(seed)
         dev = with_device(model, dm, generator=gen).eval()
         correct = 0
         for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             probs = mc_predict(dev, xb, S)
             correct += int((probs.argmax(-1) == yb.to(probs.device)).sum().item())
         result[key] = correct / x.shape[0]

@@ -32,22 +32,31 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import uncertainty as U
+from ..models import build_model
+from ..nn.layers import stochastic_layers
+from ..nn.mc import mc_sample_probs
 from ..training.checkpoint import read_checkpoint
 from ..utils.checks import check_int
 from ..utils.io import atomic_write, save_figure, write_json
-from ..nn.layers import stochastic_layers
-from ..nn.mc import mc_sample_probs
-from ..models import build_model
+from . import uncertainty as U
 
-__all__ = ["load_trained", "evaluate_run", "evaluate_runs", "DEFAULT_ANGLES", "OOD_PAIRS",
-           "LEVELS", "CLIP_STD", "P_SPREADS", "READ_NOISES"]
+__all__ = [
+    "load_trained",
+    "evaluate_run",
+    "evaluate_runs",
+    "DEFAULT_ANGLES",
+    "OOD_PAIRS",
+    "LEVELS",
+    "CLIP_STD",
+    "P_SPREADS",
+    "READ_NOISES",
+]
 
 DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_PAIRS = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
-LEVELS = (2, 3, 4, 8, 16, 32)           # conductance levels swept (plus full precision)
-NONLINEAR = 3.0                         # nonlinearity of the second quantization curve
-CLIP_STD = 2.0                          # range +-CLIP_STD * std(w) of the third quantization sweep
+LEVELS = (2, 3, 4, 8, 16, 32)  # conductance levels swept (plus full precision)
+NONLINEAR = 3.0  # nonlinearity of the second quantization curve
+CLIP_STD = 2.0  # range +-CLIP_STD * std(w) of the third quantization sweep
 P_SPREADS = (0.0, 0.05, 0.1, 0.2, 0.3)  # std of the per-synapse blank-out probability
 READ_NOISES = (0.0, 0.02, 0.05, 0.1, 0.2)  # read-noise std, fraction of max |w| per layer
 
@@ -62,11 +71,14 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
     if not {"model", "model_state", "in_shape", "num_classes"} <= set(ckpt):
         raise ValueError(f"{ckpt_path} is not an nsm checkpoint (missing model/model_state/in_shape)")
     if ckpt.get("finished") is False:  # older checkpoints, written only at the end, have no flag
-        raise ValueError(f"{ckpt_path} is from an unfinished run (stopped in epoch {ckpt.get('epoch', 0) + 1} of "
-                         f"{ckpt.get('config', {}).get('epochs')}); finish it with `nsm train --resume {run_dir}`")
+        raise ValueError(
+            f"{ckpt_path} is from an unfinished run (stopped in epoch {ckpt.get('epoch', 0) + 1} of "
+            f"{ckpt.get('config', {}).get('epochs')}); finish it with `nsm train --resume {run_dir}`"
+        )
     config = ckpt.get("config", {})
-    model = build_model(ckpt["model"], tuple(ckpt["in_shape"]), int(ckpt["num_classes"]),
-                        **config.get("model_options", {})).to(device)
+    model = build_model(
+        ckpt["model"], tuple(ckpt["in_shape"]), int(ckpt["num_classes"]), **config.get("model_options", {})
+    ).to(device)
     model.load_state_dict(ckpt["model_state"])
     model.eval()
     return model, {**config, "network": ckpt["model"]}
@@ -78,8 +90,10 @@ def _samples_for(model: nn.Module, samples: int) -> int:
 
 def _probs(model: nn.Module, x: Tensor, samples: int, batch_size: int, device) -> Tensor:
     """(S, N, C) softmax of every pass, computed in batches of ``batch_size`` images."""
-    parts = [mc_sample_probs(model, x[i:i + batch_size].to(device), samples).cpu()
-             for i in range(0, x.shape[0], batch_size)]
+    parts = [
+        mc_sample_probs(model, x[i : i + batch_size].to(device), samples).cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
     return torch.cat(parts, dim=1)
 
 
@@ -100,14 +114,19 @@ def _ood(model, x_in, x_out, samples, batch_size, device) -> dict:
     res = {"n_in": int(x_in.shape[0]), "n_out": int(x_out.shape[0])}
     for name, score in (("entropy", U.predictive_entropy), ("mutual_information", U.mutual_information)):
         s_in, s_out = score(p_in), score(p_out)
-        res[name] = {"auroc": U.auroc(s_in, s_out), "mean_in": s_in.mean().item(),
-                     "mean_out": s_out.mean().item(), "scores_in": s_in.tolist(), "scores_out": s_out.tolist()}
+        res[name] = {
+            "auroc": U.auroc(s_in, s_out),
+            "mean_in": s_in.mean().item(),
+            "mean_out": s_out.mean().item(),
+            "scores_in": s_in.tolist(),
+            "scores_out": s_out.tolist(),
+        }
     return res
 
 
 def _devices(model, x, y, samples, device, seed) -> dict:
-    from .devices import DeviceModel, accuracy_under
     from ..nn.layers import NSMLayer
+    from .devices import DeviceModel, accuracy_under
 
     gen = torch.Generator().manual_seed(seed)
     sweeps: dict[str, dict] = {}
@@ -119,8 +138,7 @@ def _devices(model, x, y, samples, device, seed) -> dict:
     run("levels", {**{L: DeviceModel(levels=L) for L in LEVELS}, "full": DeviceModel()})
     run(f"levels_nonlinear_{NONLINEAR:g}", {L: DeviceModel(levels=L, nonlinearity=NONLINEAR) for L in LEVELS})
     run(f"levels_clip_{CLIP_STD:g}std", {L: DeviceModel(levels=L, clip_std=CLIP_STD) for L in LEVELS})
-    bernoulli = any(isinstance(m, NSMLayer) and getattr(m.noise, "name", "") == "bernoulli"
-                    for m in model.modules())
+    bernoulli = any(isinstance(m, NSMLayer) and getattr(m.noise, "name", "") == "bernoulli" for m in model.modules())
     if bernoulli:
         run("p_spread", {s: DeviceModel(p_spread=s) for s in P_SPREADS})
     run("read_noise", {r: DeviceModel(read_noise=r) for r in READ_NOISES})
@@ -138,30 +156,55 @@ def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
         raise ValueError(f"ood must be 'auto', 'none' or a dataset name ({', '.join(DATASETS.names())}), got {ood!r}")
 
 
-def evaluate_run(run_dir, *, samples: int = 100, shift_subset: int = 1000,
-                 angles: Sequence[float] = DEFAULT_ANGLES, ood: Optional[str] = "auto",
-                 devices: bool = True, device_subset: int = 2000, device_samples: int = 20,
-                 data_dir=None, test_subset: Optional[int] = None, batch_size: int = 500,
-                 device="cpu", seed: int = 0, log: Callable[[str], None] = print) -> dict:
+def evaluate_run(
+    run_dir,
+    *,
+    samples: int = 100,
+    shift_subset: int = 1000,
+    angles: Sequence[float] = DEFAULT_ANGLES,
+    ood: Optional[str] = "auto",
+    devices: bool = True,
+    device_subset: int = 2000,
+    device_samples: int = 20,
+    data_dir=None,
+    test_subset: Optional[int] = None,
+    batch_size: int = 500,
+    device="cpu",
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Every number of ``nsm evaluate`` for one run directory (see the module docstring)."""
     from ..data import load_dataset
 
     samples, shift_subset, device_subset, device_samples, batch_size = (
-        check_int(name, v) for name, v in (("samples", samples), ("shift_subset", shift_subset),
-                                           ("device_subset", device_subset), ("device_samples", device_samples),
-                                           ("batch_size", batch_size)))
+        check_int(name, v)
+        for name, v in (
+            ("samples", samples),
+            ("shift_subset", shift_subset),
+            ("device_subset", device_subset),
+            ("device_samples", device_samples),
+            ("batch_size", batch_size),
+        )
+    )
     _check_shift_options(angles, ood)
     model, config = load_trained(run_dir, device)
     label = config.get("model", config["network"])
     dataset_name = config.get("dataset", "mnist")
-    ds = load_dataset(dataset_name, data_dir or config.get("data_dir"), test_subset=test_subset,
-                      **config.get("dataset_options", {}))
+    ds = load_dataset(
+        dataset_name, data_dir or config.get("data_dir"), test_subset=test_subset, **config.get("dataset_options", {})
+    )
     x, y = ds.test_x, ds.test_y
     S = _samples_for(model, samples)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    result: dict = {"run_dir": str(run_dir), "label": label, "network": config["network"],
-                    "dataset": dataset_name, "samples": S, "n_test": int(x.shape[0])}
+    result: dict = {
+        "run_dir": str(run_dir),
+        "label": label,
+        "network": config["network"],
+        "dataset": dataset_name,
+        "samples": S,
+        "n_test": int(x.shape[0]),
+    }
 
     log(f"{label}: uncertainty on {x.shape[0]} test images, S={S}")
     probs = _probs(model, x, S, batch_size, device)
@@ -178,23 +221,23 @@ def evaluate_run(run_dir, *, samples: int = 100, shift_subset: int = 1000,
     if ood_name:
         other = load_dataset(ood_name, data_dir or config.get("data_dir"))
         if tuple(other.in_shape) != tuple(ds.in_shape):
-            raise ValueError(f"OOD dataset {ood_name!r} has images of shape {other.in_shape}, "
-                             f"the model takes {ds.in_shape}")
+            raise ValueError(
+                f"OOD dataset {ood_name!r} has images of shape {other.in_shape}, the model takes {ds.in_shape}"
+            )
         n_ood = min(n_shift, other.test_x.shape[0])
         log(f"{label}: OOD detection, {n_shift} {dataset_name} vs {n_ood} {ood_name} test images")
-        result["ood"] = {"dataset": ood_name, **_ood(model, x[:n_shift], other.test_x[:n_ood], S,
-                                                          batch_size, device)}
+        result["ood"] = {"dataset": ood_name, **_ood(model, x[:n_shift], other.test_x[:n_ood], S, batch_size, device)}
     if devices:
         n_dev = min(device_subset, x.shape[0])
         S_dev = _samples_for(model, device_samples)
         log(f"{label}: device non-idealities on {n_dev} images, S={S_dev}")
-        result["devices"] = {"n": n_dev, "samples": S_dev,
-                             **_devices(model, x[:n_dev], y[:n_dev], S_dev, device, seed)}
+        result["devices"] = {"n": n_dev, "samples": S_dev, **_devices(model, x[:n_dev], y[:n_dev], S_dev, device, seed)}
     result["seconds"] = time.perf_counter() - t0
     return result
 
 
 # ---------------------------------------------------------------------------- output
+
 
 def _figure(ncols: int, width: float = 4.2, height: float = 3.4):
     from matplotlib.figure import Figure
@@ -205,8 +248,7 @@ def _figure(ncols: int, width: float = 4.2, height: float = 3.4):
 
 
 def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
-    from .figures import (plot_accuracy_vs_samples, plot_ood_histograms, plot_reliability, plot_robustness,
-                          plot_rotation)
+    from .figures import plot_accuracy_vs_samples, plot_ood_histograms, plot_reliability, plot_robustness, plot_rotation
 
     written = {}
     fig, axes = _figure(len(results))
@@ -216,8 +258,9 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
     written["reliability"] = save_figure(out / "reliability.png", fig)
 
     fig, (ax,) = _figure(1, 5.5)
-    plot_accuracy_vs_samples({r["label"]: {int(k): v for k, v in r["accuracy_vs_samples"].items()}
-                              for r in results}, ax=ax)
+    plot_accuracy_vs_samples(
+        {r["label"]: {int(k): v for k, v in r["accuracy_vs_samples"].items()} for r in results}, ax=ax
+    )
     written["accuracy_vs_samples"] = save_figure(out / "accuracy_vs_samples.png", fig)
 
     fig, axes = _figure(2, 5.0)
@@ -230,22 +273,31 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
         fig, axes = _figure(len(with_ood))
         for ax, r in zip(axes, with_ood):
             o = r["ood"]
-            plot_ood_histograms(o["entropy"]["scores_in"], o["entropy"]["scores_out"], ax=ax,
-                                label=f"{r['label']}: predictive entropy, {r['dataset']} vs {o['dataset']}")
+            plot_ood_histograms(
+                o["entropy"]["scores_in"],
+                o["entropy"]["scores_out"],
+                ax=ax,
+                label=f"{r['label']}: predictive entropy, {r['dataset']} vs {o['dataset']}",
+            )
         written["ood"] = save_figure(out / "ood.png", fig)
 
     with_dev = [r for r in results if "devices" in r]
     if with_dev:
-        sweeps = [("levels", "conductance levels (linear)"),
-                  (f"levels_nonlinear_{NONLINEAR:g}", f"conductance levels (nonlinearity {NONLINEAR:g})"),
-                  (f"levels_clip_{CLIP_STD:g}std", f"conductance levels (linear, range +-{CLIP_STD:g} std(w))"),
-                  ("p_spread", "std of per-synapse blank-out p"),
-                  ("read_noise", "read noise std / max |w|")]
+        sweeps = [
+            ("levels", "conductance levels (linear)"),
+            (f"levels_nonlinear_{NONLINEAR:g}", f"conductance levels (nonlinearity {NONLINEAR:g})"),
+            (f"levels_clip_{CLIP_STD:g}std", f"conductance levels (linear, range +-{CLIP_STD:g} std(w))"),
+            ("p_spread", "std of per-synapse blank-out p"),
+            ("read_noise", "read noise std / max |w|"),
+        ]
         sweeps = [(k, t) for k, t in sweeps if any(k in r["devices"] for r in with_dev)]
         fig, axes = _figure(len(sweeps))
         for ax, (key, xlabel) in zip(axes, sweeps):
-            curves = {r["label"]: {float(k): v for k, v in r["devices"][key].items() if k != "full"}
-                      for r in with_dev if key in r["devices"]}
+            curves = {
+                r["label"]: {float(k): v for k, v in r["devices"][key].items() if k != "full"}
+                for r in with_dev
+                if key in r["devices"]
+            }
             plot_robustness(curves, ax=ax, xlabel=xlabel)
             if key.startswith("levels"):
                 ax.set_xscale("log", base=2)
@@ -254,15 +306,19 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
 
 
 def format_markdown(results: list[dict]) -> str:
-    head = ("| model | S | error % | NLL | Brier | ECE % | entropy | MI | OOD AUROC (entropy) | "
-            "OOD AUROC (MI) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| model | S | error % | NLL | Brier | ECE % | entropy | MI | OOD AUROC (entropy) | "
+        "OOD AUROC (MI) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for r in results:
         u, o = r["uncertainty"], r.get("ood", {})
         auc = [f"{o[k]['auroc']:.3f}" if k in o else "—" for k in ("entropy", "mutual_information")]
-        rows.append(f"| {r['label']} | {r['samples']} | {100 * u['error']:.2f} | {u['nll']:.4f} | "
-                    f"{u['brier']:.4f} | {100 * u['ece']:.2f} | {u['predictive_entropy']:.4f} | "
-                    f"{u['mutual_information']:.4f} | {auc[0]} | {auc[1]} |")
+        rows.append(
+            f"| {r['label']} | {r['samples']} | {100 * u['error']:.2f} | {u['nll']:.4f} | "
+            f"{u['brier']:.4f} | {100 * u['ece']:.2f} | {u['predictive_entropy']:.4f} | "
+            f"{u['mutual_information']:.4f} | {auc[0]} | {auc[1]} |"
+        )
     return head + "\n".join(rows) + "\n"
 
 
@@ -276,8 +332,9 @@ def _json_safe(obj):
     return obj
 
 
-def evaluate_runs(run_dirs: Sequence, out, *, command: str = "", log: Callable[[str], None] = print,
-                  **options) -> dict[str, Path]:
+def evaluate_runs(
+    run_dirs: Sequence, out, *, command: str = "", log: Callable[[str], None] = print, **options
+) -> dict[str, Path]:
     """:func:`evaluate_run` on each run; writes evaluation.json, evaluation.md and the PNGs."""
     if not run_dirs:
         raise ValueError("give at least one run directory")

@@ -39,8 +39,7 @@ from ..training.loop import evaluate, resolve_device, train_step
 from ..utils.checks import check_int, is_int
 from ..utils.io import save_figure, write_json
 
-__all__ = ["EVAL_POINTS", "default_eval_at", "train_online", "online_comparison", "plot_online",
-           "run_online"]
+__all__ = ["EVAL_POINTS", "default_eval_at", "train_online", "online_comparison", "plot_online", "run_online"]
 
 # Roughly log-spaced counts of examples seen at which the test error is measured.
 EVAL_POINTS = (0, 100, 300, 1000, 3000, 10000, 30000, 60000)
@@ -88,10 +87,22 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def train_online(model: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor, *,
-                 lr: float = 3e-4, eval_at: Optional[Sequence[int]] = None, samples: int = 20,
-                 generator: Optional[torch.Generator] = None, device: str | torch.device = "cpu",
-                 progress: bool = False, weight_decay: float = 0.0, desc: str = "online") -> dict:
+def train_online(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    lr: float = 3e-4,
+    eval_at: Optional[Sequence[int]] = None,
+    samples: int = 20,
+    generator: Optional[torch.Generator] = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    weight_decay: float = 0.0,
+    desc: str = "online",
+) -> dict:
     """Train ``model`` on the stream (x, y), one example per Adam step, in a single pass.
 
     The stream is taken in the given order, or shuffled once with ``generator``. After
@@ -111,11 +122,12 @@ def train_online(model: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y:
     if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.dim() < 2 or y.dim() != 1:
         raise ValueError("x must be a tensor (N, ...) and y a tensor of N labels")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples, "
-                         f"got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
     if test_x.shape[0] != test_y.shape[0] or test_x.shape[0] == 0:
-        raise ValueError(f"test_x and test_y must hold the same, non-zero number of examples, "
-                         f"got {test_x.shape[0]} and {test_y.shape[0]}")
+        raise ValueError(
+            f"test_x and test_y must hold the same, non-zero number of examples, "
+            f"got {test_x.shape[0]} and {test_y.shape[0]}"
+        )
     samples = check_int("samples", samples)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be positive, got {lr!r}")
@@ -129,8 +141,16 @@ def train_online(model: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
 
-    result: dict = {"examples": [], "test_error": [], "test_nll": [], "train_error_running": [],
-                    "samples": samples, "seconds": 0.0, "failed": None, "failed_at": None}
+    result: dict = {
+        "examples": [],
+        "test_error": [],
+        "test_nll": [],
+        "train_error_running": [],
+        "samples": samples,
+        "seconds": 0.0,
+        "failed": None,
+        "failed_at": None,
+    }
     start = time.perf_counter()
     seen, wrong_since = 0, 0
     bar = _bar(points[-1], desc, progress)
@@ -160,14 +180,18 @@ def train_online(model: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y:
                 except (ValueError, RuntimeError) as exc:
                     text = " ".join(str(exc).split())
                     where = _raising_module(exc)
-                    result["failed"] = (f"{type(exc).__name__} on the training step of example {seen + 1} "
-                                        f"(after {seen} examples seen)"
-                                        f"{f' in {where}' if where else ''}: {text}")
+                    result["failed"] = (
+                        f"{type(exc).__name__} on the training step of example {seen + 1} "
+                        f"(after {seen} examples seen)"
+                        f"{f' in {where}' if where else ''}: {text}"
+                    )
                     result["failed_at"] = seen
                     return result
                 if not math.isfinite(loss):
-                    result["failed"] = (f"FloatingPointError: training loss became {loss} on example "
-                                        f"{seen + 1} (after {seen} examples seen); lower the learning rate")
+                    result["failed"] = (
+                        f"FloatingPointError: training loss became {loss} on example "
+                        f"{seen + 1} (after {seen} examples seen); lower the learning rate"
+                    )
                     result["failed_at"] = seen
                     return result
                 seen += 1
@@ -185,16 +209,27 @@ def train_online(model: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y:
 def _stream(dataset: Dataset, examples: int, seed: int) -> tuple[Tensor, Tensor]:
     n = dataset.train_x.shape[0]
     if not is_int(examples) or not 1 <= examples <= n:
-        raise ValueError(f"examples must be an int between 1 and {n} (the training set of "
-                         f"{dataset.name}), got {examples!r}")
+        raise ValueError(
+            f"examples must be an int between 1 and {n} (the training set of {dataset.name}), got {examples!r}"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:examples]
     return dataset.train_x[order], dataset.train_y[order]
 
 
-def online_comparison(models: Mapping[str, nn.Module], dataset: Dataset, *, examples: int = 10000,
-                      eval_at: Optional[Sequence[int]] = None, samples: int = 20, lr: float = 3e-4,
-                      seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-                      weight_decay: float = 0.0, log: Callable[..., None] = lambda *a: None) -> dict:
+def online_comparison(
+    models: Mapping[str, nn.Module],
+    dataset: Dataset,
+    *,
+    examples: int = 10000,
+    eval_at: Optional[Sequence[int]] = None,
+    samples: int = 20,
+    lr: float = 3e-4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    weight_decay: float = 0.0,
+    log: Callable[..., None] = lambda *a: None,
+) -> dict:
     """:func:`train_online` for each model on the same stream; ``{name: result}``.
 
     The stream: the first ``examples`` training images after one shuffle with ``seed``,
@@ -211,15 +246,28 @@ def online_comparison(models: Mapping[str, nn.Module], dataset: Dataset, *, exam
     results = {}
     for name, model in models.items():
         torch.manual_seed(seed)
-        res = train_online(model, x, y, dataset.test_x, dataset.test_y, lr=lr, eval_at=points,
-                           samples=samples, device=device, progress=progress, weight_decay=weight_decay,
-                           desc=name)
+        res = train_online(
+            model,
+            x,
+            y,
+            dataset.test_x,
+            dataset.test_y,
+            lr=lr,
+            eval_at=points,
+            samples=samples,
+            device=device,
+            progress=progress,
+            weight_decay=weight_decay,
+            desc=name,
+        )
         results[name] = res
         if res["failed"]:
             log(f"{name}: failed: {res['failed']}")
         else:
-            log(f"{name}: test error {100 * res['test_error'][-1]:.2f}% after {res['examples'][-1]} "
-                f"examples (S={res['samples']}) [{res['seconds']:.0f}s]")
+            log(
+                f"{name}: test error {100 * res['test_error'][-1]:.2f}% after {res['examples'][-1]} "
+                f"examples (S={res['samples']}) [{res['seconds']:.0f}s]"
+            )
     return results
 
 
@@ -250,22 +298,42 @@ def plot_online(results: Mapping[str, dict], ax=None, *, title: Optional[str] = 
             if errors:
                 ax.plot([at], [errors[-1]], "x", color=line.get_color(), ms=10, mew=2, label="_nolegend_")
             else:
-                ax.plot([at], [0.97], "x", color=line.get_color(), ms=10, mew=2, label="_nolegend_",
-                        transform=ax.get_xaxis_transform())
+                ax.plot(
+                    [at],
+                    [0.97],
+                    "x",
+                    color=line.get_color(),
+                    ms=10,
+                    mew=2,
+                    label="_nolegend_",
+                    transform=ax.get_xaxis_transform(),
+                )
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1)
-    ax.set(xlabel="examples seen (batch size 1, one pass)", ylabel="test error (%)",
-           title=title or "online learning")
+    ax.set(xlabel="examples seen (batch size 1, one pass)", ylabel="test error (%)", title=title or "online learning")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return ax
 
 
-def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: int = 10000,
-               eval_at: Optional[Sequence[int]] = None, samples: int = 20, lr: float = 3e-4, seed: int = 0,
-               out: str | os.PathLike, data_dir=None, device: str = "cpu", progress: bool = True,
-               test_subset: Optional[int] = None, weight_decay: float = 0.0,
-               threads: Optional[int] = None, dataset: Optional[Dataset] = None,
-               log: Callable[..., None] = print) -> dict:
+def run_online(
+    models: Sequence[str],
+    dataset_name: str = "mnist",
+    *,
+    examples: int = 10000,
+    eval_at: Optional[Sequence[int]] = None,
+    samples: int = 20,
+    lr: float = 3e-4,
+    seed: int = 0,
+    out: str | os.PathLike,
+    data_dir=None,
+    device: str = "cpu",
+    progress: bool = True,
+    test_subset: Optional[int] = None,
+    weight_decay: float = 0.0,
+    threads: Optional[int] = None,
+    dataset: Optional[Dataset] = None,
+    log: Callable[..., None] = print,
+) -> dict:
     """Compare registered ``models`` learning online on a dataset; writes into ``out``.
 
     Each model is built with :func:`nsm.models.build_model` after ``torch.manual_seed(seed)``
@@ -284,14 +352,18 @@ def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: 
     if out.exists() and not out.is_dir():  # found before training, not after
         raise ValueError(f"out {out} exists and is not a folder")
     if (out / "online.json").exists():
-        raise ValueError(f"{out / 'online.json'} exists: nsm does not overwrite a result; choose another "
-                         f"--out or move it away")
+        raise ValueError(
+            f"{out / 'online.json'} exists: nsm does not overwrite a result; choose another --out or move it away"
+        )
     if threads is not None:
         if not is_int(threads) or not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"threads must be an int in [1, {MAX_THREADS}], got {threads!r}")
         if threads > (os.cpu_count() or 1):
-            print(f"nsm: warning: --threads {threads} is more than this machine's {os.cpu_count()} cores; "
-                  f"oversubscribed threads make training much slower", file=sys.stderr)
+            print(
+                f"nsm: warning: --threads {threads} is more than this machine's {os.cpu_count()} cores; "
+                f"oversubscribed threads make training much slower",
+                file=sys.stderr,
+            )
         torch.set_num_threads(threads)
     if dataset is None:
         dataset = load_dataset(dataset_name, data_dir, test_subset=test_subset)
@@ -303,16 +375,39 @@ def run_online(models: Sequence[str], dataset_name: str = "mnist", *, examples: 
         torch.manual_seed(seed)
         built[name] = build_model(networks[name], dataset.in_shape, dataset.num_classes)
     dev = resolve_device(device)
-    results = online_comparison(built, dataset, examples=examples, eval_at=points, samples=samples, lr=lr,
-                                seed=seed, device=dev, progress=progress, weight_decay=weight_decay, log=log)
+    results = online_comparison(
+        built,
+        dataset,
+        examples=examples,
+        eval_at=points,
+        samples=samples,
+        lr=lr,
+        seed=seed,
+        device=dev,
+        progress=progress,
+        weight_decay=weight_decay,
+        log=log,
+    )
     report = {
         "config": {
-            "models": names, "networks": networks, "dataset": dataset.name, "examples": int(examples),
-            "eval_at": points, "samples": int(samples), "lr": lr, "weight_decay": weight_decay, "seed": int(seed),
-            "batch_size": 1, "optimizer": "adam", "device": str(dev), "threads": torch.get_num_threads(),
-            "data_dir": None if data_dir is None else str(data_dir), "test_subset": test_subset,
+            "models": names,
+            "networks": networks,
+            "dataset": dataset.name,
+            "examples": int(examples),
+            "eval_at": points,
+            "samples": int(samples),
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "seed": int(seed),
+            "batch_size": 1,
+            "optimizer": "adam",
+            "device": str(dev),
+            "threads": torch.get_num_threads(),
+            "data_dir": None if data_dir is None else str(data_dir),
+            "test_subset": test_subset,
             "n_test": int(dataset.test_x.shape[0]),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
         },
         "results": results,
     }

@@ -38,20 +38,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ..models import MODELS
 from ..training.checkpoint import config_differences, open_own_file
-from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 from ..training.config import TrainConfig
 from ..utils.io import atomic_write, read_json
-from ..models import MODELS
 from ..utils.registry import Registry
+from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 
-__all__ = ["PaperTable", "TABLES", "PAPER_ERRORS", "run_table", "aggregate", "write_table",
-           "PROTOCOL_FIELDS"]
+__all__ = ["PaperTable", "TABLES", "PAPER_ERRORS", "run_table", "aggregate", "write_table", "PROTOCOL_FIELDS"]
 
 # Test error (%) the paper reports (docs/design.md §7), by dataset then model.
 PAPER_ERRORS: dict[str, dict[str, float]] = {
-    "mnist": {"dcnn": 0.880, "bnsm": 0.775, "gnsm": 0.805, "ste": 2.13, "bd": 3.11,
-              "wbd": 2.72, "sn": 2.05, "bn": 1.10},
+    "mnist": {
+        "dcnn": 0.880,
+        "bnsm": 0.775,
+        "gnsm": 0.805,
+        "ste": 2.13,
+        "bd": 3.11,
+        "wbd": 2.72,
+        "sn": 2.05,
+        "bn": 1.10,
+    },
     "emnist": {"dcnn": 6.938, "bnsm": 6.185, "gnsm": 6.256},
     "nmnist": {"dcnn": 0.927, "bnsm": 0.689, "gnsm": 0.701},
     "dvs-gesture": {"dcnn": 9.16, "bnsm": 8.56, "gnsm": 8.83},
@@ -60,9 +67,27 @@ PAPER_ERRORS: dict[str, dict[str, float]] = {
 }
 
 # The config fields that define a run; a finished run is reused only if they all match.
-PROTOCOL_FIELDS = ("model", "dataset", "seed", "epochs", "batch_size", "lr", "weight_decay",
-                   "lr_schedule", "lr_step", "lr_gamma", "lr_decay_start", "samples", "eval_every",
-                   "eval_last", "eval_samples", "train_subset", "test_subset", "model_options", "dataset_options")
+PROTOCOL_FIELDS = (
+    "model",
+    "dataset",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+    "lr_step",
+    "lr_gamma",
+    "lr_decay_start",
+    "samples",
+    "eval_every",
+    "eval_last",
+    "eval_samples",
+    "train_subset",
+    "test_subset",
+    "model_options",
+    "dataset_options",
+)
 
 
 @dataclass(frozen=True)
@@ -78,18 +103,48 @@ class PaperTable:
 
 TABLES: Registry[PaperTable] = Registry("table")
 
-MNIST_MODELS = ("dcnn", "bnsm", "gnsm", "ste", "bd", "wbd", "sn", "bn", "bnsm-binconcrete",
-                "gnsm-binconcrete", "sigmoid", "stnn", "bnn", "s2m", "bnsm-fc", "stnn-fc")
-TABLES.register("mnist", PaperTable(
-    "mnist", "every model of the paper's MNIST comparison (docs/design.md §7)", MNIST_MODELS, ("mnist",)))
-TABLES.register("main", PaperTable(
-    "main", "the paper's main table: bNSM, gNSM and dCNN on every dataset (docs/design.md §7), each "
-    "on the network and protocol the paper uses for it",
-    ("dcnn", "bnsm", "gnsm"), ("mnist", "emnist", "nmnist", "dvs-gesture", "cifar10", "cifar100")))
-TABLES.register("fashion-mnist", PaperTable(
-    "fashion-mnist", "bNSM, gNSM and dCNN on Fashion-MNIST (Table 6 network; not in the paper), and the "
-    "NSMs whose first layer reads grey levels (bnsm-real, gnsm-real)",
-    ("dcnn", "bnsm", "gnsm", "bnsm-real", "gnsm-real"), ("fashion-mnist",)))
+MNIST_MODELS = (
+    "dcnn",
+    "bnsm",
+    "gnsm",
+    "ste",
+    "bd",
+    "wbd",
+    "sn",
+    "bn",
+    "bnsm-binconcrete",
+    "gnsm-binconcrete",
+    "sigmoid",
+    "stnn",
+    "bnn",
+    "s2m",
+    "bnsm-fc",
+    "stnn-fc",
+)
+TABLES.register(
+    "mnist",
+    PaperTable("mnist", "every model of the paper's MNIST comparison (docs/design.md §7)", MNIST_MODELS, ("mnist",)),
+)
+TABLES.register(
+    "main",
+    PaperTable(
+        "main",
+        "the paper's main table: bNSM, gNSM and dCNN on every dataset (docs/design.md §7), each "
+        "on the network and protocol the paper uses for it",
+        ("dcnn", "bnsm", "gnsm"),
+        ("mnist", "emnist", "nmnist", "dvs-gesture", "cifar10", "cifar100"),
+    ),
+)
+TABLES.register(
+    "fashion-mnist",
+    PaperTable(
+        "fashion-mnist",
+        "bNSM, gNSM and dCNN on Fashion-MNIST (Table 6 network; not in the paper), and the "
+        "NSMs whose first layer reads grey levels (bnsm-real, gnsm-real)",
+        ("dcnn", "bnsm", "gnsm", "bnsm-real", "gnsm-real"),
+        ("fashion-mnist",),
+    ),
+)
 
 
 def _cells(table: PaperTable, models, datasets) -> list[tuple[str, str]]:
@@ -114,8 +169,9 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
     diff = [f for f in PROTOCOL_FIELDS if saved[f] != want[f]]
     if diff:
         detail = ", ".join(f"{f}: {saved.get(f)!r} there, {want[f]!r} asked" for f in diff)
-        raise ValueError(f"{run_dir} holds a finished run with another protocol ({detail}); "
-                         f"use another --out, or move that run away")
+        raise ValueError(
+            f"{run_dir} holds a finished run with another protocol ({detail}); use another --out, or move that run away"
+        )
     return "done"
 
 
@@ -148,12 +204,21 @@ def _claim_path(out: Path, config: TrainConfig) -> Path:
     return out / "runs" / f"{config.run_name}.claim"
 
 
-def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequence[int] = (0, 1),
-              models: Optional[Sequence[str]] = None, datasets: Optional[Sequence[str]] = None,
-              overrides: Optional[dict] = None, log: Callable[[str], None] = print,
-              load: Optional[Callable] = None, worker: Optional[tuple[int, int]] = None,
-              steal_after: Optional[float] = None, title: Optional[str] = None,
-              command: Optional[str] = None) -> list[dict]:
+def run_table(
+    table: str | PaperTable,
+    *,
+    out: str | os.PathLike,
+    seeds: Sequence[int] = (0, 1),
+    models: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    overrides: Optional[dict] = None,
+    log: Callable[[str], None] = print,
+    load: Optional[Callable] = None,
+    worker: Optional[tuple[int, int]] = None,
+    steal_after: Optional[float] = None,
+    title: Optional[str] = None,
+    command: Optional[str] = None,
+) -> list[dict]:
     """Train every (dataset, model, seed) not yet finished under ``out/runs`` and not claimed by
     another live worker, write ``out/table.md`` and ``out/table.csv`` from the runs finished by
     then (:func:`write_table`), and return their rows (:func:`aggregate` with ``partial=True``).
@@ -176,23 +241,33 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
     if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
         raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
     if steal_after is not None and not steal_after >= 2 * HEARTBEAT_SECONDS:
-        raise ValueError(f"steal_after must be >= {2 * HEARTBEAT_SECONDS:g} seconds (twice the claims' "
-                         f"heartbeat), or None; got {steal_after}")
+        raise ValueError(
+            f"steal_after must be >= {2 * HEARTBEAT_SECONDS:g} seconds (twice the claims' "
+            f"heartbeat), or None; got {steal_after}"
+        )
     out = Path(out)
     cells = _cells(table, models, datasets)
     overrides = dict(overrides or {})
     plan = []
     for dataset, model in cells:
         for seed in seeds:
-            fields = {**table.protocol.get(dataset, {}), **overrides, "model": model,
-                      "seed": seed, "out": str(out / "runs"), "run_name": f"{model}-{dataset}-seed{seed}"}
+            fields = {
+                **table.protocol.get(dataset, {}),
+                **overrides,
+                "model": model,
+                "seed": seed,
+                "out": str(out / "runs"),
+                "run_name": f"{model}-{dataset}-seed{seed}",
+            }
             config = TrainConfig.for_dataset(dataset, **fields)  # validated before any run starts
             plan.append((config, _run_state(out / "runs" / config.run_name, config)))
-    mine = plan if worker is None else plan[worker[0] - 1::worker[1]]
+    mine = plan if worker is None else plan[worker[0] - 1 :: worker[1]]
     todo = sum(state != "done" for _, state in mine)
     part = "" if worker is None else f"; worker {worker[0]}/{worker[1]} takes {len(mine)} of them"
-    log(f"table {table.name}: {len(cells)} cell(s) x {len(seeds)} seed(s) = {len(plan)} runs, "
-        f"{sum(state == 'done' for _, state in plan)} already finished in {out / 'runs'}{part}")
+    log(
+        f"table {table.name}: {len(cells)} cell(s) x {len(seeds)} seed(s) = {len(plan)} runs, "
+        f"{sum(state == 'done' for _, state in plan)} already finished in {out / 'runs'}{part}"
+    )
     loaded: dict[str, object] = {}
     k = 0
     for config, state in mine:
@@ -218,23 +293,32 @@ def run_table(table: str | PaperTable, *, out: str | os.PathLike, seeds: Sequenc
                     config, resume = resumed, run_dir
             if config.dataset not in loaded:
                 loaded.clear()  # one dataset in memory at a time
-                loaded[config.dataset] = (load or (lambda name, c: load_dataset(
-                    name, c.data_dir, train_subset=c.train_subset, test_subset=c.test_subset)))(config.dataset, config)
-            log(f"[{k}/{todo}] {config.model} on {config.dataset}, seed {config.seed}"
-                + (" (resuming the interrupted run)" if resume else ""))
+                loaded[config.dataset] = (
+                    load
+                    or (
+                        lambda name, c: load_dataset(
+                            name, c.data_dir, train_subset=c.train_subset, test_subset=c.test_subset
+                        )
+                    )
+                )(config.dataset, config)
+            log(
+                f"[{k}/{todo}] {config.model} on {config.dataset}, seed {config.seed}"
+                + (" (resuming the interrupted run)" if resume else "")
+            )
             t0 = time.perf_counter()
             fit(config, dataset=loaded[config.dataset], log=lambda s: log("    " + s), resume=resume)
             log(f"    done in {time.perf_counter() - t0:.0f} s")
-    rows = _write_table_locked(out, cells, seeds,
-                               title or f"nsm reproduce {table.name}: {table.description}", command)
-    unfinished = [config for config, _ in plan
-                  if not (out / "runs" / config.run_name / "summary.json").exists()]
-    running = [config.run_name for config in unfinished
-               if live_holder(_claim_path(out, config), steal_after=steal_after)]
+    rows = _write_table_locked(out, cells, seeds, title or f"nsm reproduce {table.name}: {table.description}", command)
+    unfinished = [config for config, _ in plan if not (out / "runs" / config.run_name / "summary.json").exists()]
+    running = [
+        config.run_name for config in unfinished if live_holder(_claim_path(out, config), steal_after=steal_after)
+    ]
     if unfinished:
-        log(f"table written from {len(plan) - len(unfinished)} of {len(plan)} runs: {len(running)} still "
+        log(
+            f"table written from {len(plan) - len(unfinished)} of {len(plan)} runs: {len(running)} still "
             f"running in other workers{' (' + ', '.join(running) + ')' if running else ''}, "
-            f"{len(unfinished) - len(running)} not started; run the same command again when they end")
+            f"{len(unfinished) - len(running)} not started; run the same command again when they end"
+        )
     return rows
 
 
@@ -254,8 +338,9 @@ def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[s
     return rows
 
 
-def aggregate(runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int], *,
-              partial: bool = False) -> list[dict]:
+def aggregate(
+    runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int], *, partial: bool = False
+) -> list[dict]:
     """One row per (dataset, model) from the finished runs' summaries (errors in %).
 
     A seed without a finished run raises ``FileNotFoundError``; with ``partial=True`` the row
@@ -275,20 +360,26 @@ def aggregate(runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int]
             done.append(seed)
         errs = [100 * s["last5_test_error"] for s in summaries]
         first = summaries[0] if summaries else {}
-        rows.append({
-            "dataset": dataset, "model": model,
-            "description": MODELS.get(model).description if model in MODELS else "",
-            "seeds": done, "pending_seeds": pending,
-            "epochs": first.get("epochs"), "samples": first.get("samples"),
-            "n_last": min(s["n_last"] for s in summaries) if summaries else None,
-            "error_pct": errs,
-            "error_mean_pct": statistics.fmean(errs) if errs else math.nan,
-            "error_std_pct": statistics.stdev(errs) if len(errs) > 1 else math.nan,
-            "final_error_mean_pct": (statistics.fmean(100 * s["final_test_error"] for s in summaries)
-                                     if summaries else math.nan),
-            "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
-            "wall_seconds": sum(s["wall_seconds"] for s in summaries),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "description": MODELS.get(model).description if model in MODELS else "",
+                "seeds": done,
+                "pending_seeds": pending,
+                "epochs": first.get("epochs"),
+                "samples": first.get("samples"),
+                "n_last": min(s["n_last"] for s in summaries) if summaries else None,
+                "error_pct": errs,
+                "error_mean_pct": statistics.fmean(errs) if errs else math.nan,
+                "error_std_pct": statistics.stdev(errs) if len(errs) > 1 else math.nan,
+                "final_error_mean_pct": (
+                    statistics.fmean(100 * s["final_test_error"] for s in summaries) if summaries else math.nan
+                ),
+                "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
+                "wall_seconds": sum(s["wall_seconds"] for s in summaries),
+            }
+        )
     return rows
 
 
@@ -301,22 +392,30 @@ def format_markdown(rows: list[dict], title: str, command: str) -> str:
     n_pending = sum(len(r.get("pending_seeds", ())) for r in rows)
     if n_pending:
         n_all = n_pending + sum(len(r["seeds"]) for r in rows)
-        lines += [f"**Incomplete**: {n_all - n_pending} of {n_all} runs finished; `seeds` reads "
-                  f"finished/asked where a cell lacks some. Run the same command again (or let the "
-                  f"other workers end) to complete the table.", ""]
-    lines += ["Test error (%): mean ± std over seeds of each seed's mean over its last "
-              "evaluated epochs (SI 4.7); `final` is the last epoch's error (mean over seeds); "
-              "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
-              "Wall time: training + testing, summed over seeds.", "",
-              "| dataset | model | ours | final | paper | seeds | epochs | last-n | S | wall (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**Incomplete**: {n_all - n_pending} of {n_all} runs finished; `seeds` reads "
+            f"finished/asked where a cell lacks some. Run the same command again (or let the "
+            f"other workers end) to complete the table.",
+            "",
+        ]
+    lines += [
+        "Test error (%): mean ± std over seeds of each seed's mean over its last "
+        "evaluated epochs (SI 4.7); `final` is the last epoch's error (mean over seeds); "
+        "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
+        "Wall time: training + testing, summed over seeds.",
+        "",
+        "| dataset | model | ours | final | paper | seeds | epochs | last-n | S | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ours = _pct(r["error_mean_pct"]) + ("" if math.isnan(r["error_std_pct"]) else f" ± {_pct(r['error_std_pct'])}")
         pending = len(r.get("pending_seeds", ()))
         seeds = f"{len(r['seeds'])}/{len(r['seeds']) + pending}" if pending else f"{len(r['seeds'])}"
-        lines.append(f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
-                     f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
-                     f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {r['wall_seconds']:.0f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
+            f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
+            f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {r['wall_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -324,9 +423,22 @@ def _or_dash(x) -> str:
     return "–" if x is None else str(x)
 
 
-CSV_COLUMNS = ("dataset", "model", "error_mean_pct", "error_std_pct", "error_pct",
-               "final_error_mean_pct", "paper_error_pct", "seeds", "epochs", "n_last", "samples",
-               "wall_seconds", "description", "pending_seeds")
+CSV_COLUMNS = (
+    "dataset",
+    "model",
+    "error_mean_pct",
+    "error_std_pct",
+    "error_pct",
+    "final_error_mean_pct",
+    "paper_error_pct",
+    "seeds",
+    "epochs",
+    "n_last",
+    "samples",
+    "wall_seconds",
+    "description",
+    "pending_seeds",
+)
 
 
 def format_csv(rows: list[dict]) -> str:
@@ -334,14 +446,24 @@ def format_csv(rows: list[dict]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([";".join(f"{v:.4f}" for v in r[c]) if c == "error_pct"
-                         else ";".join(map(str, r.get(c, ()))) if c in ("seeds", "pending_seeds")
-                         else f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS])
+        writer.writerow(
+            [
+                ";".join(f"{v:.4f}" for v in r[c])
+                if c == "error_pct"
+                else ";".join(map(str, r.get(c, ())))
+                if c in ("seeds", "pending_seeds")
+                else f"{r[c]:.4f}"
+                if isinstance(r[c], float)
+                else r[c]
+                for c in CSV_COLUMNS
+            ]
+        )
     return buf.getvalue()
 
 
-def write_table(rows: list[dict], out: str | os.PathLike, title: str, command: Optional[str] = None
-                ) -> tuple[Path, Path]:
+def write_table(
+    rows: list[dict], out: str | os.PathLike, title: str, command: Optional[str] = None
+) -> tuple[Path, Path]:
     """Write ``out/table.md`` and ``out/table.csv`` atomically; returns their paths."""
     out = Path(out)
     command = command or "nsm " + " ".join(sys.argv[1:])

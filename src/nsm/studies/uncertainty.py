@@ -88,6 +88,7 @@ _ROW_SUM_TOL = 1e-3
 
 # ----------------------------------------------------------------------------- validation
 
+
 def _shape(x: Any) -> Any:
     return tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
 
@@ -108,8 +109,10 @@ def _check_probs(probs: Any, dim: int, name: str) -> Tensor:
         raise ValueError(f"{name} must hold finite, non-negative probabilities")
     dev = (p.double().sum(-1) - 1.0).abs().max().item()
     if dev > _ROW_SUM_TOL:
-        raise ValueError(f"{name} rows must sum to 1 over the last (class) axis; "
-                         f"the largest deviation is {dev:.3g} (pass softmax outputs, not logits)")
+        raise ValueError(
+            f"{name} rows must sum to 1 over the last (class) axis; "
+            f"the largest deviation is {dev:.3g} (pass softmax outputs, not logits)"
+        )
     return p
 
 
@@ -117,13 +120,16 @@ def _check_labels(labels: Any, n: int, n_classes: int) -> Tensor:
     if not isinstance(labels, Tensor):
         raise ValueError(f"labels must be a torch.Tensor of shape ({n},), got {_shape(labels)}")
     if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},) to match the {n} examples of the "
-                         f"probabilities, got shape {_shape(labels)}")
+        raise ValueError(
+            f"labels must have shape ({n},) to match the {n} examples of the probabilities, got shape {_shape(labels)}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes - 1}] for {n_classes} classes, "
-                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {n_classes - 1}] for {n_classes} classes, "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
     return labels.long()
 
 
@@ -133,6 +139,7 @@ def _entropy(p: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- uncertainty
+
 
 def predictive_entropy(probs: Tensor) -> Tensor:
     """H[p_bar] per example, (N,) nats: the entropy of the mean over samples (total)."""
@@ -154,6 +161,7 @@ def mutual_information(probs: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- scores
 
+
 def nll(mean_probs: Tensor, labels: Tensor) -> float:
     """Mean negative log-likelihood 1/N sum_n -log p_bar[n, y_n] (nats)."""
     p = _check_probs(mean_probs, 2, "mean_probs")
@@ -170,8 +178,7 @@ def brier_score(mean_probs: Tensor, labels: Tensor) -> float:
     return ((p.double() - onehot) ** 2).sum(1).mean().item()
 
 
-def _binned(mean_probs: Tensor, labels: Tensor, bins: int
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _binned(mean_probs: Tensor, labels: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(edges (B+1,), counts (B,), correct per bin (B,), confidence sum per bin (B,))."""
     p = _check_probs(mean_probs, 2, "mean_probs")
     y = _check_labels(labels, p.shape[0], p.shape[1]).to(p.device)
@@ -244,8 +251,8 @@ def auroc(scores_in: Any, scores_out: Any) -> float:
     order = torch.argsort(pooled)
     sorted_vals = pooled[order]
     _, counts = torch.unique_consecutive(sorted_vals, return_counts=True)
-    ends = counts.cumsum(0).double()                     # last 1-based rank of each tie group
-    mid = ends - (counts.double() - 1.0) / 2.0           # mean rank of the group
+    ends = counts.cumsum(0).double()  # last 1-based rank of each tie group
+    mid = ends - (counts.double() - 1.0) / 2.0  # mean rank of the group
     ranks = torch.empty_like(pooled)
     ranks[order] = torch.repeat_interleave(mid, counts)
     r_out = ranks[n:].sum().item()
@@ -254,8 +261,10 @@ def auroc(scores_in: Any, scores_out: Any) -> float:
 
 # ----------------------------------------------------------------------------- samples
 
-def accuracy_vs_samples(probs: Tensor, labels: Tensor,
-                        counts: Iterable[int] = (1, 2, 5, 10, 20, 50, 100)) -> dict[int, float]:
+
+def accuracy_vs_samples(
+    probs: Tensor, labels: Tensor, counts: Iterable[int] = (1, 2, 5, 10, 20, 50, 100)
+) -> dict[int, float]:
     """{k: accuracy of the mean of the first k samples} for every k in ``counts`` with k <= S.
 
     Larger k are skipped; a ValueError if none fits. Keys keep the order of ``counts``.
@@ -269,8 +278,7 @@ def accuracy_vs_samples(probs: Tensor, labels: Tensor,
             raise ValueError(f"counts must hold positive ints, got {k!r} in {ks!r}")
     fit = [k for k in dict.fromkeys(ks) if k <= s]
     if not fit:
-        raise ValueError(f"no k in counts={ks!r} is <= the number of samples S={s} "
-                         f"(probs has shape {_shape(probs)})")
+        raise ValueError(f"no k in counts={ks!r} is <= the number of samples S={s} (probs has shape {_shape(probs)})")
     csum = p.double().cumsum(0)  # argmax of the sum of the first k = argmax of their mean
     return {k: (csum[k - 1].argmax(-1) == y).double().mean().item() for k in fit}
 
@@ -304,6 +312,7 @@ def summarize(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, float]
 
 # ----------------------------------------------------------------------------- rotation
 
+
 def rotate_images(x: Tensor, degrees: float) -> Tensor:
     """Rotate (N, C, H, W) images by ``degrees`` counter-clockwise as displayed.
 
@@ -330,7 +339,6 @@ def rotate_images(x: Tensor, degrees: float) -> Tensor:
     n, _, h, w = x.shape
     c, s = math.cos(a), math.sin(a)
     # affine_grid works in coordinates normalized to [-1, 1] per axis: u = xn W/2, v = yn H/2
-    theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]],
-                         dtype=x.dtype, device=x.device).expand(n, 2, 3)
+    theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype, device=x.device).expand(n, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

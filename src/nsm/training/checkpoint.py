@@ -37,20 +37,43 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .config import TrainConfig
 from ..utils.io import read_json, save_torch
+from .config import TrainConfig
 
-__all__ = ["RunLock", "CHECKPOINT", "FREE_FIELDS", "read_checkpoint", "open_own_file", "load_run_config",
-           "rng_state", "set_rng_state",
-           "data_fingerprint", "config_differences", "save_checkpoint", "load_checkpoint",
-           "restore"]
+__all__ = [
+    "RunLock",
+    "CHECKPOINT",
+    "FREE_FIELDS",
+    "read_checkpoint",
+    "open_own_file",
+    "load_run_config",
+    "rng_state",
+    "set_rng_state",
+    "data_fingerprint",
+    "config_differences",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore",
+]
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2
 # config fields a resumed run may change: they do not change what is computed
 FREE_FIELDS = ("progress", "data_dir")
-_KEYS = {"format", "model", "model_state", "optimizer_state", "scheduler_state", "epoch", "in_epoch",
-         "history", "rng", "config", "data", "finished"}
+_KEYS = {
+    "format",
+    "model",
+    "model_state",
+    "optimizer_state",
+    "scheduler_state",
+    "epoch",
+    "in_epoch",
+    "history",
+    "rng",
+    "config",
+    "data",
+    "finished",
+}
 
 
 class RunLock:
@@ -70,8 +93,10 @@ class RunLock:
             except BlockingIOError:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise RuntimeError(f"run directory {self.run_dir} is being written by {holder} "
-                                   f"(lock {self.path}); wait for that process to end or stop it") from None
+                raise RuntimeError(
+                    f"run directory {self.run_dir} is being written by {holder} "
+                    f"(lock {self.path}); wait for that process to end or stop it"
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -86,8 +111,10 @@ class RunLock:
         text = os.pread(fd, 300, 0).decode(errors="replace").strip()
         if text and not _LOCK_LINE.fullmatch(text):  # never truncate a file nsm did not write
             os.close(fd)
-            raise RuntimeError(f"{self.path} is not a lock file nsm wrote (it reads {text[:60]!r}); "
-                               f"nsm will not overwrite it: move it away and run again")
+            raise RuntimeError(
+                f"{self.path} is not a lock file nsm wrote (it reads {text[:60]!r}); "
+                f"nsm will not overwrite it: move it away and run again"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
         self.fd: Optional[int] = fd
@@ -123,8 +150,10 @@ def open_own_file(path: Path, what: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise RuntimeError(f"{what} file {path} is a symbolic link; nsm never writes through a link it "
-                               f"did not make: remove the link and run again") from None
+            raise RuntimeError(
+                f"{what} file {path} is a symbolic link; nsm never writes through a link it "
+                f"did not make: remove the link and run again"
+            ) from None
         if exc.errno == errno.EISDIR:
             raise RuntimeError(f"{what} file {path} is a directory; remove it and run again") from None
         raise
@@ -148,13 +177,16 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except pickle.UnpicklingError as exc:
         # torch's message wraps the reason in advice about weights_only=False: keep the reason only
         text = str(exc)
-        found = (re.search(r"WeightsUnpickler error:\s*(\S.*?)(?:\. Please|\n\s*\n|$)", text, re.S)
-                 or re.search(r"(Trying to load unsupported GLOBAL[^\n]*)", text))
+        found = re.search(r"WeightsUnpickler error:\s*(\S.*?)(?:\. Please|\n\s*\n|$)", text, re.S) or re.search(
+            r"(Trying to load unsupported GLOBAL[^\n]*)", text
+        )
         reason = " ".join(found.group(1).split()) if found else type(exc).__name__
         if "unsupported global" in text.lower():
-            raise ValueError(f"refused to load {path}: it holds objects other than tensors and plain data "
-                             f"({reason[:200]}); loading it could run code. nsm checkpoints never do: "
-                             f"do not use this file") from None
+            raise ValueError(
+                f"refused to load {path}: it holds objects other than tensors and plain data "
+                f"({reason[:200]}); loading it could run code. nsm checkpoints never do: "
+                f"do not use this file"
+            ) from None
         raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {reason[:300]}") from None
     except Exception as exc:  # truncated, corrupt, or not a torch file at all
         raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {exc}") from None
@@ -179,8 +211,11 @@ def config_differences(saved: dict, config: TrainConfig) -> list[str]:
     """``field: saved there, given here`` for each field that differs (FREE_FIELDS aside)."""
     want = config.to_dict()
     default = TrainConfig.saved_defaults()  # a field an older run did not save had this value then
-    return [f"{f}: {saved.get(f, default[f])!r} there, {want[f]!r} here" for f in want
-            if f not in FREE_FIELDS and saved.get(f, default[f]) != want[f]]
+    return [
+        f"{f}: {saved.get(f, default[f])!r} there, {want[f]!r} here"
+        for f in want
+        if f not in FREE_FIELDS and saved.get(f, default[f]) != want[f]
+    ]
 
 
 def rng_state(device: torch.device, data_gen: torch.Generator) -> dict:
@@ -204,15 +239,20 @@ def data_fingerprint(train_x: Tensor, train_y: Tensor, test_y: Tensor) -> dict:
     h = hashlib.sha256()
     for t in (train_y, test_y):
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {"n_train": int(train_x.shape[0]), "n_test": int(test_y.shape[0]),
-            "in_shape": list(train_x.shape[1:]), "labels_sha256": h.hexdigest()}
+    return {
+        "n_train": int(train_x.shape[0]),
+        "n_test": int(test_y.shape[0]),
+        "in_shape": list(train_x.shape[1:]),
+        "labels_sha256": h.hexdigest(),
+    }
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` atomically, refusing a model whose parameters are not all finite
     (``FloatingPointError``): a bad state never replaces the last good checkpoint."""
-    bad = [name for name, t in state["model_state"].items()
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = [
+        name for name, t in state["model_state"].items() if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
     if bad:
         raise FloatingPointError(f"parameter {bad[0]!r} is no longer finite")
     save_torch(path, {"format": FORMAT, **state})
@@ -238,8 +278,18 @@ def load_checkpoint(path: Path, config: TrainConfig, data: dict) -> dict:
     return ckpt
 
 
-def restore(ckpt: dict, path: Path, *, network: str, model, optimizer, scheduler, data_gen: torch.Generator,
-            device: torch.device, recorder=None) -> None:
+def restore(
+    ckpt: dict,
+    path: Path,
+    *,
+    network: str,
+    model,
+    optimizer,
+    scheduler,
+    data_gen: torch.Generator,
+    device: torch.device,
+    recorder=None,
+) -> None:
     """Load a checkpoint read by :func:`load_checkpoint` into the run's objects (``network``:
     the name of the run's network)."""
     try:
@@ -247,8 +297,9 @@ def restore(ckpt: dict, path: Path, *, network: str, model, optimizer, scheduler
         optimizer.load_state_dict(ckpt["optimizer_state"])
     except (RuntimeError, ValueError, KeyError) as exc:
         detail = " ".join(line.strip() for line in str(exc).strip().splitlines())
-        raise ValueError(f"checkpoint {path} (network {ckpt['model']!r}) does not fit this run's network "
-                         f"{network!r}: {detail[:300]}") from None
+        raise ValueError(
+            f"checkpoint {path} (network {ckpt['model']!r}) does not fit this run's network {network!r}: {detail[:300]}"
+        ) from None
     scheduler.load_state_dict(ckpt["scheduler_state"])
     if recorder is not None:
         if ckpt.get("recorder") is None:

@@ -41,8 +41,9 @@ AUTO_MIN_STEPS = 3000
 FASTER_COMPILED = ("bnsm", "bn")
 
 
-def decide(mode: str, *, network: str, sampler: Optional[str], steps: int, record: bool,
-           distributed: bool) -> tuple[bool, str]:
+def decide(
+    mode: str, *, network: str, sampler: Optional[str], steps: int, record: bool, distributed: bool
+) -> tuple[bool, str]:
     """(compile?, why) for a run of ``steps`` optimizer steps of ``network``."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")

@@ -24,10 +24,8 @@ LR_SCHEDULES = ("step", "linear")
 # the defaults of `nsm train --dataset D` and `nsm reproduce` (any field given wins).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "dvs-gesture": {"epochs": 200, "lr_step": 100, "samples": 101},
-    "cifar10": {"epochs": 300, "lr": 1e-3, "lr_schedule": "linear", "lr_decay_start": 100,
-                "samples": 101},
-    "cifar100": {"epochs": 300, "lr": 1e-3, "lr_schedule": "linear", "lr_decay_start": 100,
-                 "samples": 101},
+    "cifar10": {"epochs": 300, "lr": 1e-3, "lr_schedule": "linear", "lr_decay_start": 100, "samples": 101},
+    "cifar100": {"epochs": 300, "lr": 1e-3, "lr_schedule": "linear", "lr_decay_start": 100, "samples": 101},
 }
 
 # dataset -> network family the paper uses for it (Table 6 otherwise)
@@ -41,9 +39,11 @@ def model_for_dataset(model: str, dataset: str) -> str:
     arch = ARCHITECTURES.get(dataset)
     if arch is None or model not in _FAMILY_MODELS:
         if arch is not None and not model.endswith(f"-{arch}"):
-            raise ValueError(f"model {model!r} is defined on the Table 6 network only; on {dataset} "
-                             f"the paper uses the {arch} network: use one of "
-                             f"{', '.join(f'{m}-{arch}' for m in _FAMILY_MODELS)} (or bnsm, gnsm, dcnn)")
+            raise ValueError(
+                f"model {model!r} is defined on the Table 6 network only; on {dataset} "
+                f"the paper uses the {arch} network: use one of "
+                f"{', '.join(f'{m}-{arch}' for m in _FAMILY_MODELS)} (or bnsm, gnsm, dcnn)"
+            )
         return model
     return f"{model}-{arch}"
 
@@ -56,10 +56,19 @@ LEGACY_DEFAULTS: dict[str, Any] = {"compile": "off"}
 
 def check_run_name(name: str) -> str:
     """A run directory's name: one path component, so that the run stays inside ``out``."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or (os.sep in name)
-            or (os.altsep and os.altsep in name) or "\0" in name):
-        raise ValueError(f"config field 'run_name' must be a plain folder name (no path separators, not '.' "
-                         f"or '..'), so that the run stays inside --out; got {name!r}")
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or (os.sep in name)
+        or (os.altsep and os.altsep in name)
+        or "\0" in name
+    ):
+        raise ValueError(
+            f"config field 'run_name' must be a plain folder name (no path separators, not '.' "
+            f"or '..'), so that the run stays inside --out; got {name!r}"
+        )
     return name
 
 
@@ -72,13 +81,13 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-6
     lr_schedule: str = "step"  # "step": x lr_gamma every lr_step epochs; "linear": see below
-    lr_step: int = 50          # epochs between learning-rate decays ("step")
-    lr_gamma: float = 0.5      # factor applied every lr_step epochs ("step")
+    lr_step: int = 50  # epochs between learning-rate decays ("step")
+    lr_gamma: float = 0.5  # factor applied every lr_step epochs ("step")
     lr_decay_start: int = 100  # "linear": constant lr until this epoch, then linearly to 0 at `epochs`
     seed: int = 0
-    samples: int = 100         # MC samples per test image
-    eval_every: int = 1        # evaluate every N epochs (and always after the last)
-    eval_last: int = 0         # also evaluate each of the last N epochs (at `samples`)
+    samples: int = 100  # MC samples per test image
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    eval_last: int = 0  # also evaluate each of the last N epochs (at `samples`)
     eval_samples: Optional[int] = None  # MC samples of the evaluations before those (None: `samples`)
     device: str = "cpu"
     threads: Optional[int] = None
@@ -90,16 +99,28 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # passed to the model builder
     dataset_options: dict = field(default_factory=dict)  # passed to the dataset loader (zca, split)
     progress: bool = True
-    record: bool = False       # record weight/gradient statistics (nsm.training.recorder) into RUN_DIR/record
-    record_every: int = 0      # record every N optimizer steps; 0: after every epoch
-    record_probe: int = 500    # training images in the fixed probe batch (percentiles, gradient agreement)
+    record: bool = False  # record weight/gradient statistics (nsm.training.recorder) into RUN_DIR/record
+    record_every: int = 0  # record every N optimizer steps; 0: after every epoch
+    record_probe: int = 500  # training images in the fixed probe batch (percentiles, gradient agreement)
     record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
-    record_draws: int = 4      # stochastic passes averaged per gradient in the cosine
+    record_draws: int = 4  # stochastic passes averaged per gradient in the cosine
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
-    compile: str = "auto"      # torch.compile: "auto" (when it pays, nsm.training.compiled.decide), "on", "off"
+    compile: str = "auto"  # torch.compile: "auto" (when it pays, nsm.training.compiled.decide), "on", "off"
 
-    _POSITIVE = ("epochs", "batch_size", "lr_step", "lr_decay_start", "samples", "eval_every",
-                 "eval_samples", "threads", "train_subset", "test_subset", "record_probe", "record_draws")
+    _POSITIVE = (
+        "epochs",
+        "batch_size",
+        "lr_step",
+        "lr_decay_start",
+        "samples",
+        "eval_every",
+        "eval_samples",
+        "threads",
+        "train_subset",
+        "test_subset",
+        "record_probe",
+        "record_draws",
+    )
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -119,11 +140,13 @@ class TrainConfig:
             raise ValueError(f"config field 'compile' must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"config field 'lr_schedule' must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 <= self.seed < 2 ** 63:
+        if not 0 <= self.seed < 2**63:
             raise ValueError(f"config field 'seed' must be an int in [0, 2^63), got {self.seed!r}")
         if self.threads is not None and self.threads > MAX_THREADS:
-            raise ValueError(f"config field 'threads' must be an int in [1, {MAX_THREADS}], got {self.threads!r} "
-                             f"(this machine has {os.cpu_count()} cores)")
+            raise ValueError(
+                f"config field 'threads' must be an int in [1, {MAX_THREADS}], got {self.threads!r} "
+                f"(this machine has {os.cpu_count()} cores)"
+            )
         if self.run_name is not None:
             check_run_name(self.run_name)
         if self.record_every < 0:
@@ -131,19 +154,22 @@ class TrainConfig:
         if self.eval_last < 0:
             raise ValueError(f"config field 'eval_last' must be >= 0 (0: no extra evaluations), got {self.eval_last!r}")
         if self.checkpoint_every < 0:
-            raise ValueError(f"config field 'checkpoint_every' must be >= 0 (0: at epoch ends only), "
-                             f"got {self.checkpoint_every!r}")
+            raise ValueError(
+                f"config field 'checkpoint_every' must be >= 0 (0: at epoch ends only), got {self.checkpoint_every!r}"
+            )
         if (self.record_every or self.record_compare) and not self.record:
             raise ValueError("config fields 'record_every' and 'record_compare' need record=True (--record)")
         if self.model not in MODELS:
             raise ValueError(f"config field 'model': unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
         for name in self.record_compare:
             if not isinstance(name, str) or name not in MODELS:
-                raise ValueError(f"config field 'record_compare': unknown model {name!r}; "
-                                 f"known: {', '.join(MODELS.names())}")
+                raise ValueError(
+                    f"config field 'record_compare': unknown model {name!r}; known: {', '.join(MODELS.names())}"
+                )
         if self.dataset not in DATASETS:
-            raise ValueError(f"config field 'dataset': unknown dataset {self.dataset!r}; "
-                             f"known: {', '.join(DATASETS.names())}")
+            raise ValueError(
+                f"config field 'dataset': unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}"
+            )
         if not (self.device in ("cpu", "cuda", "mps", "auto") or self.device.startswith("cuda:")):
             raise ValueError(f"config field 'device' must be cpu, cuda, cuda:N, mps or auto, got {self.device!r}")
 

@@ -135,11 +135,14 @@ def device_for(group: Group, name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
         if group.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"process with LOCAL_RANK {group.local_rank} has no GPU: this machine has "
-                             f"{torch.cuda.device_count()}; start at most that many processes per node")
+            raise ValueError(
+                f"process with LOCAL_RANK {group.local_rank} has no GPU: this machine has "
+                f"{torch.cuda.device_count()}; start at most that many processes per node"
+            )
         return torch.device("cuda", group.local_rank)
-    raise ValueError(f"under torchrun, --device must be cpu, cuda or auto (each process uses cuda:LOCAL_RANK), "
-                     f"got {name!r}")
+    raise ValueError(
+        f"under torchrun, --device must be cpu, cuda or auto (each process uses cuda:LOCAL_RANK), got {name!r}"
+    )
 
 
 @contextlib.contextmanager

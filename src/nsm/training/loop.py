@@ -37,21 +37,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig
 from ..data import Dataset, load_dataset
-from .compiled import Compiled, decide
-from .checkpoint import (CHECKPOINT, RunLock, config_differences, data_fingerprint, load_checkpoint,
-                         load_run_config, restore, rng_state, save_checkpoint)
-from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
-from ..utils.io import DiskFull, atomic_write, read_json, save_figure, write_json
-from ..nn.mc import mc_predict
-from .recorder import make_recorder
-from ..models.baselines import after_step
 from ..models import build_model, is_stochastic
-from .config import model_for_dataset
+from ..models.baselines import after_step
+from ..nn.mc import mc_predict
+from ..utils.io import DiskFull, atomic_write, read_json, save_figure, write_json
+from .checkpoint import (
+    CHECKPOINT,
+    RunLock,
+    config_differences,
+    data_fingerprint,
+    load_checkpoint,
+    load_run_config,
+    restore,
+    rng_state,
+    save_checkpoint,
+)
+from .compiled import Compiled, decide
+from .config import TrainConfig, model_for_dataset
+from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
+from .recorder import make_recorder
 
-__all__ = ["train_step", "new_epoch", "train_one_epoch", "make_scheduler", "evaluate", "fit", "resolve_device",
-           "make_run_dir", "RunInterrupted"]
+__all__ = [
+    "train_step",
+    "new_epoch",
+    "train_one_epoch",
+    "make_scheduler",
+    "evaluate",
+    "fit",
+    "resolve_device",
+    "make_run_dir",
+    "RunInterrupted",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,8 +88,15 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor,
-               before_step=None, *, loss_weight: float = 1.0) -> tuple[float, int]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    xb: Tensor,
+    yb: Tensor,
+    before_step=None,
+    *,
+    loss_weight: float = 1.0,
+) -> tuple[float, int]:
     """One optimizer step on a batch; returns (loss, number of wrong predictions).
 
     Back-propagation of the cross-entropy for every model except those that compute their
@@ -106,10 +130,23 @@ def new_epoch(n: int, generator: torch.Generator) -> dict:
     return {"order": torch.randperm(n, generator=generator), "batch": 0, "loss_sum": 0.0, "wrong": 0, "seen": 0}
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
-                    batch_size: int, generator: torch.Generator, device: torch.device,
-                    progress: bool = False, desc: str = "train", transform=None,
-                    recorder=None, state: Optional[dict] = None, on_step=None, group: Group = SINGLE) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "train",
+    transform=None,
+    recorder=None,
+    state: Optional[dict] = None,
+    on_step=None,
+    group: Group = SINGLE,
+) -> dict:
     """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
 
     The training error is that of the single stochastic pass used for the gradient.
@@ -129,7 +166,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     n_batches = math.ceil(x.shape[0] / batch_size)
     bar = _bar(range(state["batch"], n_batches), n_batches - state["batch"], desc, progress)
     for b in bar:
-        idx = order[b * batch_size:(b + 1) * batch_size]
+        idx = order[b * batch_size : (b + 1) * batch_size]
         xb = x[idx] if transform is None else transform(x[idx], generator)
         yb, n = y[idx], idx.shape[0]
         if group.active:  # this rank's part of the global batch (augmented whole: the same draws as one process)
@@ -146,8 +183,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
             loss, n_wrong = train_step(model, optimizer, xb, yb, before_step=recorder.after_backward)
             recorder.after_step()
         if not math.isfinite(loss):
-            raise FloatingPointError(f"{desc}, step {b + 1} of {n_batches}: the training loss became {loss}; "
-                                     f"lower the learning rate")
+            raise FloatingPointError(
+                f"{desc}, step {b + 1} of {n_batches}: the training loss became {loss}; lower the learning rate"
+            )
         state["loss_sum"] += loss * n
         state["wrong"] += n_wrong
         state["seen"] += n
@@ -159,8 +197,18 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tenso
     return {"train_loss": state["loss_sum"] / state["seen"], "train_error": state["wrong"] / state["seen"]}
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: torch.device,
-             batch_size: int = 100, mode: str = "sample", progress: bool = False, group: Group = SINGLE) -> dict:
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    samples: int,
+    device: torch.device,
+    batch_size: int = 100,
+    mode: str = "sample",
+    progress: bool = False,
+    group: Group = SINGLE,
+) -> dict:
     """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes.
 
     ``group``: under torchrun, this process evaluates its contiguous part of (x, y) and the
@@ -172,8 +220,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, samples: int, device: to
     starts = range(part.start, part.stop, batch_size)
     wrong, nll = 0, 0.0
     for s in _bar(starts, len(starts), "test", progress):
-        xb = x[s:min(s + batch_size, part.stop)].to(device)
-        yb = y[s:min(s + batch_size, part.stop)].to(device)
+        xb = x[s : min(s + batch_size, part.stop)].to(device)
+        yb = y[s : min(s + batch_size, part.stop)].to(device)
         probs = mc_predict(model, xb, samples, mode=mode)
         wrong += (probs.argmax(-1) != yb).sum().item()
         nll -= probs.gather(1, yb[:, None]).clamp_min(1e-12).log().sum().item()
@@ -234,8 +282,9 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
-        resume: Optional[str | os.PathLike] = None) -> dict:
+def fit(
+    config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print, resume: Optional[str | os.PathLike] = None
+) -> dict:
     """Train ``config.model`` on ``config.dataset``; returns the summary (also saved).
 
     ``checkpoint.pt`` is written after every epoch and every ``config.checkpoint_every``
@@ -262,8 +311,9 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
 
             def check_resume() -> None:
                 if not (run_dir / "config.json").is_file():
-                    raise FileNotFoundError(f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm "
-                                            f"run directory")
+                    raise FileNotFoundError(
+                        f"{run_dir / 'config.json'} not found: {run_dir} is not an nsm run directory"
+                    )
                 stack.enter_context(RunLock(run_dir))
                 saved = load_run_config(run_dir).to_dict()
                 diff = config_differences(saved, config)
@@ -274,23 +324,32 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
                 environment = read_json(run_dir / "config.json", "the run's configuration").get("_environment") or {}
                 ran = environment.get("world_size", 1)
                 if ran != group.world_size:  # also before its first checkpoint: the same run needs as many
-                    raise ValueError(f"{run_dir} was trained by {ran} process(es) (config.json); resume it with "
-                                     f"as many, e.g. torchrun --nproc_per_node {ran} (this run has {group.world_size})")
+                    raise ValueError(
+                        f"{run_dir} was trained by {ran} process(es) (config.json); resume it with "
+                        f"as many, e.g. torchrun --nproc_per_node {ran} (this run has {group.world_size})"
+                    )
 
             group.on_main(check_resume)
         if config.threads is not None:
             cores = os.cpu_count() or 1
             if config.threads > cores and group.main:
-                print(f"nsm: warning: --threads {config.threads} is more than this machine's {cores} cores; "
-                      f"oversubscribed threads make training much slower", file=sys.stderr)
+                print(
+                    f"nsm: warning: --threads {config.threads} is more than this machine's {cores} cores; "
+                    f"oversubscribed threads make training much slower",
+                    file=sys.stderr,
+                )
             torch.set_num_threads(config.threads)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
-            dataset = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
-                                   test_subset=config.test_subset, **config.dataset_options)
+            dataset = load_dataset(
+                config.dataset,
+                config.data_dir,
+                train_subset=config.train_subset,
+                test_subset=config.test_subset,
+                **config.dataset_options,
+            )
         torch.manual_seed(config.seed)
-        model = build_model(model_name, dataset.in_shape, dataset.num_classes,
-                            **config.model_options).to(device)
+        model = build_model(model_name, dataset.in_shape, dataset.num_classes, **config.model_options).to(device)
         if group.active:
             _check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
             torch.manual_seed(noise_seed(config.seed, group.rank))  # the same weights, other noise per rank
@@ -298,13 +357,20 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
         scheduler = make_scheduler(optimizer, config)
         data_gen = torch.Generator().manual_seed(config.seed)
         if resume is None:
+
             def new_run_dir() -> Path:
                 path = make_run_dir(config.out, config.run_name or f"{config.model}-{config.dataset}-seed{config.seed}")
                 stack.enter_context(RunLock(path))
-                environment = {"torch": torch.__version__, "python": platform.python_version(),
-                               "device": str(device), "threads": torch.get_num_threads(),
-                               "argv": sys.argv, "network": model_name,
-                               "n_train": int(dataset.train_x.shape[0]), "n_test": int(dataset.test_x.shape[0])}
+                environment = {
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "argv": sys.argv,
+                    "network": model_name,
+                    "n_train": int(dataset.train_x.shape[0]),
+                    "n_test": int(dataset.test_x.shape[0]),
+                }
                 if group.active:
                     environment["world_size"] = group.world_size
                 write_json(path / "config.json", {**config.to_dict(), "_environment": environment})
@@ -315,13 +381,34 @@ def fit(config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print,
         recorder = None
         if config.record:
             recorder = make_recorder(
-                model, run_dir, train_x=dataset.train_x, train_y=dataset.train_y, device=device,
+                model,
+                run_dir,
+                train_x=dataset.train_x,
+                train_y=dataset.train_y,
+                device=device,
                 steps_per_epoch=math.ceil(dataset.train_x.shape[0] / config.batch_size),
-                every=config.record_every, probe=config.record_probe, companions=config.record_compare,
-                build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes), seed=config.seed,
-                draws=config.record_draws)
-        return _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device,
-                          dataset, recorder, resume is not None, log, group)
+                every=config.record_every,
+                probe=config.record_probe,
+                companions=config.record_compare,
+                build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes),
+                seed=config.seed,
+                draws=config.record_draws,
+            )
+        return _train_run(
+            config,
+            run_dir,
+            model_name,
+            model,
+            optimizer,
+            scheduler,
+            data_gen,
+            device,
+            dataset,
+            recorder,
+            resume is not None,
+            log,
+            group,
+        )
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -336,30 +423,39 @@ def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0."""
 
 
-def _check_distributed(config: TrainConfig, group: Group, *, model: Optional[nn.Module] = None,
-                       n_train: Optional[int] = None) -> None:
+def _check_distributed(
+    config: TrainConfig, group: Group, *, model: Optional[nn.Module] = None, n_train: Optional[int] = None
+) -> None:
     """Refuse what data-parallel training cannot do exactly (before any work; the model and the
     training-set size, once known)."""
     w = group.world_size
     if config.batch_size % w:
-        raise ValueError(f"--batch-size {config.batch_size} is not divisible by the {w} processes (WORLD_SIZE): "
-                         f"each trains on batch_size / {w} examples of every batch; pick a multiple of {w}")
+        raise ValueError(
+            f"--batch-size {config.batch_size} is not divisible by the {w} processes (WORLD_SIZE): "
+            f"each trains on batch_size / {w} examples of every batch; pick a multiple of {w}"
+        )
     if config.record:
         raise ValueError(f"--record is not supported with {w} processes (torchrun): record in one process")
     if model is not None and hasattr(model, "contrastive_divergence"):
-        raise ValueError(f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
-                         f"does not average: train it in one process")
+        raise ValueError(
+            f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
+            f"does not average: train it in one process"
+        )
     if n_train is not None and 0 < n_train % config.batch_size < w:
-        raise ValueError(f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
-                         f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
-                         f"processes; change --batch-size or --train-subset")
+        raise ValueError(
+            f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
+            f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
+            f"processes; change --batch-size or --train-subset"
+        )
 
 
-def _train_run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset,
-               recorder, resuming, log, group) -> dict:
+def _train_run(
+    config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset, recorder, resuming, log, group
+) -> dict:
     """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
-    run = _Run(config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset, recorder,
-               log, group)
+    run = _Run(
+        config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset, recorder, log, group
+    )
     done, in_epoch = run.begin(resuming)
     for epoch in range(done + 1, config.epochs + 1):
         run.epoch(epoch, in_epoch if in_epoch is not None and in_epoch["epoch"] == epoch else None)
@@ -372,23 +468,40 @@ class _Run:
     where its last good checkpoint stands (``last_good``). Rank 0 alone writes
     (``group.on_main``); every rank trains, evaluates and builds the same history."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, model_name: str, model: nn.Module,
-                 optimizer: torch.optim.Optimizer, scheduler, data_gen: torch.Generator, device: torch.device,
-                 dataset: Dataset, recorder, log, group: Group) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        model_name: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        data_gen: torch.Generator,
+        device: torch.device,
+        dataset: Dataset,
+        recorder,
+        log,
+        group: Group,
+    ) -> None:
         self.config, self.run_dir, self.model_name, self.model = config, run_dir, model_name, model
         self.optimizer, self.scheduler, self.data_gen, self.device = optimizer, scheduler, data_gen, device
         self.dataset, self.recorder, self.log, self.group = dataset, recorder, log, group
         self.trainee = wrap(model, group, device)  # DDP under torchrun; evaluated and saved: the model itself
         self.n_batches = math.ceil(dataset.train_x.shape[0] / config.batch_size)
-        use, why = decide(config.compile, network=model_name, sampler=config.model_options.get("sampler"),
-                          steps=config.epochs * self.n_batches, record=config.record, distributed=group.active)
+        use, why = decide(
+            config.compile,
+            network=model_name,
+            sampler=config.model_options.get("sampler"),
+            steps=config.epochs * self.n_batches,
+            record=config.record,
+            distributed=group.active,
+        )
         log(f"torch.compile: {'yes' if use else 'no'} ({why})")
         if use:  # the same parameters, traced; checkpoints and evaluation act on the model itself
             self.trainee = Compiled(self.trainee, log)  # training only: compiled MC passes were measured slower
         self.samples = config.samples if is_stochastic(model_name) else 1
         # the learning curve's cheaper evaluations (before the last eval_last epochs)
-        self.eval_samples = (self.samples if config.eval_samples is None or self.samples == 1
-                             else config.eval_samples)
+        self.eval_samples = self.samples if config.eval_samples is None or self.samples == 1 else config.eval_samples
         self.ckpt_path = run_dir / CHECKPOINT
         self.data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
         self.history: list[dict] = []
@@ -404,8 +517,17 @@ class _Run:
         if ckpt is not None:
             if self.group.active:
                 ckpt["rng"] = ckpt["rng_ranks"][self.group.rank]
-            restore(ckpt, self.ckpt_path, network=self.model_name, model=self.model, optimizer=self.optimizer,
-                    scheduler=self.scheduler, data_gen=self.data_gen, device=self.device, recorder=self.recorder)
+            restore(
+                ckpt,
+                self.ckpt_path,
+                network=self.model_name,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                data_gen=self.data_gen,
+                device=self.device,
+                recorder=self.recorder,
+            )
             self.history, done, in_epoch = ckpt["history"], ckpt["epoch"], ckpt["in_epoch"]
             elapsed = ckpt["wall_seconds"]
             self.last_good = _where(done, in_epoch)
@@ -425,8 +547,10 @@ class _Run:
             return None
         ckpt = load_checkpoint(self.ckpt_path, self.config, self.data)
         if ckpt.get("world_size", 1) != self.group.world_size:
-            raise ValueError(f"checkpoint {self.ckpt_path} was written by {ckpt.get('world_size', 1)} training "
-                             f"process(es); resume it with as many (this run has {self.group.world_size})")
+            raise ValueError(
+                f"checkpoint {self.ckpt_path} was written by {ckpt.get('world_size', 1)} training "
+                f"process(es); resume it with as many (this run has {self.group.world_size})"
+            )
         return ckpt
 
     def _save_metrics(self) -> None:
@@ -442,8 +566,11 @@ class _Run:
         except DiskFull as exc:  # metrics.jsonl or another file: the checkpoint is whole
             if exc.advice:
                 raise
-            raise DiskFull(exc.path, f"the checkpoint ({self.last_good}) is kept; free space and resume with: "
-                                     f"nsm train --resume {self.run_dir}") from None
+            raise DiskFull(
+                exc.path,
+                f"the checkpoint ({self.last_good}) is kept; free space and resume with: "
+                f"nsm train --resume {self.run_dir}",
+            ) from None
         except KeyboardInterrupt:
             raise RunInterrupted(self.run_dir, self.last_good) from None
 
@@ -451,13 +578,24 @@ class _Run:
         config, history, group = self.config, self.history, self.group
         t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
         row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-        row.update(train_one_epoch(self.trainee, self.optimizer, self.dataset.train_x, self.dataset.train_y,
-                                   batch_size=config.batch_size, generator=self.data_gen, device=self.device,
-                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
-                                   transform=self.dataset.train_transform, recorder=self.recorder,
-                                   state=None if state is None else {**state},
-                                   on_step=functools.partial(self._on_step, epoch, t0) if config.checkpoint_every
-                                   else None, group=group))
+        row.update(
+            train_one_epoch(
+                self.trainee,
+                self.optimizer,
+                self.dataset.train_x,
+                self.dataset.train_y,
+                batch_size=config.batch_size,
+                generator=self.data_gen,
+                device=self.device,
+                progress=config.progress,
+                desc=f"epoch {epoch}/{config.epochs}",
+                transform=self.dataset.train_transform,
+                recorder=self.recorder,
+                state=None if state is None else {**state},
+                on_step=functools.partial(self._on_step, epoch, t0) if config.checkpoint_every else None,
+                group=group,
+            )
+        )
         if self.recorder is not None:
             self.recorder.end_epoch()
         self.scheduler.step()
@@ -466,16 +604,27 @@ class _Run:
         if tail or epoch % config.eval_every == 0:
             t1 = time.perf_counter()
             row["samples"] = self.samples if tail else self.eval_samples
-            row.update(evaluate(self.model, self.dataset.test_x, self.dataset.test_y, samples=row["samples"],
-                                device=self.device, progress=config.progress, group=group))
+            row.update(
+                evaluate(
+                    self.model,
+                    self.dataset.test_x,
+                    self.dataset.test_y,
+                    samples=row["samples"],
+                    device=self.device,
+                    progress=config.progress,
+                    group=group,
+                )
+            )
             row["test_seconds"] = time.perf_counter() - t1
             history.append(row)
         self._save(epoch, None)  # before metrics.jsonl: a resumed run rewrites it from the checkpoint
         if "test_error" in row:
             group.on_main(self._save_metrics)
-            self.log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
-                     f"test err {100 * row['test_error']:.2f}% (S={row['samples']})  "
-                     f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]")
+            self.log(
+                f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
+                f"test err {100 * row['test_error']:.2f}% (S={row['samples']})  "
+                f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]"
+            )
 
     def _on_step(self, epoch: int, t0: float, state: dict) -> None:
         """After each step of ``epoch`` (begun at ``t0``): a checkpoint every ``checkpoint_every`` steps."""
@@ -492,23 +641,42 @@ class _Run:
         except FloatingPointError as exc:
             raise FloatingPointError(f"{where}: {exc}") from None
         except DiskFull as exc:
-            raise DiskFull(exc.path, f"the previous checkpoint ({self.last_good}) is kept; free space and resume "
-                                     f"with: nsm train --resume {self.run_dir}") from None
+            raise DiskFull(
+                exc.path,
+                f"the previous checkpoint ({self.last_good}) is kept; free space and resume "
+                f"with: nsm train --resume {self.run_dir}",
+            ) from None
         except OSError as exc:
-            raise OSError(exc.errno, f"could not write checkpoint {self.ckpt_path} at {where}: {exc.strerror}; "
-                                     f"the run stopped, the previous checkpoint ({self.last_good}) is intact") from None
+            raise OSError(
+                exc.errno,
+                f"could not write checkpoint {self.ckpt_path} at {where}: {exc.strerror}; "
+                f"the run stopped, the previous checkpoint ({self.last_good}) is intact",
+            ) from None
         self.last_good = where
 
     def _write_checkpoint(self, epoch_done: int, state: Optional[dict], rng: dict, ranks: dict) -> None:
         recorder, dataset = self.recorder, self.dataset
-        save_checkpoint(self.ckpt_path, {
-            "model": self.model_name, "model_state": self.model.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
-            "epoch": epoch_done, "in_epoch": state, "history": self.history, "rng": rng, **ranks,
-            "recorder": None if recorder is None else recorder.state_dict(),
-            "config": self.config.to_dict(), "data": self.data, "in_shape": dataset.in_shape,
-            "num_classes": dataset.num_classes, "wall_seconds": time.perf_counter() - self.start,
-            "finished": epoch_done == self.config.epochs and state is None})
+        save_checkpoint(
+            self.ckpt_path,
+            {
+                "model": self.model_name,
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": self.scheduler.state_dict(),
+                "epoch": epoch_done,
+                "in_epoch": state,
+                "history": self.history,
+                "rng": rng,
+                **ranks,
+                "recorder": None if recorder is None else recorder.state_dict(),
+                "config": self.config.to_dict(),
+                "data": self.data,
+                "in_shape": dataset.in_shape,
+                "num_classes": dataset.num_classes,
+                "wall_seconds": time.perf_counter() - self.start,
+                "finished": epoch_done == self.config.epochs and state is None,
+            },
+        )
 
     def finish(self) -> dict:
         """Record the final weights, write curves.png then summary.json; returns the summary."""
@@ -518,8 +686,12 @@ class _Run:
         # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S
         last = [h for h in history if h.get("samples", samples) == samples][-5:]
         summary = {
-            "model": config.model, "network": self.model_name, "dataset": config.dataset, "seed": config.seed,
-            "epochs": config.epochs, "samples": samples,
+            "model": config.model,
+            "network": self.model_name,
+            "dataset": config.dataset,
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "samples": samples,
             "final_test_error": history[-1]["test_error"],
             "last5_test_error": sum(h["test_error"] for h in last) / len(last),
             "n_last": len(last),

@@ -46,19 +46,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils.io import atomic_write, write_json
 from ..nn.layers import NSMLayer
+from ..utils.io import atomic_write, write_json
 
-__all__ = ["Recorder", "weight_layers", "weight_stats", "histogram_edges", "histogram_counts",
-           "cosine_similarity", "percentiles", "unit_input", "copy_weights", "layer_gradients",
-           "gradient_agreement", "make_recorder", "PERCENTILES"]
+__all__ = [
+    "Recorder",
+    "weight_layers",
+    "weight_stats",
+    "histogram_edges",
+    "histogram_counts",
+    "cosine_similarity",
+    "percentiles",
+    "unit_input",
+    "copy_weights",
+    "layer_gradients",
+    "gradient_agreement",
+    "make_recorder",
+    "PERCENTILES",
+]
 
 PERCENTILES = (15, 50, 85)
-_STATS_COLUMNS = ["step", "epoch", "layer", "w_mean", "w_std", "w_mean_drift", "w_std_ratio",
-                  "w_abs_max", "g_mean", "g_abs_mean", "g_steps"]
+_STATS_COLUMNS = [
+    "step",
+    "epoch",
+    "layer",
+    "w_mean",
+    "w_std",
+    "w_mean_drift",
+    "w_std_ratio",
+    "w_abs_max",
+    "g_mean",
+    "g_abs_mean",
+    "g_steps",
+]
 
 
 # ---------------------------------------------------------------------------- statistics
+
 
 def weight_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     """``(name, module path, module)`` of every layer with a weight matrix or filter bank
@@ -75,9 +99,13 @@ def weight_stats(w: Tensor, init_mean: float, init_std: float) -> dict:
     """Mean, std (unbiased), their drift from the initial values and the largest |w|."""
     w = w.detach().double()
     mean, std = w.mean().item(), w.std().item() if w.numel() > 1 else 0.0
-    return {"w_mean": mean, "w_std": std, "w_mean_drift": mean - init_mean,
-            "w_std_ratio": std / init_std if init_std > 0 else math.nan,
-            "w_abs_max": w.abs().max().item()}
+    return {
+        "w_mean": mean,
+        "w_std": std,
+        "w_mean_drift": mean - init_mean,
+        "w_std_ratio": std / init_std if init_std > 0 else math.nan,
+        "w_abs_max": w.abs().max().item(),
+    }
 
 
 def histogram_edges(init_std: float, *, bins: int = 100, span: float = 10.0) -> np.ndarray:
@@ -133,8 +161,9 @@ def copy_weights(source: nn.Module, target: nn.Module) -> None:
     with torch.no_grad():
         for (name, _, a), (_, _, b) in zip(src, dst):
             if a.weight.shape != b.weight.shape:
-                raise ValueError(f"cannot match layer {name}: weight shapes {tuple(a.weight.shape)} "
-                                 f"and {tuple(b.weight.shape)}")
+                raise ValueError(
+                    f"cannot match layer {name}: weight shapes {tuple(a.weight.shape)} and {tuple(b.weight.shape)}"
+                )
             for pname, p in a.named_parameters(recurse=False):
                 q = b._parameters.get(pname)
                 if isinstance(q, nn.Parameter) and q.shape == p.shape:
@@ -154,8 +183,9 @@ def layer_gradients(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1) -
     return {name: t / draws for (name, _, _), t in zip(weight_layers(model), total)}
 
 
-def gradient_agreement(model: nn.Module, companion: nn.Module, x: Tensor, y: Tensor, *,
-                       draws: int = 1) -> dict[str, float]:
+def gradient_agreement(
+    model: nn.Module, companion: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1
+) -> dict[str, float]:
     """Per layer, the cosine between the weight gradients of ``model`` and of ``companion``
     given ``model``'s current weights (:func:`copy_weights`), on the same batch."""
     copy_weights(model, companion)
@@ -165,6 +195,7 @@ def gradient_agreement(model: nn.Module, companion: nn.Module, x: Tensor, y: Ten
 
 
 # ---------------------------------------------------------------------------- the recorder
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -205,12 +236,24 @@ class Recorder:
         bins, span: histogram bins over +-span initial stds.
     """
 
-    def __init__(self, model: nn.Module, run_dir, *, probe_x: Tensor, probe_y: Tensor,
-                 steps_per_epoch: int, every: int = 0, companions: Optional[dict] = None,
-                 draws: int = 4, bins: int = 100, span: float = 10.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        run_dir,
+        *,
+        probe_x: Tensor,
+        probe_y: Tensor,
+        steps_per_epoch: int,
+        every: int = 0,
+        companions: Optional[dict] = None,
+        draws: int = 4,
+        bins: int = 100,
+        span: float = 10.0,
+    ) -> None:
         if every < 0 or steps_per_epoch < 1 or draws < 1:
-            raise ValueError(f"need every >= 0, steps_per_epoch >= 1, draws >= 1; got {every}, "
-                             f"{steps_per_epoch}, {draws}")
+            raise ValueError(
+                f"need every >= 0, steps_per_epoch >= 1, draws >= 1; got {every}, {steps_per_epoch}, {draws}"
+            )
         self.model, self.dir = model, Path(run_dir) / "record"
         self.probe_x, self.probe_y = probe_x, probe_y
         self.steps_per_epoch, self.every, self.draws = steps_per_epoch, every, draws
@@ -218,8 +261,10 @@ class Recorder:
         self.layers = weight_layers(model)
         if not self.layers:
             raise ValueError("the model has no weight layers to record")
-        self.init = {name: (m.weight.detach().double().mean().item(), m.weight.detach().double().std().item())
-                     for name, _, m in self.layers}
+        self.init = {
+            name: (m.weight.detach().double().mean().item(), m.weight.detach().double().std().item())
+            for name, _, m in self.layers
+        }
         self.edges = {name: histogram_edges(s, bins=bins, span=span) for name, (_, s) in self.init.items()}
         # the last hidden layer: the weight layer before the readout
         self.hidden = self.layers[-2] if len(self.layers) >= 2 else None
@@ -259,17 +304,27 @@ class Recorder:
     # -- resuming (nsm.training.checkpoint)
     def state_dict(self) -> dict:
         """Everything recorded so far and the gradient accumulators (tensors, no numpy)."""
-        return {"step": self.step, "stats": self.stats, "pct": self.pct, "cos": self.cos, "steps": self.steps,
-                "counts": {k: [torch.from_numpy(c) for c in v] for k, v in self.counts.items()},
-                "g_sum": self._g_sum, "g_steps": self._g_steps, "init": self.init,
-                "edges": {k: torch.from_numpy(np.asarray(e)) for k, e in self.edges.items()},
-                "companions": {k: m.state_dict() for k, m in self.companions.items()}}
+        return {
+            "step": self.step,
+            "stats": self.stats,
+            "pct": self.pct,
+            "cos": self.cos,
+            "steps": self.steps,
+            "counts": {k: [torch.from_numpy(c) for c in v] for k, v in self.counts.items()},
+            "g_sum": self._g_sum,
+            "g_steps": self._g_steps,
+            "init": self.init,
+            "edges": {k: torch.from_numpy(np.asarray(e)) for k, e in self.edges.items()},
+            "companions": {k: m.state_dict() for k, m in self.companions.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if sorted(state["counts"]) != sorted(self.counts) or sorted(state["companions"]) != sorted(self.companions):
-            raise ValueError(f"recorder state of layers {sorted(state['counts'])} and companions "
-                             f"{sorted(state['companions'])} does not fit layers {sorted(self.counts)} "
-                             f"and companions {sorted(self.companions)}")
+            raise ValueError(
+                f"recorder state of layers {sorted(state['counts'])} and companions "
+                f"{sorted(state['companions'])} does not fit layers {sorted(self.counts)} "
+                f"and companions {sorted(self.companions)}"
+            )
         self.step, self.stats, self.pct, self.cos = state["step"], state["stats"], state["pct"], state["cos"]
         self.steps, self._g_steps = state["steps"], state["g_steps"]
         dev = self.probe_x.device  # a checkpoint is read onto the CPU
@@ -305,11 +360,19 @@ class Recorder:
             if self.hidden is not None:
                 values = self._probe_unit_input()
                 p = percentiles(values)
-                self.pct.append({**key, "layer": self.hidden[0], **dict(zip(("p15", "p50", "p85"), p)),
-                                 "mean": values.double().mean().item(), "std": values.double().std().item()})
+                self.pct.append(
+                    {
+                        **key,
+                        "layer": self.hidden[0],
+                        **dict(zip(("p15", "p50", "p85"), p)),
+                        "mean": values.double().mean().item(),
+                        "std": values.double().std().item(),
+                    }
+                )
             for cname, companion in self.companions.items():
-                for layer, c in gradient_agreement(self.model, companion, self.probe_x, self.probe_y,
-                                                   draws=self.draws).items():
+                for layer, c in gradient_agreement(
+                    self.model, companion, self.probe_x, self.probe_y, draws=self.draws
+                ).items():
                     self.cos.append({**key, "layer": layer, "companion": cname, "cosine": c})
         self.model.train(was_training)
         self.save()
@@ -321,6 +384,7 @@ class Recorder:
     def _probe_unit_input(self) -> Tensor:
         layer = self.hidden[2]
         seen: list[Tensor] = []
+
         def hook(mod, args, out):  # NSM: the drive from the input; else the output itself
             seen.append(mod.drive(args[0]) if isinstance(mod, NSMLayer) else out)
 
@@ -337,23 +401,45 @@ class Recorder:
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / "layers.json", {
-            "version": 1, "steps_per_epoch": self.steps_per_epoch, "record_every": self.every,
-            "layers": [{"name": name, "module": path, "type": type(m).__name__,
-                        "shape": list(m.weight.shape), "init_mean": self.init[name][0],
-                        "init_std": self.init[name][1]} for name, path, m in self.layers],
-            "hidden": None if self.hidden is None else {
-                "layer": self.hidden[0],
-                "quantity": ("NSM drive t, P(z=+1) = (1 + erf t)/2" if isinstance(self.hidden[2], NSMLayer)
-                             else f"unit input u ({type(self.hidden[2]).__name__} output)")},
-            "companions": list(self.companions),
-        })
+        write_json(
+            self.dir / "layers.json",
+            {
+                "version": 1,
+                "steps_per_epoch": self.steps_per_epoch,
+                "record_every": self.every,
+                "layers": [
+                    {
+                        "name": name,
+                        "module": path,
+                        "type": type(m).__name__,
+                        "shape": list(m.weight.shape),
+                        "init_mean": self.init[name][0],
+                        "init_std": self.init[name][1],
+                    }
+                    for name, path, m in self.layers
+                ],
+                "hidden": None
+                if self.hidden is None
+                else {
+                    "layer": self.hidden[0],
+                    "quantity": (
+                        "NSM drive t, P(z=+1) = (1 + erf t)/2"
+                        if isinstance(self.hidden[2], NSMLayer)
+                        else f"unit input u ({type(self.hidden[2]).__name__} output)"
+                    ),
+                },
+                "companions": list(self.companions),
+            },
+        )
         _write_csv(self.dir / "stats.csv", _STATS_COLUMNS, self.stats)
-        _write_csv(self.dir / "percentiles.csv", ["step", "epoch", "layer", "p15", "p50", "p85", "mean", "std"],
-                   self.pct)
+        _write_csv(
+            self.dir / "percentiles.csv", ["step", "epoch", "layer", "p15", "p50", "p85", "mean", "std"], self.pct
+        )
         _write_csv(self.dir / "grad_cosine.csv", ["step", "epoch", "layer", "companion", "cosine"], self.cos)
-        arrays = {"steps": np.asarray(self.steps, dtype=np.int64),
-                  "epochs": np.asarray(self.steps, dtype=np.float64) / self.steps_per_epoch}
+        arrays = {
+            "steps": np.asarray(self.steps, dtype=np.int64),
+            "epochs": np.asarray(self.steps, dtype=np.float64) / self.steps_per_epoch,
+        }
         for name, _, _ in self.layers:
             arrays[f"{name}_edges"] = self.edges[name]
             arrays[f"{name}_counts"] = np.stack(self.counts[name])
@@ -365,9 +451,21 @@ class Recorder:
         atomic_write(self.dir / "histograms.npz", write)
 
 
-def make_recorder(model: nn.Module, run_dir, *, train_x: Tensor, train_y: Tensor, device,
-                  steps_per_epoch: int, every: int, probe: int, companions: Sequence[str],
-                  build: Callable[[str], nn.Module], seed: int, draws: int = 4) -> Recorder:
+def make_recorder(
+    model: nn.Module,
+    run_dir,
+    *,
+    train_x: Tensor,
+    train_y: Tensor,
+    device,
+    steps_per_epoch: int,
+    every: int,
+    probe: int,
+    companions: Sequence[str],
+    build: Callable[[str], nn.Module],
+    seed: int,
+    draws: int = 4,
+) -> Recorder:
     """A :class:`Recorder` with a probe batch of ``probe`` training images chosen with
     ``seed`` (its own generator) and the companion models built by ``build(name)``."""
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -379,5 +477,13 @@ def make_recorder(model: nn.Module, run_dir, *, train_x: Tensor, train_y: Tensor
             copy_weights(model, companion)
         except ValueError as exc:
             raise ValueError(f"companion model {name!r} does not fit this network: {exc}") from None
-    return Recorder(model, run_dir, probe_x=train_x[idx].to(device), probe_y=train_y[idx].to(device),
-                    steps_per_epoch=steps_per_epoch, every=every, companions=comps, draws=draws)
+    return Recorder(
+        model,
+        run_dir,
+        probe_x=train_x[idx].to(device),
+        probe_y=train_y[idx].to(device),
+        steps_per_epoch=steps_per_epoch,
+        every=every,
+        companions=comps,
+        draws=draws,
+    )

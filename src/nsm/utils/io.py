@@ -47,8 +47,9 @@ class DiskFull(OSError):
     if any, is intact (the write went to a temporary file)."""
 
     def __init__(self, path, advice: str = "") -> None:
-        super().__init__(errno.ENOSPC, f"no space left on the device while writing {path}"
-                         + (f"; {advice}" if advice else ""))
+        super().__init__(
+            errno.ENOSPC, f"no space left on the device while writing {path}" + (f"; {advice}" if advice else "")
+        )
         self.path, self.advice = Path(path), advice
 
     def __str__(self) -> str:

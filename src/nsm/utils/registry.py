@@ -42,8 +42,7 @@ class Registry(Generic[T]):
         if callable(name_or_obj):
             return name_or_obj
         raise ValueError(
-            f"{self.kind} must be a name ({', '.join(sorted(self._items))}) or a callable, "
-            f"got {name_or_obj!r}"
+            f"{self.kind} must be a name ({', '.join(sorted(self._items))}) or a callable, got {name_or_obj!r}"
         )
 
     def names(self) -> list[str]:

@@ -20,19 +20,46 @@ from .analysis import analyze
 from .convergence import plot_convergence
 from .devices import plot_robustness
 from .gradients import plot_grad_cosine, plot_grad_means
-from .records import (Record, RunRecord, cosine_summary, drift_summary, histogram_density, layer_title,
-                      load_run, percentile_spread)
+from .records import (
+    Record,
+    RunRecord,
+    cosine_summary,
+    drift_summary,
+    histogram_density,
+    layer_title,
+    load_run,
+    percentile_spread,
+)
 from .uncertainty import plot_accuracy_vs_samples, plot_ood_histograms, plot_reliability, plot_rotation
-from .weights import (plot_percentiles, plot_weight_drift, plot_weight_evolution, plot_weight_histograms,
-                      plot_weight_means)
+from .weights import (
+    plot_percentiles,
+    plot_weight_drift,
+    plot_weight_evolution,
+    plot_weight_histograms,
+    plot_weight_means,
+)
 
 __all__ = [
-    "Record", "RunRecord", "load_run",
-    "histogram_density", "drift_summary", "percentile_spread", "cosine_summary",
+    "Record",
+    "RunRecord",
+    "load_run",
+    "histogram_density",
+    "drift_summary",
+    "percentile_spread",
+    "cosine_summary",
     "layer_title",
-    "plot_convergence", "plot_weight_evolution", "plot_weight_drift", "plot_weight_histograms",
-    "plot_weight_means", "plot_grad_means", "plot_grad_cosine", "plot_percentiles",
+    "plot_convergence",
+    "plot_weight_evolution",
+    "plot_weight_drift",
+    "plot_weight_histograms",
+    "plot_weight_means",
+    "plot_grad_means",
+    "plot_grad_cosine",
+    "plot_percentiles",
     "analyze",
     "plot_robustness",
-    "plot_reliability", "plot_accuracy_vs_samples", "plot_rotation", "plot_ood_histograms",
+    "plot_reliability",
+    "plot_accuracy_vs_samples",
+    "plot_rotation",
+    "plot_ood_histograms",
 ]

@@ -11,8 +11,13 @@ from .common import _figure, _layers
 from .convergence import plot_convergence
 from .gradients import _cosine_layers, plot_grad_cosine, plot_grad_means
 from .records import PathLike, RunRecord, cosine_summary, drift_summary, load_run, percentile_spread
-from .weights import (plot_percentiles, plot_weight_drift, plot_weight_evolution, plot_weight_histograms,
-                      plot_weight_means)
+from .weights import (
+    plot_percentiles,
+    plot_weight_drift,
+    plot_weight_evolution,
+    plot_weight_histograms,
+    plot_weight_means,
+)
 
 __all__ = ["analyze"]
 
@@ -28,15 +33,23 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _summary(run: RunRecord) -> dict:
-    out = {"label": run.label, "model": run.model, "path": str(run.path),
-           "dataset": run.config.get("dataset"), "seed": run.config.get("seed"),
-           "epochs_evaluated": sum(1 for m in run.metrics if m.get("test_error") is not None),
-           "final_test_error": run.final_test_error, "recorded": run.record is not None}
+    out = {
+        "label": run.label,
+        "model": run.model,
+        "path": str(run.path),
+        "dataset": run.config.get("dataset"),
+        "seed": run.config.get("seed"),
+        "epochs_evaluated": sum(1 for m in run.metrics if m.get("test_error") is not None),
+        "final_test_error": run.final_test_error,
+        "recorded": run.record is not None,
+    }
     if run.record is not None:
-        out["drift"] = {layer: drift_summary(run, layer) for layer in run.record.layer_names
-                        if len(run.record.stats.get(layer, {}).get("step", ()))}
-        out["percentile_spread"] = (percentile_spread(run) if run.record.percentiles is not None
-                                    else None)
+        out["drift"] = {
+            layer: drift_summary(run, layer)
+            for layer in run.record.layer_names
+            if len(run.record.stats.get(layer, {}).get("step", ()))
+        }
+        out["percentile_spread"] = percentile_spread(run) if run.record.percentiles is not None else None
         cosine: dict[str, dict[str, float]] = {}
         for (layer, companion), value in cosine_summary(run).items():
             cosine.setdefault(layer, {})[companion] = value
@@ -67,8 +80,10 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
     recorded = [r for r in runs if r.record is not None]
     for run in recorded:
         if layer not in run.record.layer_names:
-            raise ValueError(f"run {run.label} ({run.path}) has no layer {layer!r}; "
-                             f"its layers are {run.record.layer_names} (choose one with layer=...)")
+            raise ValueError(
+                f"run {run.label} ({run.path}) has no layer {layer!r}; "
+                f"its layers are {run.record.layer_names} (choose one with layer=...)"
+            )
     summaries = [_summary(r) for r in runs]
     layers = _layers(recorded, None) if recorded else []
     with_percentiles = [r for r in recorded if r.record.percentiles is not None]
@@ -94,24 +109,26 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
         plot_weight_drift(runs, layer, axes=axes)
         save("weight_drift", fig)
         for name, plot, title in (
-                ("weight_histograms", plot_weight_histograms, "Weight distributions after training"),
-                ("weight_means", plot_weight_means, "Mean weight per layer"),
-                ("grad_means", plot_grad_means, "Mean gradient per layer")):
+            ("weight_histograms", plot_weight_histograms, "Weight distributions after training"),
+            ("weight_means", plot_weight_means, "Mean weight per layer"),
+            ("grad_means", plot_grad_means, "Mean gradient per layer"),
+        ):
             fig, axes = _figure(len(layers), pyplot=False, title=title)
             plot(runs, layers, axes=axes)
             save(name, fig)
         if with_percentiles:
-            fig, axes = _figure(len(with_percentiles), pyplot=False,
-                                title="Percentiles of the last hidden layer's input")
+            fig, axes = _figure(
+                len(with_percentiles), pyplot=False, title="Percentiles of the last hidden layer's input"
+            )
             for run, ax in zip(with_percentiles, axes):
                 plot_percentiles(run, ax=ax)
             save("percentiles", fig)
         if cos_layers:
-            fig, axes = _figure(len(cos_layers), pyplot=False,
-                                title="Gradient cosine with companion models")
+            fig, axes = _figure(len(cos_layers), pyplot=False, title="Gradient cosine with companion models")
             plot_grad_cosine(runs, cos_layers, axes=axes)
             save("grad_cosine", fig)
-    written["analysis"] = write_json(out / "analysis.json", _json_safe(
-        {"layer": layer, "runs": summaries,
-         "figures": {k: str(v) for k, v in written.items()}}))
+    written["analysis"] = write_json(
+        out / "analysis.json",
+        _json_safe({"layer": layer, "runs": summaries, "figures": {k: str(v) for k, v in written.items()}}),
+    )
     return written

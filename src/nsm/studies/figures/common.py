@@ -69,18 +69,20 @@ def _recorded(runs) -> tuple[list[RunRecord], list[int]]:
 def _layers(runs: list[RunRecord], layers: Optional[Sequence[str]]) -> list[str]:
     """The given layers (each must be in every run), or the names common to all runs."""
     if layers is None:
-        common = [n for n in runs[0].record.layer_names
-                  if all(n in r.record.layer_names for r in runs[1:])]
+        common = [n for n in runs[0].record.layer_names if all(n in r.record.layer_names for r in runs[1:])]
         if not common:
-            raise ValueError("the runs have no layer name in common: "
-                             + "; ".join(f"{r.label}: {r.record.layer_names}" for r in runs))
+            raise ValueError(
+                "the runs have no layer name in common: "
+                + "; ".join(f"{r.label}: {r.record.layer_names}" for r in runs)
+            )
         return common
     layers = [layers] if isinstance(layers, str) else list(layers)
     for r in runs:
         for name in layers:
             if name not in r.record.layer_names:
-                raise ValueError(f"run {r.label} ({r.path}) has no layer {name!r}; "
-                                 f"its layers are {r.record.layer_names}")
+                raise ValueError(
+                    f"run {r.label} ({r.path}) has no layer {name!r}; its layers are {r.record.layer_names}"
+                )
     return layers
 
 
@@ -105,7 +107,6 @@ def _per_layer_lines(runs, layers, axes, column: str, ylabel: str, title: str) -
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
         _legend(ax)
     return axes
-
 
 
 def _axes_row(ax: Optional[Axes], ncols: int = 1, figsize: tuple[float, float] = (4.5, 4.0)):

@@ -21,8 +21,14 @@ def plot_convergence(runs, ax: Optional[Axes] = None) -> Axes:
     for i, run in enumerate(runs):
         rows = [m for m in run.metrics if m.get("test_error") is not None and "epoch" in m]
         if rows:
-            ax.plot([m["epoch"] for m in rows], [100 * m["test_error"] for m in rows],
-                    marker="o", markersize=3, color=_color(i), label=run.label)
+            ax.plot(
+                [m["epoch"] for m in rows],
+                [100 * m["test_error"] for m in rows],
+                marker="o",
+                markersize=3,
+                color=_color(i),
+                label=run.label,
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title("Convergence")

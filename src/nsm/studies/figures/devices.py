@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 __all__ = ["plot_robustness"]
 
 
-def plot_robustness(curves: Mapping[str, Mapping[float, float]], ax: Optional["Axes"] = None,
-                    xlabel: str = "non-ideality", ylabel: str = "accuracy (%)") -> "Axes":
+def plot_robustness(
+    curves: Mapping[str, Mapping[float, float]],
+    ax: Optional["Axes"] = None,
+    xlabel: str = "non-ideality",
+    ylabel: str = "accuracy (%)",
+) -> "Axes":
     """Accuracy (%) against the non-ideality value, one line per model.
 
     ``curves``: ``{model label: {value: accuracy in [0, 1]}}`` (e.g. from

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 __all__ = ["plot_grad_means", "plot_grad_cosine"]
 
 
-def plot_grad_means(runs, layers: Optional[Sequence[str]] = None,
-                    axes: Optional[Sequence[Axes]] = None) -> list:
+def plot_grad_means(runs, layers: Optional[Sequence[str]] = None, axes: Optional[Sequence[Axes]] = None) -> list:
     """SI Fig. 7: per layer, the mean gradient since the previous record point vs epoch."""
-    return _per_layer_lines(runs, layers, axes, "g_mean", "mean gradient (loss / weight unit)",
-                            "Mean gradient per layer")
+    return _per_layer_lines(
+        runs, layers, axes, "g_mean", "mean gradient (loss / weight unit)", "Mean gradient per layer"
+    )
 
 
 def _cosine_layers(runs: list[RunRecord]) -> list[str]:
@@ -28,8 +28,7 @@ def _cosine_layers(runs: list[RunRecord]) -> list[str]:
     return [n for n in order if n in with_data] + sorted(with_data - set(order))
 
 
-def plot_grad_cosine(runs, layers: Optional[Sequence[str]] = None,
-                     axes: Optional[Sequence[Axes]] = None) -> list:
+def plot_grad_cosine(runs, layers: Optional[Sequence[str]] = None, axes: Optional[Sequence[Axes]] = None) -> list:
     """SI Fig. 8: per layer, gradient cosine vs epoch, one line per (run, companion).
 
     Each panel also has a dotted line at 0 (``axhline``), so ``len(ax.lines)`` is the number
@@ -54,9 +53,14 @@ def plot_grad_cosine(runs, layers: Optional[Sequence[str]] = None,
                 continue
             companions = list(dict.fromkeys(c for _, c in run.record.cosine))
             epochs, cosine = run.record.cosine[(name, companion)]
-            ax.plot(epochs, cosine, marker=".", color=_color(companions.index(companion) if by_companion else i),
-                    linestyle=styles[companions.index(companion) % len(styles)],
-                    label=f"{run.label} vs {companion}")
+            ax.plot(
+                epochs,
+                cosine,
+                marker=".",
+                color=_color(companions.index(companion) if by_companion else i),
+                linestyle=styles[companions.index(companion) % len(styles)],
+                label=f"{run.label} vs {companion}",
+            )
         ax.axhline(0.0, color="gray", linestyle=":", linewidth=1)
         owner = next((r for r in runs if layer in r.record.layer_names), None)
         ax.set_title(layer_title(owner, layer) if owner else layer)

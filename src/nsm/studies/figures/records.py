@@ -33,13 +33,29 @@ import numpy as np
 from ...utils.io import read_json, read_text
 
 __all__ = [
-    "Record", "RunRecord", "load_run",
-    "histogram_density", "drift_summary", "percentile_spread", "cosine_summary",
+    "Record",
+    "RunRecord",
+    "load_run",
+    "histogram_density",
+    "drift_summary",
+    "percentile_spread",
+    "cosine_summary",
     "layer_title",
 ]
 
-STATS_COLUMNS = ("step", "epoch", "layer", "w_mean", "w_std", "w_mean_drift", "w_std_ratio",
-                 "w_abs_max", "g_mean", "g_abs_mean", "g_steps")
+STATS_COLUMNS = (
+    "step",
+    "epoch",
+    "layer",
+    "w_mean",
+    "w_std",
+    "w_mean_drift",
+    "w_std_ratio",
+    "w_abs_max",
+    "g_mean",
+    "g_abs_mean",
+    "g_steps",
+)
 PERCENTILE_COLUMNS = ("step", "epoch", "layer", "p15", "p50", "p85", "mean", "std")
 COSINE_COLUMNS = ("step", "epoch", "layer", "companion", "cosine")
 PERCENTILES = ("p15", "p50", "p85")
@@ -48,6 +64,7 @@ PathLike = Union[str, os.PathLike]
 
 
 # --------------------------------------------------------------------------- loading
+
 
 @dataclass
 class Record:
@@ -99,8 +116,9 @@ class RunRecord:
         return float(errors[-1]) if errors else None
 
 
-def _read_csv(path: Path, columns: Sequence[str], text: Sequence[str] = ("layer",),
-              integer: Sequence[str] = ("step",)) -> dict[str, np.ndarray]:
+def _read_csv(
+    path: Path, columns: Sequence[str], text: Sequence[str] = ("layer",), integer: Sequence[str] = ("step",)
+) -> dict[str, np.ndarray]:
     """Read a CSV with at least ``columns`` into column arrays; ValueError naming the file."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
@@ -128,8 +146,10 @@ def _read_csv(path: Path, columns: Sequence[str], text: Sequence[str] = ("layer"
                     else:
                         data[c].append(float(value) if value != "" else math.nan)
                 except ValueError:
-                    raise ValueError(f"{path}, line {line}: column {c!r} has {value!r}, "
-                                     f"expected a{'n integer' if c in integer else ' number'}") from None
+                    raise ValueError(
+                        f"{path}, line {line}: column {c!r} has {value!r}, "
+                        f"expected a{'n integer' if c in integer else ' number'}"
+                    ) from None
     out: dict[str, np.ndarray] = {}
     for c in columns:
         if c in text:
@@ -151,8 +171,9 @@ def _load_record(folder: Path) -> Record:
     def required(name: str) -> Path:
         path = folder / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a record/ folder needs layers.json, "
-                                    "stats.csv and histograms.npz")
+            raise FileNotFoundError(
+                f"{path} not found: a record/ folder needs layers.json, stats.csv and histograms.npz"
+            )
         return path
 
     path = required("layers.json")
@@ -167,8 +188,10 @@ def _load_record(folder: Path) -> Record:
     names = [entry["name"] for entry in layers["layers"]]
 
     table = _read_csv(required("stats.csv"), STATS_COLUMNS)
-    stats = {name: _select(table, table["layer"] == name, drop=("layer",))
-             for name in dict.fromkeys([*names, *table["layer"].tolist()])}
+    stats = {
+        name: _select(table, table["layer"] == name, drop=("layer",))
+        for name in dict.fromkeys([*names, *table["layer"].tolist()])
+    }
 
     path = required("histograms.npz")
     try:
@@ -185,12 +208,15 @@ def _load_record(folder: Path) -> Record:
     hist = {}
     for name in names:
         if f"{name}_edges" not in arrays or f"{name}_counts" not in arrays:
-            raise ValueError(f"{path}: no histogram for layer {name!r} "
-                             f"(expected arrays {name}_edges and {name}_counts)")
+            raise ValueError(
+                f"{path}: no histogram for layer {name!r} (expected arrays {name}_edges and {name}_counts)"
+            )
         edges, counts = arrays[f"{name}_edges"].astype(np.float64), arrays[f"{name}_counts"]
         if edges.ndim != 1 or counts.shape != (len(steps), len(edges) - 1):
-            raise ValueError(f"{path}: layer {name!r} has edges {edges.shape} and counts {counts.shape}; "
-                             f"expected (B+1,) and ({len(steps)}, B)")
+            raise ValueError(
+                f"{path}: layer {name!r} has edges {edges.shape} and counts {counts.shape}; "
+                f"expected (B+1,) and ({len(steps)}, B)"
+            )
         hist[name] = (edges, counts)
 
     percentiles = None
@@ -209,8 +235,9 @@ def _load_record(folder: Path) -> Record:
             rows = _select(table, (table["layer"] == layer) & (table["companion"] == companion))
             cosine[(layer, companion)] = (rows["epoch"], rows["cosine"])
 
-    return Record(layers=layers, stats=stats, hist=hist, steps=steps, epochs=epochs,
-                  percentiles=percentiles, cosine=cosine)
+    return Record(
+        layers=layers, stats=stats, hist=hist, steps=steps, epochs=epochs, percentiles=percentiles, cosine=cosine
+    )
 
 
 def load_run(run_dir: PathLike) -> RunRecord:
@@ -218,8 +245,9 @@ def load_run(run_dir: PathLike) -> RunRecord:
     path = Path(run_dir)
     for name in ("config.json", "metrics.jsonl"):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} not found: {path} is not an nsm run directory "
-                                    "(one needs config.json and metrics.jsonl)")
+            raise FileNotFoundError(
+                f"{path / name} not found: {path} is not an nsm run directory (one needs config.json and metrics.jsonl)"
+            )
     config = read_json(path / "config.json", "the run configuration")
     if not isinstance(config, dict):
         raise ValueError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
@@ -240,16 +268,15 @@ def load_run(run_dir: PathLike) -> RunRecord:
     return RunRecord(path=path, label=label, config=config, metrics=metrics, record=record)
 
 
-
 # --------------------------------------------------------------------------- numbers
+
 
 def histogram_density(edges, counts) -> tuple[np.ndarray, np.ndarray]:
     """Bin centers and a density (per unit of ``edges``) that integrates to 1 over the bins."""
     edges = np.asarray(edges, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
     if edges.ndim != 1 or counts.shape != (len(edges) - 1,):
-        raise ValueError(f"histogram_density: edges {edges.shape} and counts {counts.shape} "
-                         "must be (B+1,) and (B,)")
+        raise ValueError(f"histogram_density: edges {edges.shape} and counts {counts.shape} must be (B+1,) and (B,)")
     widths = np.diff(edges)
     if np.any(widths <= 0):
         raise ValueError("histogram_density: edges must be strictly increasing")
@@ -269,8 +296,9 @@ def _record(run: RunRecord) -> Record:
 def _percentiles(run: RunRecord) -> dict[str, np.ndarray]:
     """``run.record.percentiles``; ValueError if the run has none."""
     if run.record is None or run.record.percentiles is None:
-        raise ValueError(f"run {run.label} ({run.path}) has no recorded percentiles "
-                         "(record/percentiles.csv missing or empty)")
+        raise ValueError(
+            f"run {run.label} ({run.path}) has no recorded percentiles (record/percentiles.csv missing or empty)"
+        )
     return run.record.percentiles
 
 
@@ -285,9 +313,11 @@ def _stats(run: RunRecord, layer: str) -> dict[str, np.ndarray]:
 def drift_summary(run: RunRecord, layer: str) -> dict[str, float]:
     """Final mean drift, final std ratio and max |mean drift| of ``layer``'s weights."""
     stats = _stats(run, layer)
-    return {"final_mean_drift": float(stats["w_mean_drift"][-1]),
-            "final_std_ratio": float(stats["w_std_ratio"][-1]),
-            "max_abs_mean_drift": float(np.max(np.abs(stats["w_mean_drift"])))}
+    return {
+        "final_mean_drift": float(stats["w_mean_drift"][-1]),
+        "final_std_ratio": float(stats["w_std_ratio"][-1]),
+        "max_abs_mean_drift": float(np.max(np.abs(stats["w_mean_drift"]))),
+    }
 
 
 def _range(values: np.ndarray) -> float:
@@ -302,8 +332,7 @@ def percentile_spread(run: RunRecord) -> dict[str, dict[str, float]]:
     """
     table = _percentiles(run)
     later = table["epoch"] >= 1
-    return {p: {"after_first_epoch": _range(table[p][later]), "total": _range(table[p])}
-            for p in PERCENTILES}
+    return {p: {"after_first_epoch": _range(table[p][later]), "total": _range(table[p])} for p in PERCENTILES}
 
 
 def cosine_summary(run: RunRecord) -> dict[tuple[str, str], float]:
@@ -325,4 +354,3 @@ def layer_title(run: RunRecord, layer: str) -> str:
     shape = "x".join(str(s) for s in entry.get("shape", []))
     detail = " ".join(s for s in (str(entry.get("type", "")), shape) if s)
     return f"{layer} ({detail})" if detail else layer
-

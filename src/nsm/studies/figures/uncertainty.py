@@ -25,24 +25,41 @@ def plot_reliability(rel: Mapping[str, Any], ax: Optional["Axes"] = None) -> "Ax
     calibration (one line)."""
     for key in ("edges", "accuracy", "confidence"):
         if key not in rel:
-            raise ValueError(f"rel must be a reliability() dict with key {key!r}, "
-                             f"got keys {sorted(rel)}")
+            raise ValueError(f"rel must be a reliability() dict with key {key!r}, got keys {sorted(rel)}")
     edges = [float(e) for e in rel["edges"]]
     acc = [float(v) for v in rel["accuracy"]]
     conf = [float(v) for v in rel["confidence"]]
     if not (len(acc) == len(conf) == len(edges) - 1):
-        raise ValueError(f"rel has {len(edges)} edges, {len(acc)} accuracies and "
-                         f"{len(conf)} confidences; expected B + 1, B and B")
+        raise ValueError(
+            f"rel has {len(edges)} edges, {len(acc)} accuracies and {len(conf)} confidences; expected B + 1, B and B"
+        )
     ax = _axes_row(ax)
     lefts = edges[:-1]
     widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
     keep = [i for i in range(len(acc)) if not (math.isnan(acc[i]) or math.isnan(conf[i]))]
-    ax.bar([lefts[i] for i in keep], [acc[i] for i in keep], width=[widths[i] for i in keep],
-           align="edge", color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
-    ax.bar([lefts[i] for i in keep], [conf[i] - acc[i] for i in keep],
-           bottom=[acc[i] for i in keep], width=[widths[i] for i in keep], align="edge",
-           color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red", linewidth=0.5,
-           label="gap to confidence")
+    ax.bar(
+        [lefts[i] for i in keep],
+        [acc[i] for i in keep],
+        width=[widths[i] for i in keep],
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.5,
+        label="accuracy",
+    )
+    ax.bar(
+        [lefts[i] for i in keep],
+        [conf[i] - acc[i] for i in keep],
+        bottom=[acc[i] for i in keep],
+        width=[widths[i] for i in keep],
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        hatch="//",
+        edgecolor="tab:red",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -56,8 +73,7 @@ def plot_reliability(rel: Mapping[str, Any], ax: Optional["Axes"] = None) -> "Ax
     return ax
 
 
-def plot_accuracy_vs_samples(curves: Mapping[str, Mapping[int, float]],
-                             ax: Optional["Axes"] = None) -> "Axes":
+def plot_accuracy_vs_samples(curves: Mapping[str, Mapping[int, float]], ax: Optional["Axes"] = None) -> "Axes":
     """Accuracy against the number of samples k (log axis), one line per ``curves`` entry
     ({label: :func:`~nsm.studies.uncertainty.accuracy_vs_samples` dict})."""
     if not curves:
@@ -81,12 +97,14 @@ def _entropy_key(values: Mapping[str, Sequence[float]], label: str) -> str:
     for key in ("entropy", "predictive_entropy"):
         if key in values:
             return key
-    raise ValueError(f"series[{label!r}] needs an 'entropy' (or 'predictive_entropy') list, "
-                     f"got keys {sorted(values)}")
+    raise ValueError(f"series[{label!r}] needs an 'entropy' (or 'predictive_entropy') list, got keys {sorted(values)}")
 
 
-def plot_rotation(angles: Sequence[float], series: Mapping[str, Mapping[str, Sequence[float]]],
-                  axes: Optional[Sequence["Axes"]] = None) -> tuple["Axes", "Axes"]:
+def plot_rotation(
+    angles: Sequence[float],
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    axes: Optional[Sequence["Axes"]] = None,
+) -> tuple["Axes", "Axes"]:
     """Accuracy (left) and predictive entropy (right) against the rotation angle.
 
     ``series`` maps a label to ``{"accuracy": [...], "entropy": [...]}`` (accuracy as a
@@ -108,10 +126,10 @@ def plot_rotation(angles: Sequence[float], series: Mapping[str, Mapping[str, Seq
         ent_key = _entropy_key(values, label)
         for key in ("accuracy", ent_key):
             if len(values[key]) != len(angles):
-                raise ValueError(f"series[{label!r}][{key!r}] has {len(values[key])} values "
-                                 f"but there are {len(angles)} angles")
-        ax_acc.plot(angles, [100 * float(v) for v in values["accuracy"]], marker="o",
-                    label=str(label))
+                raise ValueError(
+                    f"series[{label!r}][{key!r}] has {len(values[key])} values but there are {len(angles)} angles"
+                )
+        ax_acc.plot(angles, [100 * float(v) for v in values["accuracy"]], marker="o", label=str(label))
         ax_ent.plot(angles, [float(v) for v in values[ent_key]], marker="o", label=str(label))
     ax_acc.set_ylabel("accuracy (%)")
     ax_ent.set_ylabel("predictive entropy (nats)")
@@ -124,8 +142,13 @@ def plot_rotation(angles: Sequence[float], series: Mapping[str, Mapping[str, Seq
     return ax_acc, ax_ent
 
 
-def plot_ood_histograms(scores_in: Any, scores_out: Any, ax: Optional["Axes"] = None,
-                        label: str = "predictive entropy (nats)", bins: int = 30) -> "Axes":
+def plot_ood_histograms(
+    scores_in: Any,
+    scores_out: Any,
+    ax: Optional["Axes"] = None,
+    label: str = "predictive entropy (nats)",
+    bins: int = 30,
+) -> "Axes":
     """Density histograms of in- and out-of-distribution scores on shared bins, with the
     :func:`~nsm.studies.uncertainty.auroc` of the score in the title."""
     s_in = _scores(scores_in, "scores_in")

@@ -20,8 +20,13 @@ from .records import PERCENTILES, RunRecord, _percentiles, _record, _stats, hist
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_weight_evolution", "plot_weight_drift", "plot_weight_histograms", "plot_weight_means",
-           "plot_percentiles"]
+__all__ = [
+    "plot_weight_evolution",
+    "plot_weight_drift",
+    "plot_weight_histograms",
+    "plot_weight_means",
+    "plot_percentiles",
+]
 
 
 def plot_weight_evolution(run: RunRecord, layer: str, ax: Optional[Axes] = None) -> Axes:
@@ -51,8 +56,7 @@ def plot_weight_evolution(run: RunRecord, layer: str, ax: Optional[Axes] = None)
     totals = counts.sum(axis=1, keepdims=True)
     fraction = np.ma.masked_less_equal(counts / np.where(totals > 0, totals, 1), 0).T
     vmin = float(fraction.min()) if fraction.count() else 1e-6
-    mesh = ax.pcolormesh(x, y, fraction, norm=LogNorm(vmin=vmin, vmax=1.0), cmap="viridis",
-                         shading="flat")
+    mesh = ax.pcolormesh(x, y, fraction, norm=LogNorm(vmin=vmin, vmax=1.0), cmap="viridis", shading="flat")
     ax.figure.colorbar(mesh, ax=ax, label="fraction of weights")
     ax.set_xlabel("epoch")
     ax.set_ylabel("weight / initial std" if scaled else "weight")
@@ -70,8 +74,10 @@ def plot_weight_drift(runs, layer: str, axes: Optional[Sequence[Axes]] = None) -
         axes[0].plot(stats["epoch"], stats["w_mean_drift"], marker=".", color=_color(i), label=run.label)
         axes[1].plot(stats["epoch"], stats["w_std_ratio"], marker=".", color=_color(i), label=run.label)
     title = layer_title(runs[0], layer)
-    for ax, ylabel, what in ((axes[0], "mean - initial mean (weight units)", "mean drift"),
-                             (axes[1], "std / initial std", "std ratio")):
+    for ax, ylabel, what in (
+        (axes[0], "mean - initial mean (weight units)", "mean drift"),
+        (axes[1], "std / initial std", "std ratio"),
+    ):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {what}")
@@ -80,8 +86,7 @@ def plot_weight_drift(runs, layer: str, axes: Optional[Sequence[Axes]] = None) -
     return axes
 
 
-def plot_weight_histograms(runs, layers: Optional[Sequence[str]] = None,
-                           axes: Optional[Sequence[Axes]] = None) -> list:
+def plot_weight_histograms(runs, layers: Optional[Sequence[str]] = None, axes: Optional[Sequence[Axes]] = None) -> list:
     """SI Fig. 5: per layer, each run's weight density at its last record point (one line each)."""
     runs, index = _recorded(runs)
     layers = _layers(runs, layers)
@@ -92,8 +97,13 @@ def plot_weight_histograms(runs, layers: Optional[Sequence[str]] = None,
             if not len(counts):
                 raise ValueError(f"run {run.label} ({run.path}): histograms.npz has no record points")
             centers, density = histogram_density(edges, counts[-1])
-            ax.plot(centers, density, drawstyle="steps-mid", color=_color(i),
-                    label=f"{run.label} (epoch {run.record.epochs[-1]:.4g})")
+            ax.plot(
+                centers,
+                density,
+                drawstyle="steps-mid",
+                color=_color(i),
+                label=f"{run.label} (epoch {run.record.epochs[-1]:.4g})",
+            )
         ax.set_title(layer_title(runs[0], layer))
         ax.set_xlabel("weight")
         ax.set_ylabel("density (1 / weight unit)")
@@ -101,11 +111,9 @@ def plot_weight_histograms(runs, layers: Optional[Sequence[str]] = None,
     return axes
 
 
-def plot_weight_means(runs, layers: Optional[Sequence[str]] = None,
-                      axes: Optional[Sequence[Axes]] = None) -> list:
+def plot_weight_means(runs, layers: Optional[Sequence[str]] = None, axes: Optional[Sequence[Axes]] = None) -> list:
     """SI Fig. 6: per layer, the mean weight vs epoch, one line per run."""
-    return _per_layer_lines(runs, layers, axes, "w_mean", "mean weight (weight units)",
-                            "Mean weight per layer")
+    return _per_layer_lines(runs, layers, axes, "w_mean", "mean weight (weight units)", "Mean weight per layer")
 
 
 def plot_percentiles(run: RunRecord, ax: Optional[Axes] = None) -> Axes:
