@@ -124,3 +124,20 @@ def test_modules_named_in_the_pages_exist(page):
             if k < len(parts) and not _defines(".".join(parts[:k]), parts[k]):
                 bad.append(dotted)
     assert not bad, f"{_id(page)} names what the package does not have: {sorted(set(bad))}"
+
+
+CODE_PAGES = [p for p in PAGES if "```python" in p.read_text()]
+
+
+@pytest.mark.parametrize("page", CODE_PAGES, ids=lambda p: p.name)
+def test_the_python_blocks_of_the_pages_run_and_give_the_shapes_they_state(page):
+    """Each ```python block runs as written; a comment `shape (a, b)` or `(a, b)` after an
+    assignment is the shape that name gets."""
+    import torch
+
+    torch.manual_seed(0)
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+        names: dict = {}
+        exec(compile(block, f"{page.name}:python", "exec"), names)  # noqa: S102 (our own docs)
+        for name, shape in re.findall(r"^(\w+) = .*#.*?\((\d+(?:, \d+)*)\)\s*$", block, re.M):
+            assert tuple(names[name].shape) == tuple(int(d) for d in shape.split(", ")), (page.name, name)
