@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from nsm.studies.reproduce import run_table
 from nsm.training.checkpoint import RunLock
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-from toys import assert_same_run, toy_dataset
+from toys import assert_same_run, freeze_at_step_checkpoint, toy_dataset
 
 QUIET = {"log": lambda *a: None}
 
@@ -248,16 +247,9 @@ def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_f
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:  # stop it in epoch 2, after a step checkpoint
-            assert proc.poll() is None, f"the run ended before it was stopped: {proc.stderr.read().decode()}"
-            assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 120 s"
-            if (run / "checkpoint.pt").exists():
-                ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
-                if ckpt["epoch"] >= 1 and ckpt["in_epoch"] is not None:
-                    break
-            time.sleep(0.05)
+        freeze_at_step_checkpoint(proc, run)  # in epoch 2 or later, after a step checkpoint
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+        os.killpg(proc.pid, signal.SIGCONT)  # it wakes up to the pending SIGINT
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -4,6 +4,11 @@ two such runs' files."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import torch
 
@@ -37,3 +42,22 @@ def assert_same_run(a, b):
     assert run_metrics(a) == run_metrics(b)
     wa, wb = run_weights(a), run_weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def freeze_at_step_checkpoint(proc: subprocess.Popen, run_dir: Path, timeout: float = 120.0) -> dict:
+    """Wait until the training ``proc`` has written a step checkpoint of epoch 2 or later, and
+    return it with ``proc`` stopped (SIGSTOP) and alive: the caller signals a run that cannot
+    have moved on, whatever the load of the machine. The checkpoint is only read while the
+    process is stopped, so what is read is where the process stands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the run ended before it was stopped: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, f"no step checkpoint of epoch 2 within {timeout:.0f} s"
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert proc.poll() is None, f"the run ended before it was stopped: {proc.stderr.read().decode()}"
+        if (run_dir / "checkpoint.pt").exists():
+            ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+            if ckpt["epoch"] >= 1 and ckpt["in_epoch"] is not None:
+                return ckpt
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from nsm.studies.evaluate import load_trained
 from nsm.training.checkpoint import RunLock, load_run_config
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
-from toys import assert_same_run, run_metrics, run_weights, toy_dataset
+from toys import assert_same_run, freeze_at_step_checkpoint, run_metrics, run_weights, toy_dataset
 
 QUIET = {"log": lambda *a: None}
 
@@ -163,15 +162,7 @@ def test_nsm_train_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:  # kill at a step checkpoint of epoch 2 (or as soon after as we see it)
-            assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()}"
-            assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 120 s"
-            if (killed / "checkpoint.pt").exists():
-                ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)
-                if ckpt["epoch"] >= 1 and ckpt["in_epoch"] is not None:
-                    break
-            time.sleep(0.05)
+        freeze_at_step_checkpoint(proc, killed)  # at a step checkpoint of epoch 2 or later
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
