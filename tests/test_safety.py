@@ -212,6 +212,10 @@ def test_run_names_that_leave_out_are_refused(tmp_path, name, capsys):
 # ---------------------------------------------------------------- 6. Ctrl-C
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_for_bit(tmp_path, mnist_dir):
     args = [
         "train",
@@ -245,6 +249,9 @@ def test_sigint_to_nsm_train_prints_one_line_exits_130_and_the_run_resumes_bit_f
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # as in a terminal's foreground job: a suite started in the background by a shell
+        # (`pytest &`) passes SIGINT on ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=_default_sigint,
     )
     try:
         freeze_at_step_checkpoint(proc, run)  # in epoch 2 or later, after a step checkpoint
