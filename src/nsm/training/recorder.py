@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 PERCENTILES = (15, 50, 85)
-_STATS_COLUMNS = [
+STATS_COLUMNS = [  # stats.csv, as nsm.studies.figures reads it
     "step",
     "epoch",
     "layer",
@@ -431,7 +431,7 @@ class Recorder:
                 "companions": list(self.companions),
             },
         )
-        _write_csv(self.dir / "stats.csv", _STATS_COLUMNS, self.stats)
+        _write_csv(self.dir / "stats.csv", STATS_COLUMNS, self.stats)
         _write_csv(
             self.dir / "percentiles.csv", ["step", "epoch", "layer", "p15", "p50", "p85", "mean", "std"], self.pct
         )

@@ -30,6 +30,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from ...training.recorder import STATS_COLUMNS
 from ...utils.io import read_json, read_text
 
 __all__ = [
@@ -43,19 +44,6 @@ __all__ = [
     "layer_title",
 ]
 
-STATS_COLUMNS = (
-    "step",
-    "epoch",
-    "layer",
-    "w_mean",
-    "w_std",
-    "w_mean_drift",
-    "w_std_ratio",
-    "w_abs_max",
-    "g_mean",
-    "g_abs_mean",
-    "g_steps",
-)
 PERCENTILE_COLUMNS = ("step", "epoch", "layer", "p15", "p50", "p85", "mean", "std")
 COSINE_COLUMNS = ("step", "epoch", "layer", "companion", "cosine")
 PERCENTILES = ("p15", "p50", "p85")
