@@ -4,9 +4,9 @@ Prints, at the chosen batch size and device:
   1. the training-step time (forward + backward + Adam) of the dCNN and of the bNSM with each
      sampler, eager and compiled (``torch.compile(fullgraph=True)``, inductor), as ratios to
      the eager dCNN step and to the best dCNN step; the compile time (the first compiled
-     step); the peak memory a step adds (CPU: the process's peak resident set, reset before
-     each variant through /proc/self/clear_refs; CUDA: torch's peak allocation), as a ratio to
-     the dCNN's;
+     step); the peak memory a step adds, as torch's allocator counts it
+     (:func:`nsm.utils.memory.peak_allocated`: CPU through the profiler's memory events,
+     CUDA through torch's peak counter), as a ratio to the eager dCNN's;
   2. Monte-Carlo inference images per second at S samples: nsm.mc_predict, eager and
      compiled, against a plain eager Python loop of S single passes of the same batch.
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import nsm
+from nsm.utils.memory import peak_allocated
 
 
 def sync(device):
@@ -66,36 +67,6 @@ def time_interleaved(fns: dict, repeats: int, device) -> dict:
             sync(device)
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def peak_memory(fn, device, runs: int = 3) -> float:
-    """Bytes a call of ``fn`` adds at its peak (NaN where this cannot be measured)."""
-    fn()  # allocations of the first call (optimizer state, caches) are not a step's
-    if device.type == "cuda":
-        sync(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(runs):
-            fn()
-        sync(device)
-        return float(torch.cuda.max_memory_allocated(device) - base)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak resident set (VmHWM) to the current one
-        base = _status_kb("VmRSS")
-        for _ in range(runs):
-            fn()
-        return 1024.0 * (_status_kb("VmHWM") - base)
-    except (OSError, KeyError):
-        return float("nan")
 
 
 def main():
@@ -141,7 +112,7 @@ def main():
             sync(device)
             compile_s[f"{k} compiled"] = time.perf_counter() - t0
             fns[f"{k} compiled"] = step
-    memory = {k: peak_memory(f, device) for k, f in fns.items()}
+    memory = {k: float(peak_allocated(f, device)) for k, f in fns.items()}
     t = time_interleaved(fns, args.repeats, device)
     best_dcnn = min(v for k, v in t.items() if k.startswith("dcnn"))
     print(f"\n1. training step (forward + backward + Adam), median of {args.repeats}")

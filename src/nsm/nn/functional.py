@@ -66,11 +66,14 @@ def sign(x: Tensor, *, inplace: bool = False) -> Tensor:
     """
     with torch.no_grad():
         one = torch.ones((), dtype=x.dtype, device=x.device)
-        bad = x - x  # 0 where finite, NaN elsewhere
         if inplace:
+            bad = x - x  # 0 where finite, NaN elsewhere
             x.add_(0.0)  # -0.0 -> +0.0, so that copysign gives +1 at zero
             return torch.copysign(one, x, out=x).add_(bad)
-        return torch.copysign(one, x + 0.0).add_(bad)
+        # one output-sized temporary, not two (it bounds the peak memory of a training step)
+        tmp = x + 0.0  # -0.0 -> +0.0
+        out = torch.copysign(one, tmp)
+        return out.add_(tmp.sub_(tmp))  # + 0 where finite, NaN elsewhere
 
 
 class _SignIdentity(torch.autograd.Function):
@@ -265,6 +268,13 @@ class Pass:
             self._t = drive(self.s, self.wnorm, self.magnitude, self.bias, self.noise.c)
         return self._t
 
+    def t_uncached(self) -> Tensor:
+        """The drive, without keeping it for the rest of the layer call if it was not kept
+        already (one output-sized tensor less at the peak of a training step)."""
+        if self._t is not None:
+            return self._t
+        return drive(self.s, self.wnorm, self.magnitude, self.bias, self.noise.c)
+
     @property
     def scale(self) -> Tensor:
         """beta / ||w||: t = s * scale + offset."""
@@ -332,7 +342,7 @@ def sample_probability(x: Tensor, weight: Tensor, ps: Pass, generator=None) -> T
     eps = torch.randn(ps.s.shape, **rng(generator), device=ps.s.device, dtype=ps.s.dtype)
     if torch.is_grad_enabled():  # STE: u must keep its graph
         return (eps + math.sqrt(2.0) * ps.t) * ps.std
-    return eps.add_(ps.t, alpha=math.sqrt(2.0)).mul_(ps.std)
+    return eps.add_(ps.t_uncached(), alpha=math.sqrt(2.0)).mul_(ps.std)
 
 
 sample_neuron.name, sample_synapse.name, sample_probability.name = "neuron", "synapse", "probability"

@@ -1,2 +1,3 @@
 """What every layer of the package uses: name registries (:mod:`.registry`), safe file writes
-and reads (:mod:`.io`) and argument checks with messages that name the argument (:mod:`.checks`)."""
+and reads (:mod:`.io`), argument checks with messages that name the argument (:mod:`.checks`)
+and the peak memory of a call as torch's allocator counts it (:mod:`.memory`)."""
