@@ -55,8 +55,13 @@ def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path,
         _config(tmp_path, eval_every=3, eval_last=2, eval_samples=2), dataset=toy_dataset(), log=lambda *a: None
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    # epochs 3 and 6 on the sparse schedule at S=2; 8 and 9 are the last 2, at S=4 (9 is also on it)
-    assert [(r["epoch"], r["samples"]) for r in rows] == [(3, 2), (6, 2), (8, 4), (9, 4)]
+    # one row per epoch; epochs 3 and 6 are tested on the sparse schedule at S=2, 8 and 9 are
+    # the last 2, at S=4 (9 is also on it); the others have their training numbers only
+    assert [r["epoch"] for r in rows] == list(range(1, 10))
+    assert [(r["epoch"], r["samples"]) for r in rows if "test_error" in r] == [(3, 2), (6, 2), (8, 4), (9, 4)]
+    for r in rows:
+        assert {"lr", "train_loss", "train_error", "train_seconds"} <= r.keys()
+        assert ("samples" in r) == ("test_seconds" in r) == ("test_error" in r) == (r["epoch"] in (3, 6, 8, 9))
     assert calls == [2, 2, 4, 4]
     # the last-5 mean covers only the two full-S evaluations: (0.04 + 0.003) and (0.04 + 0.004)
     assert summary["n_last"] == 2
@@ -86,8 +91,10 @@ def test_a_real_run_records_the_samples_of_every_evaluation(tmp_path):
         log=lambda *a: None,
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["samples"]) for r in rows] == [(2, 1), (3, 4)]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [(r["epoch"], r["samples"]) for r in rows if "samples" in r] == [(2, 1), (3, 4)]
     assert summary["last5_test_error"] == rows[-1]["test_error"] and summary["n_last"] == 1
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0  # drawn from epochs with and without tests
 
 
 @pytest.mark.parametrize("fields, message", [({"eval_last": -1}, "eval_last"), ({"eval_samples": 0}, "eval_samples")])

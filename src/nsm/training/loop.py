@@ -7,7 +7,8 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
 ``fit(config)`` writes a run directory::
 
     config.json       the resolved configuration
-    metrics.jsonl     one JSON object per evaluated epoch
+    metrics.jsonl     one JSON object per epoch: lr, train loss and error, train seconds; an
+                      evaluated epoch also has samples, test error, accuracy, NLL, test seconds
     summary.json      final test error and the mean over the last 5 epochs evaluated at the full
                       ``samples`` (SI 4.7; ``eval_samples`` may make earlier evaluations cheaper);
                       written last, it marks a finished run
@@ -268,13 +269,15 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
+    tested = [h for h in history if "test_error" in h]  # every epoch trains; some are tested
+    marker = "o-" if len(history) <= 30 else "-"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="train (1 sample)")
-    ax1.plot(epochs, [100 * h["test_error"] for h in history], "s-", label="test (MC mean)")
+    ax1.plot(epochs, [100 * h["train_error"] for h in history], marker, label="train (1 sample)")
+    ax1.plot([h["epoch"] for h in tested], [100 * h["test_error"] for h in tested], "s-", label="test (MC mean)")
     ax1.set(xlabel="epoch", ylabel="error (%)", title=title)
     ax1.legend()
-    ax2.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    ax2.plot(epochs, [h["test_nll"] for h in history], "s-", label="test NLL")
+    ax2.plot(epochs, [h["train_loss"] for h in history], marker, label="train loss")
+    ax2.plot([h["epoch"] for h in tested], [h["test_nll"] for h in tested], "s-", label="test NLL")
     ax2.set(xlabel="epoch", ylabel="cross-entropy")
     ax2.legend()
     fig.tight_layout()
@@ -616,10 +619,10 @@ class _Run:
                 )
             )
             row["test_seconds"] = time.perf_counter() - t1
-            history.append(row)
+        history.append(row)
         self._save(epoch, None)  # before metrics.jsonl: a resumed run rewrites it from the checkpoint
+        group.on_main(self._save_metrics)
         if "test_error" in row:
-            group.on_main(self._save_metrics)
             self.log(
                 f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
                 f"test err {100 * row['test_error']:.2f}% (S={row['samples']})  "
@@ -684,7 +687,8 @@ class _Run:
         if self.recorder is not None:
             self.recorder.record()  # the final weights, if not recorded yet
         # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S
-        last = [h for h in history if h.get("samples", samples) == samples][-5:]
+        evaluated = [h for h in history if "test_error" in h]
+        last = [h for h in evaluated if h.get("samples", samples) == samples][-5:]
         summary = {
             "model": config.model,
             "network": self.model_name,
@@ -692,7 +696,7 @@ class _Run:
             "seed": config.seed,
             "epochs": config.epochs,
             "samples": samples,
-            "final_test_error": history[-1]["test_error"],
+            "final_test_error": evaluated[-1]["test_error"],
             "last5_test_error": sum(h["test_error"] for h in last) / len(last),
             "n_last": len(last),
             "wall_seconds": time.perf_counter() - self.start,
