@@ -80,8 +80,16 @@ def table6(
     )
 
 
-def _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha):
-    common = dict(noise=noise, sigma=sigma, sampler=sampler, estimator=estimator, temperature=temperature, alpha=alpha)
+def _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha, bias_scale="weight"):
+    common = dict(
+        noise=noise,
+        sigma=sigma,
+        sampler=sampler,
+        estimator=estimator,
+        temperature=temperature,
+        alpha=alpha,
+        bias_scale=bias_scale,
+    )
     # A relaxed estimator outputs 2X - 1; the next layer takes its sign (identity gradient).
     relaxed = getattr(make_estimator(estimator, temperature=temperature, alpha=alpha), "relaxed", False)
     conv_sampler = "neuron" if sampler == "synapse" else sampler  # convolutions share filters
@@ -115,13 +123,14 @@ def table6_nsm(
     alpha=None,
     hidden=512,
     real_input: bool = False,
+    bias_scale="weight",
 ) -> nn.Sequential:
     """The SI Table 6 network of NSM units (bNSM or gNSM).
 
     ``real_input=True``: the first NSM layer reads the grey levels 2x - 1 instead of
     sgn(2x - 1), with ``variance="exact"`` (Var[u] = Var[xi] sum_j w_j^2 x_j^2, the law of
     real-valued inputs); every later layer is unchanged."""
-    conv, fc, unit = _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha)
+    conv, fc, unit = _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha, bias_scale)
     if not real_input:
         return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=True, hidden=hidden)
     return table6(
@@ -184,6 +193,20 @@ def _bnsm(in_shape, num_classes, **options):
 @register_model("gnsm", "Table 6 network, NSM units, Gaussian synapses N(1, sigma^2), sigma=1")
 def _gnsm(in_shape, num_classes, **options):
     return table6_nsm(in_shape, num_classes, **_fixed("gnsm", options, noise="gaussian"))
+
+
+@register_model(
+    "bnsm-unitbias",
+    "bNSM whose bias acts on the unit-norm weights: P uses b / c, not b / (c ||w||) (the firing "
+    "probability of the authors' code)",
+)
+def _bnsm_unitbias(in_shape, num_classes, **options):
+    return table6_nsm(in_shape, num_classes, **_fixed("bnsm-unitbias", options, noise="bernoulli", bias_scale="unit"))
+
+
+@register_model("bnsm-wide", "bNSM with a 1024-unit fully connected layer (the poster's width; bnsm has 512)")
+def _bnsm_wide(in_shape, num_classes, **options):
+    return table6_nsm(in_shape, num_classes, **_fixed("bnsm-wide", options, noise="bernoulli", hidden=1024))
 
 
 # BinConcrete draws its own logistic noise and none of the synapses': the noise model enters only
@@ -255,6 +278,11 @@ def _bnsm_fc(in_shape, num_classes, **options):
 @register_model("dcnn", "Table 6 network, deterministic ReLU units, real-valued inputs", stochastic=False)
 def _dcnn(in_shape, num_classes, **options):
     return table6_dcnn(in_shape, num_classes, **options)
+
+
+@register_model("dcnn-wide", "dCNN with a 1024-unit fully connected layer (as bnsm-wide)", stochastic=False)
+def _dcnn_wide(in_shape, num_classes):
+    return table6_dcnn(in_shape, num_classes, hidden=1024)
 
 
 @register_model(

@@ -33,7 +33,10 @@ __all__ = [
     "nsm_layers",
     "stochastic_layers",
     "set_generator",
+    "BIAS_SCALES",
 ]
+
+BIAS_SCALES = ("weight", "unit")
 
 
 class Stochastic:
@@ -69,7 +72,7 @@ class NSMLayer(Stochastic):
     magnitude: nn.Parameter
 
     def _setup_nsm(
-        self, noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv: bool
+        self, noise, p, sigma, sampler, estimator, temperature, alpha, variance, bias_scale, generator, conv: bool
     ) -> None:
         self.noise = NF.make_noise(noise, p=p, sigma=sigma)
         self.estimator = make_estimator(estimator, temperature=temperature, alpha=alpha)
@@ -90,6 +93,9 @@ class NSMLayer(Stochastic):
         if variance not in NF.VARIANCES:
             raise ValueError(f"variance must be one of {NF.VARIANCES}, got {variance!r}")
         self.variance = variance
+        if bias_scale not in BIAS_SCALES:
+            raise ValueError(f"bias_scale must be one of {BIAS_SCALES}, got {bias_scale!r}")
+        self.bias_scale = bias_scale
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
@@ -115,10 +121,20 @@ class NSMLayer(Stochastic):
                 f"a torch.Generator cannot be moved; give the layer a generator on {x.device}"
             )
 
+    def _bias(self, x: Tensor, op) -> Optional[Tensor]:
+        """The bias as it enters u, shaped to broadcast on op's output: b, or b ||w|| for
+        ``bias_scale="unit"`` (so that the drive's bias term is b / c)."""
+        if self.bias is None:
+            return None
+        bias = self.bias.view(self._shape)
+        if self.bias_scale == "unit":
+            bias = bias * NF.weight_norm(x, self.weight, op, self.variance, self._shape, padded=self._padded)
+        return bias
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         x, op = self._prepare(x)
-        bias = None if self.bias is None else self.bias.view(self._shape)
+        bias = self._bias(x, op)
         return NF.nsm_forward(
             x,
             self.weight,
@@ -140,8 +156,7 @@ class NSMLayer(Stochastic):
         self._check_input(x)
         x, op = self._prepare(x)
         wn = NF.weight_norm(x, self.weight, op, self.variance, self._shape, padded=self._padded)
-        bias = None if self.bias is None else self.bias.view(self._shape)
-        return NF.drive(op(x, self.weight), wn, self.magnitude.view(self._shape), bias, self.noise.c)
+        return NF.drive(op(x, self.weight), wn, self.magnitude.view(self._shape), self._bias(x, op), self.noise.c)
 
     def firing_probability(self, x: Tensor) -> Tensor:
         """P(z = +1 | x), bias included, shaped like the output: the law every sampler fires at."""
@@ -153,6 +168,7 @@ class NSMLayer(Stochastic):
             super().extra_repr()
             + f", noise={self.noise}{sampler}, estimator={self.estimator!r}"
             + ("" if self.variance == "norm" else f", variance={self.variance}")
+            + ("" if self.bias_scale == "weight" else f", bias_scale={self.bias_scale}")
         )
 
 
@@ -173,6 +189,10 @@ _NSM_DOC = """
         variance: ``"norm"`` (Var[u] = Var[xi] ||w||^2, the paper's form, exact for +-1 inputs;
             at a zero-padded border, the norm of the weights that meet the image) or ``"exact"``
             (Var[xi] op(z^2, w^2): also exact for real-valued inputs).
+        bias_scale: ``"weight"`` (u adds b, so the drive's bias term is b / (c ||w||): the paper's
+            form; default) or ``"unit"`` (u adds b ||w||, so the term is b / c: the bias acts on
+            the unit-norm weights, as in the firing probability of the authors' code). The same
+            functions under b_weight = b_unit ||w||, trained differently.
         generator: a ``torch.Generator`` for the noise (default: torch's global generator); it
             must be on the input's device.
 """
@@ -202,12 +222,14 @@ class NSMLinear(NSMLayer, nn.Linear):
         temperature: Optional[float] = None,
         alpha: Optional[str] = None,
         variance: str = "norm",
+        bias_scale: str = "weight",
         generator: Optional[torch.Generator] = None,
         device=None,
         dtype=None,
     ) -> None:
         check_int("in_features", in_features), check_int("out_features", out_features)
-        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv=False)
+        options = (noise, p, sigma, sampler, estimator, temperature, alpha, variance, bias_scale, generator)
+        self._setup_nsm(*options, conv=False)
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._shape = (out_features,)
         self.magnitude = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
@@ -256,12 +278,14 @@ class NSMConv2d(NSMLayer, nn.Conv2d):
         temperature: Optional[float] = None,
         alpha: Optional[str] = None,
         variance: str = "norm",
+        bias_scale: str = "weight",
         generator: Optional[torch.Generator] = None,
         device=None,
         dtype=None,
     ) -> None:
         check_int("in_channels", in_channels), check_int("out_channels", out_channels)
-        self._setup_nsm(noise, p, sigma, sampler, estimator, temperature, alpha, variance, generator, conv=True)
+        options = (noise, p, sigma, sampler, estimator, temperature, alpha, variance, bias_scale, generator)
+        self._setup_nsm(*options, conv=True)
         super().__init__(
             in_channels,
             out_channels,
