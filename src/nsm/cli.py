@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("table", nargs="?", help="table name (see --list)")
     rep.add_argument("--list", action="store_true", help="list the tables and exit")
+    rep.add_argument(
+        "--status",
+        action="store_true",
+        help="show where each run of the table stands in --out (finished, running, interrupted at "
+        "which epoch, time so far) and exit; trains and writes nothing",
+    )
     rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
     rep.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 2)")
     rep.add_argument("--seed-list", default=None, help="explicit comma-separated seeds, e.g. 0,3,7")
@@ -296,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args) -> int:
-    from .studies.reproduce import TABLES, format_markdown, run_table
+    from .studies.reproduce import TABLES, format_markdown, format_status, run_table, table_status
 
     if args.list or not args.table:
         for name in TABLES.names():
@@ -326,20 +332,21 @@ def _reproduce(args) -> int:
             raise ValueError(f"--worker must read K/N (e.g. 1/3), got {args.worker!r}")
         worker = (int(parts[0]), int(parts[1]))
     out = Path(args.out or f"reproduce/{table.name}")
-    title = f"nsm reproduce {table.name}: {table.description}"
-    command = "nsm " + " ".join(map(str, args.argv))
-    rows = run_table(
-        table,
+    common = dict(
         out=out,
         seeds=seeds,
         models=split(args.models),
         datasets=split(args.datasets),
         overrides=overrides,
-        worker=worker,
         steal_after=args.steal_after,
-        title=title,
-        command=command,
     )
+    if args.status:
+        print(f"nsm reproduce {table.name} in {out}:\n")
+        print(format_status(table_status(table, **common)))
+        return 0
+    title = f"nsm reproduce {table.name}: {table.description}"
+    command = "nsm " + " ".join(map(str, args.argv))
+    rows = run_table(table, worker=worker, title=title, command=command, **common)
     print(format_markdown(rows, title, command))
     print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")
     return 0

@@ -139,3 +139,47 @@ def test_reproduce_command(mnist_dir, tmp_path, capsys):
     assert "mnist:" in capsys.readouterr().out
     assert main(["reproduce", "mnist", "--seeds", "2", "--seed-list", "0,1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_path, capsys):
+    import os
+    import shutil
+    import socket
+
+    from nsm.studies.reproduce import format_status, table_status
+
+    opts = dict(epochs=2, train_subset=200, test_subset=50, samples=2, data_dir=str(mnist_dir), progress=False)
+    run_table("mnist", out=tmp_path, seeds=[0], models=["dcnn"], overrides=opts, log=lambda s: None)
+    runs = tmp_path / "runs"
+    # an interrupted run (its checkpoint, no summary) and one that a live worker (this process) holds
+    for seed in (1, 2):
+        shutil.copytree(runs / "dcnn-mnist-seed0", runs / f"dcnn-mnist-seed{seed}")
+        (runs / f"dcnn-mnist-seed{seed}" / "summary.json").unlink()
+    (runs / "dcnn-mnist-seed2.claim").write_text(f"pid {os.getpid()} on host {socket.gethostname()} since now\n")
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    rows = table_status("mnist", out=tmp_path, seeds=[0, 1, 2, 3], models=["dcnn"], overrides=opts)
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+    assert [(r["run"], r["state"], r["epochs_done"]) for r in rows] == [
+        ("dcnn-mnist-seed0", "finished", 2),
+        ("dcnn-mnist-seed1", "interrupted", 2),
+        ("dcnn-mnist-seed2", "running", 2),
+        ("dcnn-mnist-seed3", "not started", 0),
+    ]
+    summary = json.loads((runs / "dcnn-mnist-seed0" / "summary.json").read_text())
+    assert rows[0]["test_error"] == summary["last5_test_error"] and rows[1]["wall_seconds"] > 0
+    assert rows[2]["holder"].startswith(f"pid {os.getpid()} on host")
+    text = format_status(rows)
+    assert (
+        f"| dcnn-mnist-seed0 | finished | 2 of 2 epochs done | 0.0 h | {100 * summary['last5_test_error']:.2f}% |"
+        in text
+    )
+    assert text.endswith("4 runs: 1 finished, 1 interrupted, 1 running, 1 not started")
+    # another protocol is shown, not refused; the command prints the same table
+    assert (
+        table_status("mnist", out=tmp_path, seeds=[0], models=["dcnn"], overrides={**opts, "epochs": 3})[0]["state"]
+        == "other protocol"
+    )
+    args = ["reproduce", "mnist", "--models", "dcnn", "--seed-list", "0,1,2,3", "--epochs", "2"]
+    args += ["--train-subset", "200", "--test-subset", "50", "--samples", "2", "--data-dir", str(mnist_dir)]
+    assert main([*args, "--out", str(tmp_path), "--status"]) == 0
+    assert "4 runs: 1 finished, 1 interrupted, 1 running, 1 not started" in capsys.readouterr().out

@@ -45,7 +45,17 @@ from ..utils.io import atomic_write, read_json
 from ..utils.registry import Registry
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 
-__all__ = ["PaperTable", "TABLES", "PAPER_ERRORS", "run_table", "aggregate", "write_table", "PROTOCOL_FIELDS"]
+__all__ = [
+    "PaperTable",
+    "TABLES",
+    "PAPER_ERRORS",
+    "run_table",
+    "table_status",
+    "format_status",
+    "aggregate",
+    "write_table",
+    "PROTOCOL_FIELDS",
+]
 
 # Test error (%) the paper reports (docs/design.md §7), by dataset then model.
 PAPER_ERRORS: dict[str, dict[str, float]] = {
@@ -147,6 +157,19 @@ TABLES.register(
 )
 
 
+TABLES.register(
+    "mnist-candidates",
+    PaperTable(
+        "mnist-candidates",
+        "why an NSM might trail the dCNN on MNIST, one change at a time: the bias on the unit-norm "
+        "weights (bnsm-unitbias), a 1024-unit fc layer (bnsm-wide, dcnn-wide), the authors' "
+        "BinConcrete forward pass (bnsm-binconcrete), beside bnsm and dcnn",
+        ("dcnn", "bnsm", "bnsm-unitbias", "bnsm-wide", "dcnn-wide", "bnsm-binconcrete"),
+        ("mnist",),
+    ),
+)
+
+
 def _cells(table: PaperTable, models, datasets) -> list[tuple[str, str]]:
     for name, chosen, allowed in (("model", models, table.models), ("dataset", datasets, table.datasets)):
         unknown = [c for c in (chosen or ()) if c not in allowed]
@@ -204,6 +227,103 @@ def _claim_path(out: Path, config: TrainConfig) -> Path:
     return out / "runs" / f"{config.run_name}.claim"
 
 
+def _plan(table, out: Path, seeds, models, datasets, overrides, strict: bool = True):
+    """(table, cells, [(config, state)]): every run of the table, validated before any starts;
+    state as :func:`_run_state` gives it, or, with ``strict=False``, 'other protocol' where it
+    would raise."""
+    table = TABLES.get(table) if isinstance(table, str) else table
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be distinct non-negative ints, got {seeds}")
+    cells = _cells(table, models, datasets)
+    plan = []
+    for dataset, model in cells:
+        for seed in seeds:
+            fields = {
+                **table.protocol.get(dataset, {}),
+                **dict(overrides or {}),
+                "model": model,
+                "seed": seed,
+                "out": str(out / "runs"),
+                "run_name": f"{model}-{dataset}-seed{seed}",
+            }
+            config = TrainConfig.for_dataset(dataset, **fields)
+            try:
+                state = _run_state(out / "runs" / config.run_name, config)
+            except ValueError:
+                if strict:
+                    raise
+                state = "other protocol"
+            plan.append((config, state))
+    return table, cells, plan
+
+
+def table_status(
+    table: str | PaperTable,
+    *,
+    out: str | os.PathLike,
+    seeds: Sequence[int] = (0, 1),
+    models: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    overrides: Optional[dict] = None,
+    steal_after: Optional[float] = None,
+) -> list[dict]:
+    """Where each run of the table stands in ``out``, without training or writing anything.
+
+    One dict per run: ``run``, ``state`` ('finished', 'running' in a live worker, 'interrupted',
+    'not started', or 'other protocol': finished with another one), ``epochs_done`` and
+    ``step`` (into the next epoch; from the checkpoint, or the finished run), ``epochs``,
+    ``wall_seconds`` (training and testing so far), ``holder`` (the live worker's claim line),
+    ``test_error`` (a finished run's mean over its last evaluated epochs)."""
+    from ..training.checkpoint import read_checkpoint
+
+    out = Path(out)
+    _, _, plan = _plan(table, out, seeds, models, datasets, overrides, strict=False)
+    rows = []
+    for config, state in plan:
+        run_dir = out / "runs" / config.run_name
+        row = {"run": config.run_name, "epochs": config.epochs, "epochs_done": 0, "step": None}
+        row.update(state=state, wall_seconds=None, holder="", test_error=None)
+        if state in ("done", "other protocol"):
+            summary = read_json(run_dir / "summary.json", "the run's summary")
+            row.update(epochs_done=summary.get("epochs"), wall_seconds=summary.get("wall_seconds"))
+            row.update(test_error=summary.get("last5_test_error"), state="finished" if state == "done" else state)
+            rows.append(row)
+            continue
+        row["holder"] = live_holder(_claim_path(out, config), steal_after=steal_after)
+        ckpt_path = run_dir / "checkpoint.pt"
+        if ckpt_path.is_file():
+            ckpt = read_checkpoint(ckpt_path)
+            in_epoch = ckpt.get("in_epoch") or {}
+            row.update(epochs_done=ckpt.get("epoch", 0), step=in_epoch.get("batch"))
+            row["wall_seconds"] = ckpt.get("wall_seconds")
+        if row["holder"]:
+            row["state"] = "running"
+        else:
+            row["state"] = "interrupted" if state == "incomplete" else "not started"
+        rows.append(row)
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    """The rows of :func:`table_status` as a Markdown table, with a line of totals."""
+    lines = ["| run | state | progress | training + test time | test error |", "|---|---|---|---|---|"]
+    for r in rows:
+        progress = f"{r['epochs_done']} of {r['epochs']} epochs done" if r["epochs_done"] else "–"
+        if r["step"]:
+            progress += f", {r['step']} steps into the next"
+        hours = "–" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 3600:.1f} h"
+        error = "–" if r["test_error"] is None else f"{100 * r['test_error']:.2f}%"
+        state = r["state"] + (f" ({r['holder']})" if r["holder"] else "")
+        lines.append(f"| {r['run']} | {state} | {progress} | {hours} | {error} |")
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines.append("")
+    lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return "\n".join(lines)
+
+
 def run_table(
     table: str | PaperTable,
     *,
@@ -234,10 +354,7 @@ def run_table(
     from ..data import load_dataset
     from ..training.loop import fit
 
-    table = TABLES.get(table) if isinstance(table, str) else table
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"seeds must be distinct non-negative ints, got {seeds}")
+    table, cells, plan = _plan(table, Path(out), seeds, models, datasets, overrides)
     if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
         raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
     if steal_after is not None and not steal_after >= 2 * HEARTBEAT_SECONDS:
@@ -246,21 +363,6 @@ def run_table(
             f"heartbeat), or None; got {steal_after}"
         )
     out = Path(out)
-    cells = _cells(table, models, datasets)
-    overrides = dict(overrides or {})
-    plan = []
-    for dataset, model in cells:
-        for seed in seeds:
-            fields = {
-                **table.protocol.get(dataset, {}),
-                **overrides,
-                "model": model,
-                "seed": seed,
-                "out": str(out / "runs"),
-                "run_name": f"{model}-{dataset}-seed{seed}",
-            }
-            config = TrainConfig.for_dataset(dataset, **fields)  # validated before any run starts
-            plan.append((config, _run_state(out / "runs" / config.run_name, config)))
     mine = plan if worker is None else plan[worker[0] - 1 :: worker[1]]
     todo = sum(state != "done" for _, state in mine)
     part = "" if worker is None else f"; worker {worker[0]}/{worker[1]} takes {len(mine)} of them"
