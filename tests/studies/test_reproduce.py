@@ -44,8 +44,8 @@ def test_aggregate_mean_std_over_seeds(tmp_path):
     assert math.isnan(one["error_std_pct"]) and math.isnan(one["paper_error_pct"])
     md, cs = write_table(rows + [one], tmp_path, "title", "nsm reproduce mnist")
     text = md.read_text()
-    assert "| mnist | bnsm | 1.40 ± 0.40 | 1.20 | 0.775 | 3 | 3 | 3 | 20 | 30 |" in text
-    assert "| mnist | s2m | 5.00 | 4.00 | – | 1 | 3 | 3 | 20 | 3 |" in text
+    assert "| mnist | bnsm | 1.40 ± 0.40 | 1.20 | – | 0.775 | 3 | 3 | 3 | 20 | 30 |" in text  # no best: older runs
+    assert "| mnist | s2m | 5.00 | 4.00 | – | – | 1 | 3 | 3 | 20 | 3 |" in text
     assert "Made by: `nsm reproduce mnist`" in text
     table = list(csv.DictReader(cs.open()))
     assert [t["model"] for t in table] == ["bnsm", "s2m"]
@@ -77,6 +77,15 @@ def test_run_table_trains_skips_and_protects_runs(mnist_dir, tmp_path):
             for s in (0, 1)
         ]
         assert r["error_pct"] == pytest.approx(errs) and r["n_last"] == 2 and r["samples"] == 1
+        bests = []
+        for s in (0, 1):
+            run = tmp_path / "runs" / f"{r['model']}-mnist-seed{s}"
+            summary = json.loads((run / "summary.json").read_text())
+            tested = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            best = min(tested, key=lambda m: m["test_error"])  # every epoch is tested here, at full S
+            assert (summary["best_test_error"], summary["best_epoch"]) == (best["test_error"], best["epoch"])
+            bests.append(100 * best["test_error"])
+        assert r["best_error_mean_pct"] == pytest.approx(sum(bests) / 2)
     summary = tmp_path / "runs" / "dcnn-mnist-seed0" / "summary.json"
     stamp = summary.stat().st_mtime_ns
     # a second call trains nothing

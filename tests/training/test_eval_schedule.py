@@ -67,6 +67,8 @@ def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path,
     assert summary["n_last"] == 2
     assert summary["last5_test_error"] == pytest.approx(0.0435)
     assert summary["final_test_error"] == pytest.approx(0.044)
+    # the best is among the full-S evaluations only, not the cheaper (here lower) S=2 ones
+    assert summary["best_test_error"] == pytest.approx(0.043) and summary["best_epoch"] == 8
     assert summary["samples"] == 4
 
 

@@ -10,8 +10,9 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
     metrics.jsonl     one JSON object per epoch: lr, train loss and error, train seconds; an
                       evaluated epoch also has samples, test error, accuracy, NLL, test seconds
     summary.json      final test error and the mean over the last 5 epochs evaluated at the full
-                      ``samples`` (SI 4.7; ``eval_samples`` may make earlier evaluations cheaper);
-                      written last, it marks a finished run
+                      ``samples`` (SI 4.7; ``eval_samples`` may make earlier evaluations cheaper),
+                      and the lowest of those evaluations with its epoch (chosen on the test set:
+                      shown beside the result, never as it); written last, it marks a finished run
     checkpoint.pt     everything needed to resume (:mod:`nsm.training.checkpoint`), after every epoch and
                       every ``checkpoint_every`` steps; after the last epoch, the trained model
     curves.png        learning curves
@@ -688,7 +689,9 @@ class _Run:
             self.recorder.record()  # the final weights, if not recorded yet
         # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S
         evaluated = [h for h in history if "test_error" in h]
-        last = [h for h in evaluated if h.get("samples", samples) == samples][-5:]
+        full = [h for h in evaluated if h.get("samples", samples) == samples]
+        last = full[-5:]
+        best = min(full, key=lambda h: h["test_error"])  # the first of equal ones
         summary = {
             "model": config.model,
             "network": self.model_name,
@@ -699,6 +702,8 @@ class _Run:
             "final_test_error": evaluated[-1]["test_error"],
             "last5_test_error": sum(h["test_error"] for h in last) / len(last),
             "n_last": len(last),
+            "best_test_error": best["test_error"],  # chosen on the test set: reported, never the result
+            "best_epoch": best["epoch"],
             "wall_seconds": time.perf_counter() - self.start,
             "run_dir": str(self.run_dir),
         }
