@@ -177,7 +177,15 @@ def test_original_untouched(bnsm_model):
     assert all(type(m) is not DeviceNSMLayer for m in bnsm_model.modules())
 
 
-def test_defaults_keep_firing_probabilities(bnsm_model):
+@pytest.mark.parametrize("name", ["bnsm", "bnsm-unitbias"])
+def test_defaults_keep_firing_probabilities(name):
+    """The ideal device is the layer itself, whichever scale the bias is on (bnsm-unitbias's u
+    adds b ||w||, not b: a device layer that added b would shift every unit's P)."""
+    torch.manual_seed(0)
+    bnsm_model = nsm.build_model(name, (1, 16, 16), 3)
+    with torch.no_grad():
+        for layer in nsm_layers(bnsm_model):
+            layer.bias.uniform_(-1.0, 1.0, generator=gen(7))  # a bias that matters
     dev = with_device(bnsm_model, DeviceModel(), generator=gen())
     pairs = list(zip(nsm_layers(bnsm_model), nsm_layers(dev)))
     assert len(pairs) == 3

@@ -257,7 +257,8 @@ class DeviceNSMLayer(nn.Module):
     ``p``: a tensor shaped like the layer's weight, every entry in (0, 1), or None for the
     nominal p of the layer (then only the Gaussian law and read noise differ from the
     layer). The moments and outputs are those of the module docstring, with
-    a_i = beta_i c - E[xi] of the inner layer. The ``mode`` is the inner layer's
+    a_i = beta_i c - E[xi] of the inner layer and its bias as it enters u (b, or, for
+    ``bias_scale="unit"``, b ||w|| of the stored weight). The ``mode`` is the inner layer's
     (its ``fixed_mode`` first). Inference only (no gradient).
     """
 
@@ -310,8 +311,9 @@ class DeviceNSMLayer(nn.Module):
             else:
                 mean_w, var_w = (self.p + a) * w, self.p * (1.0 - self.p) * w * w
             mean = op(x, mean_w)
-            if layer.bias is not None:
-                mean = mean + layer.bias.detach().view((-1,) + (1,) * (w.dim() - 2))
+            bias = layer._bias(x, op)  # b, or b ||w|| of the stored weight for bias_scale="unit"
+            if bias is not None:
+                mean = mean + bias.detach()
             var = op(x * x, var_w)
         return mean, var
 
