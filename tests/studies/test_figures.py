@@ -398,3 +398,57 @@ def test_colors_follow_position_among_all_runs(run, tmp_path):
     conv = plot_convergence([plain, run])
     (ax, _) = plot_weight_means([plain, run])  # the unrecorded run is skipped but keeps its color
     assert ax.lines[0].get_color() == conv.lines[1].get_color() != conv.lines[0].get_color()
+
+
+def _table_run(runs, model, seed, rows):
+    path = runs / f"{model}-mnist-seed{seed}"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model": model, "dataset": "mnist", "seed": seed}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "summary.json").write_text("{}")
+    return path
+
+
+def test_table_curves_draw_every_seed_their_mean_and_the_paper(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    from nsm.studies.figures import plot_table_curves
+
+    runs = tmp_path / "runs"
+    cells = [("mnist", "bnsm"), ("mnist", "dcnn")]
+    assert plot_table_curves(runs, cells, [0, 1], {"mnist": {"bnsm": 0.775}}) is None  # nothing finished
+    # two seeds: a cheap evaluation (S=10) at epoch 2, the full S=100 at 3 and 4; an untested epoch 1
+    _table_run(
+        runs,
+        "bnsm",
+        0,
+        [
+            {"epoch": 1},
+            {"epoch": 2, "test_error": 0.02, "samples": 10},
+            {"epoch": 3, "test_error": 0.010, "samples": 100},
+            {"epoch": 4, "test_error": 0.008, "samples": 100},
+        ],
+    )
+    _table_run(
+        runs,
+        "bnsm",
+        1,
+        [{"epoch": 2, "test_error": 0.03, "samples": 10}, {"epoch": 4, "test_error": 0.006, "samples": 100}],
+    )
+    unfinished = _table_run(runs, "dcnn", 0, [{"epoch": 1, "test_error": 0.5}])
+    (unfinished / "summary.json").unlink()  # not finished: not drawn
+    fig = plot_table_curves(runs, cells, [0, 1], {"mnist": {"bnsm": 0.775, "dcnn": 0.88}})
+    (ax,) = fig.axes
+    (mean,) = [line for line in ax.lines if line.get_label() == "bnsm (2 seeds)"]
+    assert list(mean.get_xdata()) == [2, 4] and list(mean.get_ydata()) == pytest.approx([2.5, 0.7])
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == 5
+    hollow = [
+        (line.get_xdata()[0], line.get_ydata()[0])
+        for line in dots
+        if to_rgba(line.get_markerfacecolor()) == to_rgba("white")
+    ]
+    assert sorted(hollow) == [(2, pytest.approx(2.0)), (2, pytest.approx(3.0))]  # the cheap evaluations
+    paper = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(paper) == 1 and list(paper[0].get_ydata()) == [0.775, 0.775]  # dcnn has no finished run
+    assert ax.get_title() == "mnist (dashed: the paper)" and ax.get_yscale() == "log"

@@ -86,6 +86,7 @@ def test_run_table_trains_skips_and_protects_runs(mnist_dir, tmp_path):
             assert (summary["best_test_error"], summary["best_epoch"]) == (best["test_error"], best["epoch"])
             bests.append(100 * best["test_error"])
         assert r["best_error_mean_pct"] == pytest.approx(sum(bests) / 2)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # every finished run's curve
     summary = tmp_path / "runs" / "dcnn-mnist-seed0" / "summary.json"
     stamp = summary.stat().st_mtime_ns
     # a second call trains nothing

@@ -41,7 +41,7 @@ from typing import Callable, Optional, Sequence
 from ..models import MODELS
 from ..training.checkpoint import config_differences, open_own_file
 from ..training.config import TrainConfig
-from ..utils.io import atomic_write, read_json
+from ..utils.io import atomic_write, read_json, save_figure
 from ..utils.registry import Registry
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 
@@ -435,9 +435,19 @@ def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[s
         fcntl.flock(fd, fcntl.LOCK_EX)
         rows = aggregate(out / "runs", cells, seeds, partial=True)
         write_table(rows, out, title, command)
+        _write_curves(out, cells, seeds)
     finally:
         os.close(fd)  # drops the flock
     return rows
+
+
+def _write_curves(out: Path, cells, seeds) -> None:
+    """``out/curves.png``: every finished run's test error against epoch, beside the paper's."""
+    from .figures import plot_table_curves
+
+    fig = plot_table_curves(out / "runs", cells, seeds, PAPER_ERRORS)
+    if fig is not None:
+        save_figure(out / "curves.png", fig)
 
 
 def aggregate(

@@ -17,7 +17,7 @@ axes; matplotlib is imported inside the functions, pyplot only when one makes it
 """
 
 from .analysis import analyze
-from .convergence import plot_convergence
+from .convergence import plot_convergence, plot_table_curves
 from .devices import plot_robustness
 from .gradients import plot_grad_cosine, plot_grad_means
 from .records import (
@@ -49,6 +49,7 @@ __all__ = [
     "cosine_summary",
     "layer_title",
     "plot_convergence",
+    "plot_table_curves",
     "plot_weight_evolution",
     "plot_weight_drift",
     "plot_weight_histograms",

@@ -10,7 +10,7 @@ from .records import RunRecord
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_convergence"]
+__all__ = ["plot_convergence", "plot_table_curves"]
 
 
 def plot_convergence(runs, ax: Optional[Axes] = None) -> Axes:
@@ -34,3 +34,73 @@ def plot_convergence(runs, ax: Optional[Axes] = None) -> Axes:
     ax.set_title("Convergence")
     _legend(ax)
     return ax
+
+
+def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
+    """Test error (%) against epoch for every finished run of a reproduced table.
+
+    One panel per dataset and one colour per model: a thin line per seed through all its
+    evaluated epochs (filled dots where it was evaluated at the full S, hollow ones at a
+    cheaper ``eval_samples``), a thick line for the mean over seeds at the epochs every seed
+    evaluated, and the paper's number (``paper[dataset][model]``, %) dashed in the model's
+    colour. Returns the figure (not through pyplot), or None when no run has finished.
+    """
+    from pathlib import Path
+
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    from .records import load_run
+
+    runs_dir = Path(runs_dir)
+    by_dataset: dict[str, list[tuple[str, list]]] = {}
+    for dataset, model in cells:
+        curves = []
+        for seed in seeds:
+            run_dir = runs_dir / f"{model}-{dataset}-seed{seed}"
+            if (run_dir / "summary.json").is_file():
+                rows = [m for m in load_run(run_dir).metrics if m.get("test_error") is not None]
+                if rows:
+                    curves.append(rows)
+        if curves:
+            by_dataset.setdefault(dataset, []).append((model, curves))
+    if not by_dataset:
+        return None
+    fig, axes = _figure(len(by_dataset), pyplot=False)
+    for ax, (dataset, models) in zip(axes, by_dataset.items()):
+        for i, (model, curves) in enumerate(models):
+            color = _color(i)
+            full = max(max(m.get("samples", 1) for m in rows) for rows in curves)
+            for rows in curves:
+                ax.plot(
+                    [m["epoch"] for m in rows], [100 * m["test_error"] for m in rows], color=color, lw=0.7, alpha=0.6
+                )
+                for m in rows:
+                    filled = m.get("samples", full) == full
+                    ax.plot(
+                        m["epoch"],
+                        100 * m["test_error"],
+                        "o",
+                        ms=3,
+                        color=color,
+                        markerfacecolor=color if filled else "white",
+                    )
+            shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows in curves)))
+            mean = [
+                100 * sum(next(m["test_error"] for m in rows if m["epoch"] == e) for rows in curves) / len(curves)
+                for e in shared
+            ]
+            ax.plot(shared, mean, color=color, lw=2, label=f"{model} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+            theirs = (paper or {}).get(dataset, {}).get(model)
+            if theirs is not None:
+                ax.axhline(theirs, color=color, ls="--", lw=1)
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        drawn = any(model in (paper or {}).get(dataset, {}) for model, _ in models)
+        ax.set_title(dataset + (" (dashed: the paper)" if drawn else ""))
+        _legend(ax)
+    return fig
