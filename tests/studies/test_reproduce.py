@@ -178,9 +178,10 @@ def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_pa
     summary = json.loads((runs / "dcnn-mnist-seed0" / "summary.json").read_text())
     assert rows[0]["test_error"] == summary["last5_test_error"] and rows[1]["wall_seconds"] > 0
     assert rows[2]["holder"].startswith(f"pid {os.getpid()} on host")
+    assert rows[1]["seconds_left"] == 0.0 and rows[3]["seconds_left"] is None  # all epochs done; nothing run
     text = format_status(rows)
     assert (
-        f"| dcnn-mnist-seed0 | finished | 2 of 2 epochs done | 0.0 h | {100 * summary['last5_test_error']:.2f}% |"
+        f"| dcnn-mnist-seed0 | finished | 2 of 2 epochs done | 0.0 h | – | {100 * summary['last5_test_error']:.2f}% |"
         in text
     )
     assert text.endswith("4 runs: 1 finished, 1 interrupted, 1 running, 1 not started")
@@ -193,3 +194,26 @@ def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_pa
     args += ["--train-subset", "200", "--test-subset", "50", "--samples", "2", "--data-dir", str(mnist_dir)]
     assert main([*args, "--out", str(tmp_path), "--status"]) == 0
     assert "4 runs: 1 finished, 1 interrupted, 1 running, 1 not started" in capsys.readouterr().out
+
+
+def test_time_left_follows_the_runs_own_pace_and_schedule(tmp_path):
+    from nsm.studies.reproduce import _seconds_left
+    from nsm.training.config import TrainConfig
+
+    config = TrainConfig.for_dataset(
+        "mnist", model="bnsm", epochs=10, eval_every=5, eval_last=2, samples=20, eval_samples=4
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    rows = [{"epoch": e, "train_seconds": 10.0 + e} for e in range(1, 7)]
+    rows[4].update(test_seconds=8.0, samples=4)  # epoch 5, a cheap evaluation: 2 s per sample
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # epochs 7-10 at the median of the last 5 (14 s); epochs 9 and 10 evaluated at S=20 (40 s each)
+    assert _seconds_left(run, config, done=6) == pytest.approx(4 * 14.0 + 2 * 40.0)
+    assert _seconds_left(run, config, done=10) == 0.0
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_seconds": 3.0}) + "\n")
+    assert _seconds_left(run, config, done=1) is None  # no evaluation yet to time
+    dcnn = TrainConfig.for_dataset("mnist", model="dcnn", epochs=10, eval_every=5, eval_last=2, samples=20)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _seconds_left(run, dcnn, done=6) == pytest.approx(4 * 14.0 + 2 * 2.0)  # one pass per evaluation

@@ -283,7 +283,7 @@ def table_status(
     for config, state in plan:
         run_dir = out / "runs" / config.run_name
         row = {"run": config.run_name, "epochs": config.epochs, "epochs_done": 0, "step": None}
-        row.update(state=state, wall_seconds=None, holder="", test_error=None)
+        row.update(state=state, wall_seconds=None, holder="", test_error=None, seconds_left=None)
         if state in ("done", "other protocol"):
             summary = read_json(run_dir / "summary.json", "the run's summary")
             row.update(epochs_done=summary.get("epochs"), wall_seconds=summary.get("wall_seconds"))
@@ -301,21 +301,54 @@ def table_status(
             row["state"] = "running"
         else:
             row["state"] = "interrupted" if state == "incomplete" else "not started"
+        row["seconds_left"] = _seconds_left(run_dir, config, row["epochs_done"])
         rows.append(row)
     return rows
 
 
+def _seconds_left(run_dir: Path, config: TrainConfig, done: int) -> Optional[float]:
+    """About how long the unfinished run still needs, from its own pace: the median training
+    time of its last 5 epochs per epoch left, and its last evaluation's time per Monte-Carlo
+    sample for each evaluation left at its S. None before one epoch and one evaluation."""
+    from ..models.registry import is_stochastic
+    from .figures.records import load_run
+
+    try:
+        metrics = load_run(run_dir).metrics
+    except (OSError, ValueError):
+        return None
+    trained = [m["train_seconds"] for m in metrics if "train_seconds" in m][-5:]
+    tested = [m for m in metrics if "test_seconds" in m and m.get("samples")]
+    if not trained or not tested:
+        return None
+    per_sample = tested[-1]["test_seconds"] / tested[-1]["samples"]
+    full = config.samples if is_stochastic(config.model) else 1
+    cheap = full if config.eval_samples is None else min(full, config.eval_samples)
+    left = 0.0
+    for epoch in range(done + 1, config.epochs + 1):
+        left += statistics.median(trained)
+        tail = epoch > config.epochs - config.eval_last or epoch == config.epochs
+        if tail or epoch % config.eval_every == 0:
+            left += per_sample * (full if tail else cheap)
+    return left
+
+
 def format_status(rows: list[dict]) -> str:
     """The rows of :func:`table_status` as a Markdown table, with a line of totals."""
-    lines = ["| run | state | progress | training + test time | test error |", "|---|---|---|---|---|"]
+    lines = [
+        "| run | state | progress | training + test time | left (about) | test error |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         progress = f"{r['epochs_done']} of {r['epochs']} epochs done" if r["epochs_done"] else "–"
         if r["step"]:
             progress += f", {r['step']} steps into the next"
         hours = "–" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 3600:.1f} h"
+        left = r.get("seconds_left")
+        left = "–" if left is None else f"{left / 3600:.1f} h"
         error = "–" if r["test_error"] is None else f"{100 * r['test_error']:.2f}%"
         state = r["state"] + (f" ({r['holder']})" if r["holder"] else "")
-        lines.append(f"| {r['run']} | {state} | {progress} | {hours} | {error} |")
+        lines.append(f"| {r['run']} | {state} | {progress} | {hours} | {left} | {error} |")
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
