@@ -62,6 +62,13 @@ def test_train_command_writes_run_directory(mnist_dir, tmp_path, capsys):
     assert (tmp_path / "bnsm-mnist-seed7-1" / "summary.json").exists()
 
 
+def test_a_deterministic_network_reports_one_pass(mnist_dir, tmp_path, capsys):
+    args = ["train", "--model", "dcnn", "--epochs", 1, "--train-subset", 200, "--test-subset", 50]
+    assert _run([*args, "--data-dir", mnist_dir, "--out", tmp_path, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "test error (one pass): " in out and "MC mean" not in out
+
+
 def test_same_seed_same_metrics(mnist_dir, tmp_path):
     ds = load_dataset("mnist", mnist_dir, train_subset=200, test_subset=50)
     summaries = []

@@ -385,8 +385,9 @@ def _train(args) -> int:
     summary = fit(config, resume=args.resume)
     if not from_env().main:  # under torchrun, rank 0 reports
         return 0
+    how = "one pass" if summary["samples"] == 1 else f"MC mean of softmax, S={summary['samples']}"
     print(
-        f"test error (MC mean of softmax, S={summary['samples']}): "
+        f"test error ({how}): "
         f"{100 * summary['final_test_error']:.2f}% after {summary['epochs']} epoch(s) "
         f"in {summary['wall_seconds']:.0f} s"
     )
