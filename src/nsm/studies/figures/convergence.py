@@ -83,6 +83,7 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
                         ms=3,
                         color=color,
                         markerfacecolor=color if filled else "white",
+                        zorder=3,  # over the mean line
                     )
             shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows in curves)))
             mean = [
