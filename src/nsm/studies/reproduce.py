@@ -323,13 +323,10 @@ def _seconds_left(run_dir: Path, config: TrainConfig, done: int) -> Optional[flo
         return None
     per_sample = tested[-1]["test_seconds"] / tested[-1]["samples"]
     full = config.samples if is_stochastic(config.model) else 1
-    cheap = full if config.eval_samples is None else min(full, config.eval_samples)
     left = 0.0
     for epoch in range(done + 1, config.epochs + 1):
-        left += statistics.median(trained)
-        tail = epoch > config.epochs - config.eval_last or epoch == config.epochs
-        if tail or epoch % config.eval_every == 0:
-            left += per_sample * (full if tail else cheap)
+        samples = config.samples_at(epoch, full)
+        left += statistics.median(trained) + (0.0 if samples is None else per_sample * samples)
     return left
 
 

@@ -194,6 +194,17 @@ class TrainConfig:
         where the default changed (runs made before ``compile`` existed were eager)."""
         return {**TrainConfig().to_dict(), **LEGACY_DEFAULTS}
 
+    def samples_at(self, epoch: int, full: int) -> Optional[int]:
+        """The Monte-Carlo samples epoch ``epoch`` is evaluated with, None if it is not
+        evaluated: ``full`` (``samples``, or 1 for a deterministic network) for the last
+        ``eval_last`` epochs and the final one, ``eval_samples`` (when set and ``full > 1``)
+        for the others every ``eval_every`` epochs."""
+        if epoch > self.epochs - self.eval_last or epoch == self.epochs:
+            return full
+        if epoch % self.eval_every == 0:
+            return full if self.eval_samples is None or full == 1 else self.eval_samples
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -504,8 +504,6 @@ class _Run:
         if use:  # the same parameters, traced; checkpoints and evaluation act on the model itself
             self.trainee = Compiled(self.trainee, log)  # training only: compiled MC passes were measured slower
         self.samples = config.samples if is_stochastic(model_name) else 1
-        # the learning curve's cheaper evaluations (before the last eval_last epochs)
-        self.eval_samples = self.samples if config.eval_samples is None or self.samples == 1 else config.eval_samples
         self.ckpt_path = run_dir / CHECKPOINT
         self.data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
         self.history: list[dict] = []
@@ -604,10 +602,10 @@ class _Run:
             self.recorder.end_epoch()
         self.scheduler.step()
         row["train_seconds"] = time.perf_counter() - t0
-        tail = epoch > config.epochs - config.eval_last or epoch == config.epochs
-        if tail or epoch % config.eval_every == 0:
+        samples = config.samples_at(epoch, self.samples)
+        if samples is not None:
             t1 = time.perf_counter()
-            row["samples"] = self.samples if tail else self.eval_samples
+            row["samples"] = samples
             row.update(
                 evaluate(
                     self.model,
