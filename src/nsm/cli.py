@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="show where each run of the table stands in --out (finished, running, interrupted at "
         "which epoch, time so far) and exit; trains and writes nothing",
     )
+    rep.add_argument(
+        "--table-only",
+        action="store_true",
+        help="write OUT/table.md, table.csv and curves.png from the runs already finished in --out "
+        "and exit; trains nothing",
+    )
     rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
     rep.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 2)")
     rep.add_argument("--seed-list", default=None, help="explicit comma-separated seeds, e.g. 0,3,7")
@@ -302,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args) -> int:
-    from .studies.reproduce import TABLES, format_markdown, format_status, run_table, table_status
+    from .studies.reproduce import TABLES, format_markdown, format_status, rebuild_table, run_table, table_status
 
     if args.list or not args.table:
         for name in TABLES.names():
@@ -340,13 +346,20 @@ def _reproduce(args) -> int:
         overrides=overrides,
         steal_after=args.steal_after,
     )
+    if args.status and args.table_only:
+        raise ValueError("give --status or --table-only, not both")
     if args.status:
         print(f"nsm reproduce {table.name} in {out}:\n")
         print(format_status(table_status(table, **common)))
         return 0
     title = f"nsm reproduce {table.name}: {table.description}"
-    command = "nsm " + " ".join(map(str, args.argv))
-    rows = run_table(table, worker=worker, title=title, command=command, **common)
+    # the command that trains the table, whichever of the two wrote it
+    command = "nsm " + " ".join(str(a) for a in args.argv if a != "--table-only")
+    if args.table_only:
+        del common["steal_after"]
+        rows = rebuild_table(table, title=title, command=command, **common)
+    else:
+        rows = run_table(table, worker=worker, title=title, command=command, **common)
     print(format_markdown(rows, title, command))
     print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")
     return 0

@@ -196,6 +196,35 @@ def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_pa
     assert "4 runs: 1 finished, 1 interrupted, 1 running, 1 not started" in capsys.readouterr().out
 
 
+def test_table_only_rebuilds_the_table_and_trains_nothing(mnist_dir, tmp_path, capsys):
+    args = ["reproduce", "mnist", "--models", "dcnn", "--epochs", "1", "--train-subset", "200"]
+    args += ["--test-subset", "50", "--data-dir", str(mnist_dir), "--no-progress", "--out", str(tmp_path)]
+    assert main([*args, "--seed-list", "0"]) == 0
+    written = {f: (tmp_path / f).read_bytes() for f in ("table.md", "table.csv")}
+    for f in ("table.md", "table.csv", "curves.png"):
+        (tmp_path / f).unlink()
+    runs = tmp_path / "runs"
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in runs.rglob("*"))
+    capsys.readouterr()
+    # seed 1 has not started: the table says so, and nothing trains it
+    assert main([*args, "--seed-list", "0", "--table-only"]) == 0
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before
+    assert {f: (tmp_path / f).read_bytes() for f in written} == written  # as the training command wrote it
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args, "--seed-list", "0,1", "--table-only"]) == 0
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before
+    text = (tmp_path / "table.md").read_text()
+    assert "**Incomplete**: 1 of 2 runs finished" in text and "| 1/2 |" in text
+    assert "--table-only" not in text and "--seed-list 0,1" in text  # names the command that trains it
+    # a finished run of another protocol is refused, as when training; the table stays
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--seed-list", "0", "--table-only"]) == 2
+    assert "dcnn-mnist-seed0 holds a finished run with another protocol" in capsys.readouterr().err
+    assert (tmp_path / "table.md").read_text() == text
+    assert main([*args, "--seed-list", "0", "--table-only", "--status"]) == 2
+    assert "give --status or --table-only, not both" in capsys.readouterr().err
+
+
 def test_time_left_follows_the_runs_own_pace_and_schedule(tmp_path):
     from nsm.studies.reproduce import _seconds_left
     from nsm.training.config import TrainConfig

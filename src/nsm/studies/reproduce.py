@@ -51,6 +51,7 @@ __all__ = [
     "PAPER_ERRORS",
     "run_table",
     "table_status",
+    "rebuild_table",
     "format_status",
     "aggregate",
     "write_table",
@@ -452,6 +453,27 @@ def run_table(
             f"{len(unfinished) - len(running)} not started; run the same command again when they end"
         )
     return rows
+
+
+def rebuild_table(
+    table: str | PaperTable,
+    *,
+    out: str | os.PathLike,
+    seeds: Sequence[int] = (0, 1),
+    models: Optional[Sequence[str]] = None,
+    datasets: Optional[Sequence[str]] = None,
+    overrides: Optional[dict] = None,
+    title: Optional[str] = None,
+    command: Optional[str] = None,
+) -> list[dict]:
+    """Write ``out/table.md``, ``out/table.csv`` and ``out/curves.png`` from the runs already
+    finished in ``out``, as :func:`run_table` would at its end, and return the rows; trains
+    nothing and touches no run. A run in ``out`` made under another protocol than the one
+    asked for raises ``ValueError``, as it does in :func:`run_table`."""
+    table, cells, _ = _plan(table, Path(out), seeds, models, datasets, overrides)
+    return _write_table_locked(
+        Path(out), cells, seeds, title or f"nsm reproduce {table.name}: {table.description}", command
+    )
 
 
 def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:
