@@ -140,9 +140,9 @@ def test_the_candidate_variants_change_one_thing_each():
     assert [layer.bias_scale for layer in nsm.nn.layers.nsm_layers(nsm.build_model("bnsm"))] == ["weight"] * 3
     with pytest.raises(ValueError, match="fixes bias_scale"):
         nsm.build_model("bnsm-unitbias", bias_scale="weight")
-    for wide, base in (("bnsm-wide", "bnsm"), ("dcnn-wide", "dcnn")):
+    for wide, base, width in (("bnsm-wide", "bnsm", 1024), ("dcnn-wide", "dcnn", 1024), ("dcnn-150", "dcnn", 150)):
         shapes = [tuple(p.shape) for p in nsm.build_model(wide).parameters()]
         base_shapes = [tuple(p.shape) for p in nsm.build_model(base).parameters()]
         changed = [(a, b) for a, b in zip(shapes, base_shapes) if a != b]
         assert len(shapes) == len(base_shapes) and changed
-        assert all(1024 in a and 512 in b for a, b in changed), changed  # only the fc layer's width
+        assert all(width in a and 512 in b for a, b in changed), changed  # only the fc layer's width

@@ -225,6 +225,21 @@ def test_table_only_rebuilds_the_table_and_trains_nothing(mnist_dir, tmp_path, c
     assert "give --status or --table-only, not both" in capsys.readouterr().err
 
 
+def test_a_tables_own_protocol_reaches_its_runs(mnist_dir, tmp_path):
+    # the authors' dCNN script: no weight decay, a constant learning rate (here even with a
+    # decay step every epoch, which the default factor 0.5 would halve)
+    opts = dict(epochs=3, lr_step=1, train_subset=200, test_subset=50, data_dir=str(mnist_dir), progress=False)
+    run_table("mnist-authors-dcnn", out=tmp_path, seeds=[0], models=["dcnn-150"], overrides=opts, log=lambda s: None)
+    run = tmp_path / "runs" / "dcnn-150-mnist-seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["weight_decay"] == 0.0 and config["lr_gamma"] == 1.0 and config["model"] == "dcnn-150"
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == [3e-4] * 3
+    run_table("mnist", out=tmp_path / "main", seeds=[0], models=["dcnn"], overrides=opts, log=lambda s: None)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "main/runs/dcnn-mnist-seed0/metrics.jsonl").open()]
+    assert lrs == [3e-4, 1.5e-4, 7.5e-5]  # the paper's protocol keeps its halving
+
+
 def test_time_left_follows_the_runs_own_pace_and_schedule(tmp_path):
     from nsm.studies.reproduce import _seconds_left
     from nsm.training.config import TrainConfig

@@ -286,6 +286,15 @@ def _dcnn_wide(in_shape, num_classes):
 
 
 @register_model(
+    "dcnn-150",
+    "dCNN with a 150-unit fully connected layer, the width of the authors' released MNIST dCNN script",
+    stochastic=False,
+)
+def _dcnn_150(in_shape, num_classes):
+    return table6_dcnn(in_shape, num_classes, hidden=150)
+
+
+@register_model(
     "sigmoid", "Table 6 network, deterministic sigmoid units, real-valued inputs (SI 4.11)", stochastic=False
 )
 def _sigmoid(in_shape, num_classes, hidden=512):
