@@ -17,6 +17,9 @@ DOCS = ROOT / "docs"
 SRC = ROOT / "src"
 DOC_PAGES = sorted(DOCS.rglob("*.md"))
 PAGES = [ROOT / "README.md", *DOC_PAGES]
+# the results folders' pages, and the tables the commands wrote there: their links resolve and
+# they send nobody to a document users do not have
+RESULT_PAGES = sorted((ROOT / "results").rglob("*.md"))
 
 
 def _id(page: Path) -> str:
@@ -29,7 +32,7 @@ def _code_spans(text: str) -> list[str]:
     return [m.group(2) for m in re.finditer(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", text, re.S)]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_id)
+@pytest.mark.parametrize("page", PAGES + RESULT_PAGES, ids=_id)
 def test_every_relative_link_resolves(page):
     text = page.read_text()
     missing = [
@@ -40,7 +43,7 @@ def test_every_relative_link_resolves(page):
     assert not missing, f"{page.name}: links to missing files {missing}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_id)
+@pytest.mark.parametrize("page", PAGES + RESULT_PAGES, ids=_id)
 def test_no_page_refers_to_the_spec(page):
     assert "SPEC" not in page.read_text()
 

@@ -1,0 +1,216 @@
+"""The committed results agree with themselves and with what the pages say about them.
+
+- every run's summary follows from its per-epoch metrics by the reporting rule (SI 4.7: the
+  mean over the last 5 epochs evaluated at the full S; `final` the last evaluation; `best` the
+  lowest at the full S), recomputed here without the training loop's code;
+- every row of every ``table.csv`` follows from its runs' summaries (mean, std, final, best,
+  wall time), and ``table.md`` shows the same numbers;
+- the numbers docs/reproduce.md quotes in its tables are those of the results folder it cites;
+- every folder of ``results/`` is listed in ``results/README.md``.
+
+These read only committed files: no training, no data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from nsm.studies.reproduce import PAPER_ERRORS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+FOLDERS = sorted(p for p in RESULTS.iterdir() if p.is_dir())
+TABLE_FOLDERS = [p for p in FOLDERS if (p / "table.csv").exists()]
+CSV_DIGITS = 1e-4 / 2 + 1e-12  # table.csv writes floats with 4 decimals
+
+
+def _id(p: Path) -> str:
+    return p.name
+
+
+def _runs(folder: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """Every finished run of a results folder: name -> (summary, per-epoch metrics).
+
+    A folder keeps its runs either as ``runs/NAME/{summary.json,metrics.jsonl}`` or, for runs
+    trained outside the repository, in one ``runs.json`` (a dict by name or a list of records)."""
+    runs: dict[str, tuple[dict, list[dict]]] = {}
+    for summary in sorted(folder.glob("runs/*/summary.json")):
+        lines = (summary.parent / "metrics.jsonl").read_text().splitlines()
+        runs[summary.parent.name] = (json.loads(summary.read_text()), [json.loads(x) for x in lines if x.strip()])
+    if (folder / "runs.json").exists():
+        data = json.loads((folder / "runs.json").read_text())
+        records = data.items() if isinstance(data, dict) else ((r["run"], r) for r in data)
+        for name, record in records:
+            assert name not in runs, f"{folder.name}: run {name} is kept twice"
+            runs[name] = (record["summary"], record["metrics"])
+    return runs
+
+
+ALL_RUNS = [(folder, name) for folder in FOLDERS for name in _runs(folder)]
+
+
+def test_the_results_have_runs_to_check():
+    assert len(ALL_RUNS) >= 60 and len(TABLE_FOLDERS) >= 6
+
+
+@pytest.mark.parametrize(("folder", "name"), ALL_RUNS, ids=[f"{f.name}/{n}" for f, n in ALL_RUNS])
+def test_each_summary_follows_from_its_metrics(folder, name):
+    summary, metrics = _runs(folder)[name]
+    assert name == f"{summary['model']}-{summary['dataset']}-seed{summary['seed']}"
+    epochs = [m["epoch"] for m in metrics]
+    assert epochs == sorted(set(epochs)), "an epoch is recorded twice, or out of order"
+    assert epochs[-1] == summary["epochs"]
+    evaluated = [m for m in metrics if "test_error" in m]
+    # an epoch evaluated before metrics recorded their S was evaluated at the full S
+    full = [m for m in evaluated if m.get("samples", summary["samples"]) == summary["samples"]]
+    last = full[-5:]
+    assert summary["n_last"] == len(last)
+    assert summary["last5_test_error"] == pytest.approx(statistics.fmean(m["test_error"] for m in last), abs=1e-12)
+    assert summary["final_test_error"] == evaluated[-1]["test_error"]
+    assert evaluated[-1]["epoch"] == summary["epochs"], "the last epoch was not evaluated"
+    if "best_test_error" in summary:  # summaries written before 2026-11-29 have no `best`
+        lowest = min(m["test_error"] for m in full)
+        assert summary["best_test_error"] == lowest
+        assert summary["best_epoch"] == next(m["epoch"] for m in full if m["test_error"] == lowest)
+    # the run took at least the time its epochs report
+    spent = sum(m.get("train_seconds", 0) + m.get("test_seconds", 0) for m in metrics)
+    assert summary["wall_seconds"] >= 0.99 * spent
+
+
+def _csv_rows(folder: Path) -> list[dict]:
+    with open(folder / "table.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(text: str) -> float:
+    return math.nan if text in ("", "nan") else float(text)
+
+
+def _same(a: float, b: float, tol: float = CSV_DIGITS) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+def _recompute(row: dict, runs: dict) -> dict:
+    """A table row's numbers, in %, recomputed from its runs' summaries at full precision."""
+    summaries = [runs[f"{row['model']}-{row['dataset']}-seed{s}"][0] for s in row["seeds"].split(";") if s]
+
+    def mean(key: str) -> float:
+        values = [100 * s[key] for s in summaries if key in s]
+        return statistics.fmean(values) if values and len(values) == len(summaries) else math.nan
+
+    errs = [100 * s["last5_test_error"] for s in summaries]
+    return {
+        "summaries": summaries,
+        "errs": errs,
+        "mean": mean("last5_test_error"),
+        "std": statistics.stdev(errs) if len(errs) > 1 else math.nan,
+        "final": mean("final_test_error"),
+        "best": mean("best_test_error"),
+        "finals": [100 * s["final_test_error"] for s in summaries],
+    }
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
+def test_each_table_row_follows_from_its_runs(folder):
+    runs = _runs(folder)
+    rows = _csv_rows(folder)
+    assert rows
+    for row in rows:
+        where = f"{folder.name}: {row['model']} on {row['dataset']}"
+        want = _recompute(row, runs)
+        summaries = want["summaries"]
+        listed = [float(x) for x in row["error_pct"].split(";") if x]
+        assert all(_same(a, b) for a, b in zip(listed, want["errs"], strict=True)), where
+        assert _same(_num(row["error_mean_pct"]), want["mean"]), where
+        assert _same(_num(row["error_std_pct"]), want["std"]), where
+        assert _same(_num(row["final_error_mean_pct"]), want["final"]), where
+        if "best_error_mean_pct" in row:
+            assert _same(_num(row["best_error_mean_pct"]), want["best"]), where
+        assert _same(_num(row["wall_seconds"]), sum(s["wall_seconds"] for s in summaries)), where
+        if summaries:
+            assert int(row["epochs"]) == summaries[0]["epochs"], where
+            assert int(row["samples"]) == summaries[0]["samples"], where
+            assert int(row["n_last"]) == min(s["n_last"] for s in summaries), where
+        paper = PAPER_ERRORS.get(row["dataset"], {}).get(row["model"], math.nan)
+        assert _same(_num(row["paper_error_pct"]), paper), where
+        # a seed the table calls pending has no finished run
+        for s in (int(s) for s in row.get("pending_seeds", "").split(";") if s):
+            assert f"{row['model']}-{row['dataset']}-seed{s}" not in runs, where
+
+
+def _md_tables(text: str) -> list[tuple[int, list[str], list[list[str]]]]:
+    """Every markdown table of a page: (offset, header cells, body rows of cells)."""
+    tables = []
+    for m in re.finditer(r"(?m)^(\|.*\|)\n\|[-| :]+\|\n((?:\|.*\|\n?)+)", text):
+        cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+        tables.append((m.start(), cells(m.group(1)), [cells(x) for x in m.group(2).splitlines()]))
+    return tables
+
+
+def _fmt(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:.2f}"
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
+def test_each_table_md_shows_its_csv(folder):
+    runs, rows = _runs(folder), {(r["dataset"], r["model"]): r for r in _csv_rows(folder)}
+    [(_, header, body)] = _md_tables((folder / "table.md").read_text())
+    assert len(body) == len(rows)
+    for cells in body:
+        shown = dict(zip(header, cells, strict=True))
+        want = _recompute(rows[(shown["dataset"], shown["model"])], runs)
+        assert shown["ours"] == _fmt(want["mean"]) + ("" if math.isnan(want["std"]) else f" ± {_fmt(want['std'])}")
+        assert shown["final"] == _fmt(want["final"])
+        if "best" in shown:
+            assert shown["best"] == _fmt(want["best"])
+
+
+# docs/reproduce.md quotes the tables of results folders: which column holds which number
+_QUOTED = {
+    r"mean of epochs 1–3": "mean ± std",
+    r"epoch 3 \(%\)|epoch 3, mean": "final",
+    r"paper": "paper",
+    r"epoch 3, seeds 0 / 1 / 2": "final by seed",
+}
+
+
+def test_the_docs_quote_the_results_they_cite():
+    page = ROOT / "docs" / "reproduce.md"
+    text = page.read_text()
+    checked = 0
+    for start, header, body in _md_tables(text):
+        cited = re.findall(r"results/([\w.-]+)/", text[:start])
+        if not cited or header[0] != "model" or not (RESULTS / cited[-1] / "table.csv").exists():
+            continue
+        folder = RESULTS / cited[-1]  # the last results folder named before the table
+        runs, rows = _runs(folder), {r["model"]: r for r in _csv_rows(folder)}
+        for cells in body:
+            row = rows[cells[0].split()[0]]
+            want = _recompute(row, runs)
+            for title, cell in zip(header[1:], cells[1:], strict=True):
+                kind = next((k for pattern, k in _QUOTED.items() if re.search(pattern, title)), None)
+                assert kind, f"{page.name}: no rule for the column {title!r}"
+                if kind == "mean ± std":
+                    shown = f"{_fmt(want['mean'])} ± {_fmt(want['std'])}"
+                    assert cell == shown, f"{page.name}, {folder.name}, {cells[0]}: {cell} != {shown}"
+                elif kind == "final":
+                    assert cell == _fmt(want["final"]), f"{page.name}, {folder.name}, {cells[0]}: {cell}"
+                elif kind == "paper":
+                    paper = _num(row["paper_error_pct"])
+                    assert (cell == "–") if math.isnan(paper) else float(cell) == pytest.approx(paper)
+                else:
+                    assert cell == " / ".join(map(_fmt, want["finals"])), f"{folder.name}, {cells[0]}"
+                checked += 1
+    assert checked >= 50, "the tables docs/reproduce.md quotes were not found"
+
+
+def test_every_results_folder_is_listed_in_the_results_readme():
+    index = (RESULTS / "README.md").read_text()
+    missing = [p.name for p in FOLDERS if f"`{p.name}/`" not in index]
+    assert not missing, f"results/README.md does not list {missing}"
