@@ -6,6 +6,8 @@
 - every row of every ``table.csv`` follows from its runs' summaries (mean, std, final, best,
   wall time), and ``table.md`` shows the same numbers;
 - the numbers docs/reproduce.md quotes in its tables are those of the results folder it cites;
+- ``mnist-evaluate/evaluation.md`` is what ``evaluation.json`` renders to, and docs/beyond.md
+  quotes its table and the online-learning errors of ``mnist-online/online.json``;
 - every folder of ``results/`` is listed in ``results/README.md``.
 
 These read only committed files: no training, no data."""
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from nsm.studies import evaluate
 from nsm.studies.reproduce import PAPER_ERRORS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +217,33 @@ def test_every_results_folder_is_listed_in_the_results_readme():
     index = (RESULTS / "README.md").read_text()
     missing = [p.name for p in FOLDERS if f"`{p.name}/`" not in index]
     assert not missing, f"results/README.md does not list {missing}"
+
+
+def test_the_evaluation_table_is_what_its_json_renders_to_and_what_the_docs_quote():
+    folder = RESULTS / "mnist-evaluate"
+    data = json.loads((folder / "evaluation.json").read_text())
+    md = (folder / "evaluation.md").read_text()
+    assert md == f"# nsm evaluate\n\n`{data['command']}`\n\n" + evaluate.format_markdown(data["runs"])
+    [(_, header, body)] = _md_tables(md)
+    beyond = _md_tables((ROOT / "docs" / "beyond.md").read_text())
+    assert (header, body) in [(h, b) for _, h, b in beyond], "docs/beyond.md does not show evaluation.md's table"
+
+
+def test_the_docs_quote_the_online_learning_errors():
+    data = json.loads((RESULTS / "mnist-online" / "online.json").read_text())
+    labels = {"bNSM": "bnsm", "dCNN": "dcnn", "dCNN-WN": "dcnn-wn", "dCNN-BN": "dcnn-bn"}
+    [(_, header, body)] = [
+        t for t in _md_tables((ROOT / "docs" / "beyond.md").read_text()) if t[1][0] == "examples seen"
+    ]
+    seen = [int(x.replace(",", "")) for x in header[1:]]
+    checked = 0
+    for cells in body:
+        result = data["results"][labels[cells[0]]]
+        if result["failed"]:
+            assert "fails" in cells[1]
+            continue
+        assert result["examples"] == seen
+        for cell, err in zip(cells[1:], result["test_error"], strict=True):
+            assert float(cell) == pytest.approx(100 * err, abs=1e-9), f"{cells[0]}: {cell} != {100 * err}"
+            checked += 1
+    assert checked == 24
