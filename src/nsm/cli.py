@@ -348,11 +348,16 @@ def _reproduce(args) -> int:
     )
     if args.status and args.table_only:
         raise ValueError("give --status or --table-only, not both")
+    if args.status or args.table_only:  # they train nothing: a worker's options would be ignored
+        mode = "--status" if args.status else "--table-only"
+        given = [o for o, v in (("--worker", args.worker), ("--steal-after", args.steal_after)) if v is not None]
+        if given and not (args.status and given == ["--steal-after"]):  # --status reads claims with it
+            raise ValueError(f"{mode} trains nothing: {' and '.join(given)} would mean nothing with it")
     if args.status:
         print(f"nsm reproduce {table.name} in {out}:\n")
         print(format_status(table_status(table, **common)))
         return 0
-    title = f"nsm reproduce {table.name}: {table.description}"
+    title = table.title
     # the command that trains the table, whichever of the two wrote it
     command = "nsm " + " ".join(str(a) for a in args.argv if a != "--table-only")
     if args.table_only:

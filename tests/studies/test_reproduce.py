@@ -223,6 +223,16 @@ def test_table_only_rebuilds_the_table_and_trains_nothing(mnist_dir, tmp_path, c
     assert (tmp_path / "table.md").read_text() == text
     assert main([*args, "--seed-list", "0", "--table-only", "--status"]) == 2
     assert "give --status or --table-only, not both" in capsys.readouterr().err
+    # a worker's options mean nothing to a command that trains nothing: said, not ignored
+    for extra, named in (
+        (["--table-only", "--worker", "1/2"], "--table-only trains nothing: --worker would"),
+        (["--table-only", "--steal-after", "600"], "--table-only trains nothing: --steal-after would"),
+        (["--status", "--worker", "1/2", "--steal-after", "600"], "--status trains nothing: --worker and"),
+    ):
+        assert main([*args, "--seed-list", "0", *extra]) == 2
+        assert named in capsys.readouterr().err
+    assert (tmp_path / "table.md").read_text() == text
+    assert main([*args, "--seed-list", "0", "--status", "--steal-after", "600"]) == 0  # reads claims with it
 
 
 def test_a_tables_own_protocol_reaches_its_runs(mnist_dir, tmp_path):

@@ -111,6 +111,11 @@ class PaperTable:
     datasets: tuple[str, ...]
     protocol: dict = field(default_factory=dict)  # dataset -> {config field: value}
 
+    @property
+    def title(self) -> str:
+        """The heading of the table's ``table.md``."""
+        return f"nsm reproduce {self.name}: {self.description}"
+
 
 TABLES: Registry[PaperTable] = Registry("table")
 
@@ -452,7 +457,7 @@ def run_table(
             t0 = time.perf_counter()
             fit(config, dataset=loaded[config.dataset], log=lambda s: log("    " + s), resume=resume)
             log(f"    done in {time.perf_counter() - t0:.0f} s")
-    rows = _write_table_locked(out, cells, seeds, title or f"nsm reproduce {table.name}: {table.description}", command)
+    rows = _write_table_locked(out, cells, seeds, title or table.title, command)
     unfinished = [config for config, _ in plan if not (out / "runs" / config.run_name / "summary.json").exists()]
     running = [
         config.run_name for config in unfinished if live_holder(_claim_path(out, config), steal_after=steal_after)
@@ -482,9 +487,7 @@ def rebuild_table(
     nothing and touches no run. A run in ``out`` made under another protocol than the one
     asked for raises ``ValueError``, as it does in :func:`run_table`."""
     table, cells, _ = _plan(table, Path(out), seeds, models, datasets, overrides)
-    return _write_table_locked(
-        Path(out), cells, seeds, title or f"nsm reproduce {table.name}: {table.description}", command
-    )
+    return _write_table_locked(Path(out), cells, seeds, title or table.title, command)
 
 
 def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:
