@@ -15,6 +15,17 @@ import torch
 from nsm.data import fetch_mnist
 
 
+@pytest.fixture(autouse=True)
+def _restore_denormal_mode():
+    """`nsm train` and `nsm reproduce` set the CPU's denormal mode for the process
+    (nsm.utils.floats); each test starts in the mode the suite started with."""
+    from nsm.utils.floats import denormals_flushed
+
+    before = denormals_flushed()
+    yield
+    torch.set_flush_denormal(before)
+
+
 @pytest.fixture
 def one_thread():
     """torch at one thread for the test, then as it was: steps of a few examples are tiny, and

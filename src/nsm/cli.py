@@ -26,11 +26,19 @@ _REPRODUCE_FIELDS = (
     "device",
     "threads",
     "compile",
+    "flush_denormal",
     "data_dir",
     "batch_size",
     "lr",
     "checkpoint_every",
 )
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
 
 # option -> (config field, type, help)
 _TRAIN_OPTIONS = [
@@ -95,6 +103,13 @@ _TRAIN_OPTIONS = [
         str,
         "torch.compile the model: auto (default: when it pays, for long runs of "
         "models measured faster compiled), on, off",
+    ),
+    (
+        "--flush-denormal",
+        "flush_denormal",
+        _on_off,
+        "on (default) or off: flush denormal floats to zero on the CPU; a saturated NSM's "
+        "gradients underflow into them, which makes late training several times slower",
     ),
 ]
 
@@ -540,6 +555,8 @@ def _analyze(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command in ("train", "reproduce"):
+        _set_denormal_mode(args)
     handler = {
         "train": _train,
         "fetch": _fetch,
@@ -557,6 +574,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"nsm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _set_denormal_mode(args) -> None:
+    """Set the CPU's denormal mode before torch starts its intra-op threads, which take it from
+    this thread only when they start (nsm.utils.floats); each run then sets its own mode in the
+    thread that drives it. A resumed run keeps the mode it began with."""
+    import torch
+
+    from .training.config import TrainConfig
+    from .utils.io import read_json
+
+    flush = args.flush_denormal
+    if flush is None and getattr(args, "resume", None) is not None:
+        try:
+            saved = read_json(Path(args.resume) / "config.json", "the run's configuration")
+            flush = saved.get("flush_denormal", TrainConfig.saved_defaults()["flush_denormal"])
+        except (OSError, ValueError, AttributeError):
+            flush = None  # fit() says what is wrong with the run directory
+    torch.set_flush_denormal(TrainConfig().flush_denormal if flush is None else bool(flush))
 
 
 def _interrupted(exc: KeyboardInterrupt, args) -> str:

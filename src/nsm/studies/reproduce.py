@@ -218,15 +218,21 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
 def _resumable(run_dir: Path, config: TrainConfig) -> tuple[Optional[TrainConfig], str]:
     """The configuration to resume the interrupted run in ``run_dir`` with, or (None, why not).
 
-    Its ``out`` may differ (another worker's path to the same folder); any other field that
-    differs (FREE_FIELDS aside) would change what is computed, so the run starts again."""
+    Its ``out`` may differ (another worker's path to the same folder), and it keeps the denormal
+    mode it began with (``flush_denormal``: runs begun before the option did not flush); any
+    other field that differs (FREE_FIELDS aside) would change what is computed, so the run
+    starts again."""
     try:
         saved = read_json(run_dir / "config.json", "the run's configuration")
     except (OSError, ValueError) as exc:
         return None, f"no readable config.json: {exc.__class__.__name__}"
     if not isinstance(saved, dict):
         return None, "config.json holds no configuration"
-    config = dataclasses.replace(config, out=saved.get("out", config.out))
+    config = dataclasses.replace(
+        config,
+        out=saved.get("out", config.out),
+        flush_denormal=saved.get("flush_denormal", TrainConfig.saved_defaults()["flush_denormal"]),
+    )
     diff = config_differences(saved, config)
     return (None, "; ".join(diff)) if diff else (config, "")
 

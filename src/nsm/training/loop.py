@@ -43,6 +43,7 @@ from ..data import Dataset, load_dataset
 from ..models import build_model, is_stochastic
 from ..models.baselines import after_step
 from ..nn.mc import mc_predict
+from ..utils.floats import flush_denormals, flushed_fraction
 from ..utils.io import DiskFull, atomic_write, read_json, save_figure, write_json
 from .checkpoint import (
     CHECKPOINT,
@@ -343,6 +344,9 @@ def fit(
                     file=sys.stderr,
                 )
             torch.set_num_threads(config.threads)
+        stack.enter_context(flush_denormals(config.flush_denormal))
+        if group.main:
+            _check_thread_modes(config.flush_denormal)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
             dataset = load_dataset(
@@ -421,6 +425,29 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, kept: str) -> None:
         super().__init__(f"{run_dir}: interrupted; its checkpoint ({kept}) is kept")
         self.run_dir, self.kept = run_dir, kept
+
+
+_WARNED_THREAD_MODES = False
+
+
+def _check_thread_modes(flush: bool) -> None:
+    """Warn once a process if torch's intra-op threads do not all share the run's denormal mode
+    (it reaches them only if set before they start: nsm.utils.floats)."""
+    global _WARNED_THREAD_MODES
+    if _WARNED_THREAD_MODES or torch.get_num_threads() == 1 or flushed_fraction() in (0.0, 1.0):
+        return
+    _WARNED_THREAD_MODES = True
+    effect = (
+        "late training can be several times slower"
+        if flush
+        else "a run begun without flushing does not resume bit for bit at more than one thread"
+    )
+    print(
+        f"nsm: warning: torch's intra-op threads do not all {'flush' if flush else 'keep'} denormal floats "
+        f"as this run does (the mode was set after torch started them): {effect}. Call "
+        f"torch.set_flush_denormal({flush}) before any other torch work, as the nsm command does, or use one thread.",
+        file=sys.stderr,
+    )
 
 
 def _silent(*args, **kwargs) -> None:
