@@ -247,3 +247,17 @@ def test_the_docs_quote_the_online_learning_errors():
             assert float(cell) == pytest.approx(100 * err, abs=1e-9), f"{cells[0]}: {cell} != {100 * err}"
             checked += 1
     assert checked == 24
+
+
+def test_the_status_page_counts_the_finished_runs_of_the_mnist_table():
+    text = (ROOT / "docs" / "status.md").read_text()
+    m = re.search(r"(\d+) of (\d+) runs of the 100-epoch MNIST table have finished", text)
+    assert m, "docs/status.md no longer says how many runs of the MNIST table have finished"
+    finished = sorted(p.parent.name for p in (RESULTS / "mnist-paper" / "runs").glob("*/summary.json"))
+    assert (int(m.group(1)), int(m.group(2))) == (len(finished), 9), finished
+    # and the seed-0 errors it quotes are those runs' (mean of the last 5 evaluations)
+    quoted = re.search(r"seed 0: bNSM ([\d.]+)%, gNSM ([\d.]+)%, dCNN ([\d.]+)%", text)
+    if quoted:
+        runs = _runs(RESULTS / "mnist-paper")
+        for model, shown in zip(("bnsm", "gnsm", "dcnn"), quoted.groups(), strict=True):
+            assert shown == _fmt(100 * runs[f"{model}-mnist-seed0"][0]["last5_test_error"]), model
