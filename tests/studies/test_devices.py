@@ -326,6 +326,48 @@ def test_moments_by_hand_conv():
                 assert var[0, o, r, s].item() == pytest.approx(v, abs=1e-5)
 
 
+@pytest.mark.parametrize("variance", ["norm", "exact"])
+@pytest.mark.parametrize("kind", ["linear", "conv", "conv-padded"])
+def test_a_wrapped_layer_at_its_nominal_p_keeps_its_law_for_real_valued_inputs(variance, kind):
+    # in mode "mean" a hidden layer reads erf(t), not +-1: the wrapper's variance must be the
+    # layer's own (variance="norm" takes z^2 = 1), not the z^2 form, or a spread of 1e-9
+    # would change the mean-field prediction (found by review: up to 0.04 in probability)
+    torch.manual_seed(3)
+    if kind == "linear":
+        layer, x = NSMLinear(12, 5, p=0.3, variance=variance), torch.rand(7, 12) * 2 - 1
+    else:
+        layer = NSMConv2d(2, 3, 3, p=0.3, padding=1 if kind == "conv-padded" else 0, variance=variance)
+        x = torch.rand(4, 2, 6, 6) * 2 - 1
+    with torch.no_grad():
+        layer.bias.uniform_(-0.5, 0.5)
+        layer.magnitude.uniform_(0.5, 1.5)
+    nominal = torch.full_like(layer.weight, 0.3)
+    dev = DeviceNSMLayer(layer, nominal)
+    want = layer.firing_probability(x)
+    assert torch.allclose(dev.firing_probability(x), want, atol=1e-6)
+    with nsm.forward_mode(layer, "mean"):
+        assert torch.allclose(dev(x), layer(x), atol=1e-6)
+        assert torch.allclose(dev(x), 2 * want - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias_scale", ["weight", "unit"])
+def test_both_wrappers_give_the_bias_the_norm_of_the_weight_read(bias_scale):
+    # ReadNoiseLayer runs the layer's own pass with the read weight, so for bias_scale="unit"
+    # its bias enters as b ||w_read||; DeviceNSMLayer must do the same (it used ||w_stored||)
+    torch.manual_seed(0)
+    layer = NSMLinear(40, 6, p=0.5, bias_scale=bias_scale)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn(6))
+    z = pm1((9, 40), seed=4)
+    w_read = layer.weight.detach() + 0.2 * layer.weight.abs().max() * torch.randn(layer.weight.shape, generator=gen(5))
+    with torch.no_grad():  # the layer as it computes with the read weight in place of its own
+        read = NSMLinear(40, 6, p=0.5, bias_scale=bias_scale)
+        read.load_state_dict({**layer.state_dict(), "weight": w_read})
+        want = read.firing_probability(z)
+    got = DeviceNSMLayer(layer).firing_probability(z, w_read)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
 def test_modes_and_empirical_firing_rate():
     layer, p = _tiny_linear()
     dev = DeviceNSMLayer(layer, p, generator=gen(10))

@@ -331,3 +331,11 @@ def test_plots_return_axes_with_lines():
     ax = plot_ood_histograms([0.1, 0.2, 0.3], [0.5, 0.6], ax=ax0, label="MI (nats)")
     assert ax is ax0 and len(ax.containers) == 2
     assert "1.000" in ax.get_title()
+
+
+def test_accuracy_vs_samples_breaks_a_near_tie_as_summarize_does():
+    # the mean of (0.1, 0.9), (0.7, 0.3), (0.7, 0.3) is (0.5, 0.5) in float32 but 0.49999999 vs
+    # 0.5 in float64: both must read the same class (found by review: summarize 0.0, this 1.0)
+    probs = torch.tensor([[[0.1, 0.9]], [[0.7, 0.3]], [[0.7, 0.3]]])
+    y = torch.tensor([1])
+    assert accuracy_vs_samples(probs, y, [1, 3]) == {1: 1.0, 3: summarize(probs, y)["accuracy"]}

@@ -121,14 +121,16 @@ class NSMLayer(Stochastic):
                 f"a torch.Generator cannot be moved; give the layer a generator on {x.device}"
             )
 
-    def _bias(self, x: Tensor, op) -> Optional[Tensor]:
+    def _bias(self, x: Tensor, op, weight: Optional[Tensor] = None) -> Optional[Tensor]:
         """The bias as it enters u, shaped to broadcast on op's output: b, or b ||w|| for
-        ``bias_scale="unit"`` (so that the drive's bias term is b / c)."""
+        ``bias_scale="unit"`` (so that the drive's bias term is b / c); ``weight``: w in place
+        of the layer's own (a device's read of it)."""
         if self.bias is None:
             return None
         bias = self.bias.view(self._shape)
         if self.bias_scale == "unit":
-            bias = bias * NF.weight_norm(x, self.weight, op, self.variance, self._shape, padded=self._padded)
+            w = self.weight if weight is None else weight
+            bias = bias * NF.weight_norm(x, w, op, self.variance, self._shape, padded=self._padded)
         return bias
 
     def forward(self, x: Tensor) -> Tensor:

@@ -40,9 +40,11 @@ p (1 - p) w^2. u is drawn from its Gaussian law N(E[u], Var[u]) (the central-lim
 the library's ``"probability"`` sampler does for the nominal p) and the unit outputs
 sgn(u) (+1 at 0). The layer's ``mode`` (see :func:`nsm.forward_mode`) is respected:
 ``"sample"`` draws, ``"mean"`` outputs E[sgn u] = erf(E[u] / sqrt(2 Var[u])),
-``"threshold"`` outputs sgn(E[u]). The variance is the exact z^2 form, which equals the
-layer's ``variance="norm"`` form p(1-p) ||w_i||^2 for +-1 inputs (it differs only at the
-zero padding of a padded convolution). Gaussian-noise NSM layers and non-NSM layers have no
+``"threshold"`` outputs sgn(E[u]). The variance follows the inner layer's ``variance``:
+with ``"exact"`` the sum above; with ``"norm"`` (the paper's form) the same sum with z_j^2
+taken as 1, i.e. sum_j p_ij (1 - p_ij) w_ij^2 over the weights that meet the image, as the
+layer's own law is for any input (the two agree on +-1 inputs; in ``"mean"`` mode a hidden
+layer's input is real-valued, erf(t)). Gaussian-noise NSM layers and non-NSM layers have no
 blank-out probability: a spread does not apply to them (they are left as they are).
 
 **Read noise** (``read_noise``). At every forward pass each stored weight is read as::
@@ -258,7 +260,8 @@ class DeviceNSMLayer(nn.Module):
     nominal p of the layer (then only the Gaussian law and read noise differ from the
     layer). The moments and outputs are those of the module docstring, with
     a_i = beta_i c - E[xi] of the inner layer and its bias as it enters u (b, or, for
-    ``bias_scale="unit"``, b ||w|| of the stored weight). The ``mode`` is the inner layer's
+    ``bias_scale="unit"``, b ||w|| of the weight read, as in the layer's own pass under
+    :class:`ReadNoiseLayer`). The ``mode`` is the inner layer's
     (its ``fixed_mode`` first). Inference only (no gradient).
     """
 
@@ -311,10 +314,13 @@ class DeviceNSMLayer(nn.Module):
             else:
                 mean_w, var_w = (self.p + a) * w, self.p * (1.0 - self.p) * w * w
             mean = op(x, mean_w)
-            bias = layer._bias(x, op)  # b, or b ||w|| of the stored weight for bias_scale="unit"
+            bias = layer._bias(x, op, w)  # b, or b ||w|| of the weight read for bias_scale="unit"
             if bias is not None:
                 mean = mean + bias.detach()
-            var = op(x * x, var_w)
+            # the inner layer's law: "exact" sums z^2 w^2; "norm" takes z^2 = 1 (the paper's
+            # form, which a real-valued input in mode "mean" does not change), over the weights
+            # on the image where zero padding meets a filter
+            var = op(x * x if layer.variance == "exact" else torch.ones_like(x), var_w)
         return mean, var
 
     def firing_probability(self, x: Tensor, weight: Optional[Tensor] = None) -> Tensor:

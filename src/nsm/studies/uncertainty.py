@@ -279,8 +279,9 @@ def accuracy_vs_samples(
     fit = [k for k in dict.fromkeys(ks) if k <= s]
     if not fit:
         raise ValueError(f"no k in counts={ks!r} is <= the number of samples S={s} (probs has shape {_shape(probs)})")
-    csum = p.double().cumsum(0)  # argmax of the sum of the first k = argmax of their mean
-    return {k: (csum[k - 1].argmax(-1) == y).double().mean().item() for k in fit}
+    # the mean of the first k as summarize takes the mean of all S (same dtype and reduction),
+    # so that a near-tie breaks the same way in both at k = S
+    return {k: (p[:k].mean(0).argmax(-1) == y).double().mean().item() for k in fit}
 
 
 def summarize(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, float]:
