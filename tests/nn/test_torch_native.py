@@ -145,13 +145,34 @@ def test_binconcrete_in_half_precision(dtype):
     layer.generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         got = layer(x).double()
-        # eq. 14 in float64 from the same half-precision uniforms and the layer's own P
-        fi = torch.finfo(dtype)
-        uni = torch.rand(got.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+        # eq. 14 in float64 from the same uniforms (drawn in float32) and the layer's own P
+        fi = torch.finfo(torch.float32)
+        uni = torch.rand(got.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
         uni = uni.clamp(fi.tiny, 1 - fi.eps).double()
         p = layer.firing_probability(x).double()
         want = 2 * torch.sigmoid(uni.log() - (1 - uni).log() + p.log()) - 1
     torch.testing.assert_close(got, want, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_binconcrete_in_half_precision_fires_at_its_law_in_the_tails(dtype):
+    # alpha = P / (1 - P): the unit fires with probability P (eq. 14 at temperature 0.5 too);
+    # half-precision uniforms cut the tails: P = 0.0073 fired never, P = 0.9998 at 0.9978
+    n = 200_000
+    layer = nsm.NSMLinear(20, 8, estimator="binconcrete", alpha="odds", temperature=0.5, dtype=dtype)
+    layer.generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(8, 20, generator=torch.Generator().manual_seed(0)))
+        layer.bias.copy_(torch.tensor([-4.0, -3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 4.0]))
+        layer.magnitude.fill_(0.5)
+        x = _pm1(1, 20, seed=3, dtype=dtype)  # P from 0.0073 to 0.9998
+        ref = nsm.NSMLinear(20, 8, dtype=torch.float64)
+        ref.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+        p = ref.firing_probability(x.double())[0]
+        freq = (layer(x.expand(n, -1)) > 0).double().mean(0)
+    assert p.min() < 0.01 and p.max() > 0.999  # the tails are in the test
+    tol = 4.5 * torch.sqrt(p * (1 - p) / n) + 3 / n  # binomial, 4.5 standard errors
+    assert ((freq - p).abs() < tol).all(), (freq, p)
 
 
 # ---------------------------------------------------------------- one generator per model

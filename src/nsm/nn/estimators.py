@@ -102,15 +102,18 @@ class BinConcreteEstimator:
         t = ps.t
         # P = Phi(sqrt(2) t); log P via log_ndtr for stability, in float32 at least (torch has
         # no half-precision log_ndtr on the CPU)
-        x = math.sqrt(2.0) * (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+        # Half precision computes in float32 and rounds the output only: a bfloat16 uniform has
+        # 8 bits, so U = 0 (probability 2^-9) and the clamp 1 - 2^-7 would cut both tails of
+        # the law (a unit with P < 0.008 never fired, none fired more than 99.8% of the time).
+        dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+        x = math.sqrt(2.0) * t.to(dtype)
         log_alpha = torch.special.log_ndtr(x)
         if self.alpha == "odds":
             log_alpha = log_alpha - torch.special.log_ndtr(-x)
-        log_alpha = log_alpha.to(t.dtype)
-        uni = torch.rand(t.shape, **rng(generator), device=t.device, dtype=t.dtype)
-        uni = uni.clamp_(torch.finfo(t.dtype).tiny, 1.0 - torch.finfo(t.dtype).eps)
+        uni = torch.rand(t.shape, **rng(generator), device=t.device, dtype=dtype)
+        uni = uni.clamp_(torch.finfo(dtype).tiny, 1.0 - torch.finfo(dtype).eps)
         logistic = torch.log(uni) - torch.log1p(-uni)
-        return 2.0 * torch.sigmoid((logistic + log_alpha) / self.temperature) - 1.0
+        return (2.0 * torch.sigmoid((logistic + log_alpha) / self.temperature) - 1.0).to(t.dtype)
 
     def __repr__(self):
         return f"binconcrete(temperature={self.temperature:g}, alpha={self.alpha})"
