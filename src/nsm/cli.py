@@ -59,7 +59,13 @@ _TRAIN_OPTIONS = [
         "step (halve every --lr-step epochs) or linear (CIFAR: "
         "constant until --lr-decay-start, then linearly to 0); default: the dataset's protocol",
     ),
-    ("--lr-decay-start", "lr_decay_start", int, "linear schedule: epoch where the decay starts"),
+    (
+        "--lr-decay-start",
+        "lr_decay_start",
+        int,
+        "linear schedule: the epochs done after which the lr ramps down (lr x (epochs - E) / "
+        "(epochs - start) after E epochs); CIFAR: 100",
+    ),
     ("--eval-every", "eval_every", int, "evaluate every N epochs (and after the last); default 1"),
     (
         "--eval-last",

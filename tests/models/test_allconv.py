@@ -89,6 +89,9 @@ def test_linear_and_step_schedules():
         100,
         101,
     )
+    # the convention, as docs/design.md §5 states it: CIFAR's epochs 1-101 at 1e-3, then down
+    cifar_lrs = lrs(TrainConfig(lr=1e-3, epochs=300, lr_schedule="linear", lr_decay_start=100))
+    assert cifar_lrs[100] == 1e-3 and cifar_lrs[101] == pytest.approx(0.995e-3) and cifar_lrs[-1] == pytest.approx(5e-6)
     dvs = TrainConfig.for_dataset("dvs-gesture", epochs=7)
     assert (dvs.epochs, dvs.lr_step, dvs.lr) == (7, 100, 3e-4)
     with pytest.raises(ValueError, match="lr_schedule"):

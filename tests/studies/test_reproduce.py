@@ -250,6 +250,32 @@ def test_a_tables_own_protocol_reaches_its_runs(mnist_dir, tmp_path):
     assert lrs == [3e-4, 1.5e-4, 7.5e-5]  # the paper's protocol keeps its halving
 
 
+def test_a_runs_dataset_options_and_subsets_reach_its_data(tmp_path, monkeypatch):
+    # run_table's loader passed the subsets but not dataset_options (zca, split...), which were
+    # recorded in config.json all the same (found by review)
+    import nsm.data
+    from toys import toy_dataset
+
+    calls = []
+
+    def load(name, data_dir=None, **options):
+        calls.append((name, options))
+        return toy_dataset()
+
+    monkeypatch.setattr(nsm.data, "load_dataset", load)
+    opts = dict(epochs=1, batch_size=40, samples=2, progress=False, threads=1, compile="off")
+    for split in ("letters", "digits"):
+        overrides = {**opts, "dataset_options": {"split": split}, "train_subset": 80}
+        run_table("mnist", out=tmp_path / split, seeds=[0], models=["bnsm"], overrides=overrides, log=lambda s: None)
+        config = json.loads((tmp_path / split / "runs" / "bnsm-mnist-seed0" / "config.json").read_text())
+        assert config["dataset_options"] == {"split": split}
+    assert calls == [("mnist", {"train_subset": 80, "test_subset": None, "split": s}) for s in ("letters", "digits")]
+    # one table, two runs of one data: loaded once
+    calls.clear()
+    run_table("mnist", out=tmp_path / "two", seeds=[0, 1], models=["dcnn"], overrides=opts, log=lambda s: None)
+    assert len(calls) == 1
+
+
 def test_time_left_follows_the_runs_own_pace_and_schedule(tmp_path):
     from nsm.studies.reproduce import _seconds_left
     from nsm.training.config import TrainConfig

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
 import statistics
@@ -446,13 +447,22 @@ def run_table(
                     log(f"moved the incomplete run {run_dir} to {_move_aside(run_dir)} ({why})")
                 else:
                     config, resume = resumed, run_dir
-            if config.dataset not in loaded:
-                loaded.clear()  # one dataset in memory at a time
-                loaded[config.dataset] = (
+            # the data a run's config asks for: one dataset (with its subsets and options) in memory
+            key = json.dumps(
+                [config.dataset, config.data_dir, config.train_subset, config.test_subset, config.dataset_options],
+                sort_keys=True,
+            )
+            if key not in loaded:
+                loaded.clear()
+                loaded[key] = (
                     load
                     or (
                         lambda name, c: load_dataset(
-                            name, c.data_dir, train_subset=c.train_subset, test_subset=c.test_subset
+                            name,
+                            c.data_dir,
+                            train_subset=c.train_subset,
+                            test_subset=c.test_subset,
+                            **c.dataset_options,
                         )
                     )
                 )(config.dataset, config)
@@ -461,7 +471,7 @@ def run_table(
                 + (" (resuming the interrupted run)" if resume else "")
             )
             t0 = time.perf_counter()
-            fit(config, dataset=loaded[config.dataset], log=lambda s: log("    " + s), resume=resume)
+            fit(config, dataset=loaded[key], log=lambda s: log("    " + s), resume=resume)
             log(f"    done in {time.perf_counter() - t0:.0f} s")
     rows = _write_table_locked(out, cells, seeds, title or table.title, command)
     unfinished = [config for config, _ in plan if not (out / "runs" / config.run_name / "summary.json").exists()]

@@ -236,8 +236,13 @@ def evaluate(
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """``"step"``: lr x lr_gamma every lr_step epochs. ``"linear"``: constant until
-    lr_decay_start, then linearly down to 0 at the last epoch (the CIFAR protocol)."""
+    """The learning rate of each epoch, set from the number of epochs done, E.
+
+    ``"step"``: lr x lr_gamma^floor(E / lr_step) (halved after epochs 50, 100...).
+    ``"linear"`` (the CIFAR protocol): lr x (epochs - E) / (epochs - lr_decay_start) once
+    E >= lr_decay_start, lr before: a ramp that leaves lr after lr_decay_start epochs and would
+    reach 0 after the last; so the first decreased epoch is lr_decay_start + 2 (CIFAR:
+    epochs 1-101 at 1e-3, epoch 102 at 0.995e-3, epoch 300 at 5e-6)."""
     if config.lr_schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
     start, end = config.lr_decay_start, config.epochs
@@ -528,6 +533,11 @@ class _Run:
             distributed=group.active,
         )
         log(f"torch.compile: {'yes' if use else 'no'} ({why})")
+        if config.lr_schedule == "linear" and config.lr_decay_start >= config.epochs - 1:
+            log(
+                f"note: the linear schedule starts its decay after epoch {config.lr_decay_start} "
+                f"(--lr-decay-start) and this run has {config.epochs} epochs: every epoch trains at lr {config.lr:g}"
+            )
         if use:  # the same parameters, traced; checkpoints and evaluation act on the model itself
             self.trainee = Compiled(self.trainee, log)  # training only: compiled MC passes were measured slower
         self.samples = config.samples if is_stochastic(model_name) else 1
