@@ -451,10 +451,179 @@ def test_nsm_online_refuses_a_file_as_out_and_never_overwrites_a_result(tmp_path
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "online.json").write_text("{}")
     assert main(["online", "bnsm", "--out", str(tmp_path / "done")]) == 2
-    assert "online.json exists: nsm does not overwrite a result" in capsys.readouterr().err
+    assert "already holds online.json: nsm does not overwrite a result" in capsys.readouterr().err
     assert (tmp_path / "done" / "online.json").read_text() == "{}"
 
 
 def test_more_threads_than_cores_gets_a_warning(tmp_path, capsys):
     fit(_config(tmp_path, epochs=1, threads=(os.cpu_count() or 1) + 1), dataset=toy_dataset(), **QUIET)
     assert "is more than this machine's" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- hostile run files (review, 2026-11-30)
+
+
+def _interrupted_run(tmp_path, monkeypatch):
+    """A run killed after its first epoch: its folder as the next `nsm train --resume` finds it."""
+    config = _config(tmp_path, epochs=2)
+    _ctrl_c_at_step(monkeypatch, 4)  # epoch 2's first step (3 steps of 30 per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, dataset=toy_dataset(), **QUIET)
+    monkeypatch.undo()
+    return config, tmp_path / "run"
+
+
+def test_resume_removes_only_the_temporaries_nsm_left(tmp_path, monkeypatch):
+    config, run = _interrupted_run(tmp_path, monkeypatch)
+    ours = run / ".checkpoint.pt.a1b2c3d4.tmp"  # what a killed atomic_write leaves
+    ours.write_bytes(b"half a checkpoint")
+    theirs = [run / ".notes.tmp", run / ".metrics.jsonl.tmp", run / ".summary.json.x.tmp"]
+    for p in theirs:
+        p.write_text("mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".stats.csv.a1b2c3d4.tmp").write_text("mine too")
+    (run / "record").symlink_to(elsewhere)  # a record folder that is a link: never followed
+    fit(config, dataset=toy_dataset(), resume=run, **QUIET)
+    assert not ours.exists() and (run / "summary.json").exists()
+    assert all(p.read_text() == "mine" for p in theirs)
+    assert (elsewhere / ".stats.csv.a1b2c3d4.tmp").read_text() == "mine too"
+
+
+def _bomb(path: Path, megabytes: int) -> None:
+    """A torch checkpoint whose pickle is a deflated string of ``megabytes`` MB (a small file)."""
+    import io
+    import struct
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"a": 1}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            if info.filename.endswith("data.pkl"):
+                member = zipfile.ZipInfo(info.filename)
+                member.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(member, "w", force_zip64=True) as w:
+                    w.write(b"\x80\x02X" + struct.pack("<I", megabytes << 20))
+                    for _ in range(megabytes):
+                        w.write(b"a" * (1 << 20))
+                    w.write(b".")
+            else:
+                dst.writestr(info, src.read(info))
+
+
+def test_a_compressed_checkpoint_is_refused_before_it_expands(tmp_path, monkeypatch):
+    from nsm.training.checkpoint import read_checkpoint
+
+    _bomb(tmp_path / "checkpoint.pt", 64)  # 64 MB inside a file of a few hundred kB
+    assert (tmp_path / "checkpoint.pt").stat().st_size < 1 << 20
+    monkeypatch.setattr(torch, "load", _must_not_run)
+    with pytest.raises(ValueError, match="member '.*data.pkl' is compressed, which torch.save never writes"):
+        read_checkpoint(tmp_path / "checkpoint.pt")
+    monkeypatch.undo()
+    torch.save({"a": torch.ones(3)}, tmp_path / "fine.pt")  # torch's own files still load
+    assert torch.equal(read_checkpoint(tmp_path / "fine.pt")["a"], torch.ones(3))
+
+
+def test_a_checkpoint_that_declares_a_huge_network_is_refused_before_building_it(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "ev"
+    run.mkdir()
+    good = {"model": "bnsm-fc", "model_state": {}, "in_shape": (1, 28, 28), "num_classes": 10, "config": {}}
+    for change, message in (
+        ({"num_classes": 1_000_000}, "num_classes 1000000 is not in 1..10000"),
+        ({"in_shape": (1, 10**6, 10**6)}, "is not an input shape"),
+        ({"config": [1]}, "its config is not a configuration object"),
+        ({"model": 3}, "model is a int"),
+    ):
+        torch.save({**good, **change}, run / "checkpoint.pt")
+        monkeypatch.setattr(nsm.studies.evaluate, "build_model", _must_not_run)
+        assert main(["evaluate", str(run), "--out", str(tmp_path / f"out-{len(message)}")]) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.undo()
+    torch.save({**good, "model_state": {"bogus": torch.ones(1)}}, run / "checkpoint.pt")
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert f"{run / 'checkpoint.pt'}: its weights do not fit network 'bnsm-fc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "what, change, message",
+    [
+        ("checkpoint", {"wall_seconds": None}, "wall_seconds is a NoneType"),
+        ("checkpoint", {"config": [1]}, "config is a list"),
+        ("checkpoint", {"history": "x"}, "history is a str"),
+        ("config", {"_environment": [1, 2]}, None),  # a hand-written environment: ignored
+    ],
+)
+def test_a_run_whose_files_have_the_wrong_types_is_refused_in_one_line(
+    tmp_path, monkeypatch, capsys, what, change, message
+):
+    config, run = _interrupted_run(tmp_path, monkeypatch)
+    if what == "checkpoint":
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        torch.save({**ckpt, **change}, run / "checkpoint.pt")
+    else:
+        saved = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**saved, **change}))
+    if message is None:  # (the command would read MNIST: the toy run resumes through fit)
+        assert fit(config, dataset=toy_dataset(), resume=run, **QUIET)["epochs"] == 2
+        return
+    code = main(["train", "--resume", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_run_files_too_large_or_too_deep_are_refused_naming_them(tmp_path, capsys):
+    from nsm.utils.io import read_json
+
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["train", "--resume", str(tmp_path / "deep")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: JSON nested too deeply to read" in err and "Traceback" not in err
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:  # sparse: 64 MiB that take no disk
+        f.truncate(64 * 2**20)
+    with pytest.raises(ValueError, match="big.json is larger than 16,777,216 bytes"):
+        read_json(big, "a configuration")
+
+
+@pytest.mark.parametrize(
+    "summary, message",
+    [({}, "lacks last5_test_error"), ([], "holds a JSON list, not an object"), ({"x": 1}, "lacks")],
+)
+def test_a_bad_summary_in_a_table_folder_is_named(tmp_path, capsys, summary, message):
+    run = tmp_path / "runs" / "dcnn-mnist-seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.json").write_text(json.dumps(TrainConfig.for_dataset("mnist", model="dcnn").to_dict()))
+    args = ["reproduce", "mnist", "--models", "dcnn", "--seed-list", "0", "--out", str(tmp_path), "--table-only"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_evaluate_analyze_and_reproduce_never_overwrite_a_users_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(nsm.studies.evaluate, "load_trained", _must_not_run)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evaluation.md").write_text("my notes")
+    assert main(["evaluate", str(run), "--out", str(out)]) == 2
+    assert "already holds evaluation.md: nsm does not overwrite a result" in capsys.readouterr().err
+    (out / "convergence.png").write_text("my figure")
+    assert main(["analyze", str(run), "--out", str(out)]) == 2
+    assert "already holds convergence.png" in capsys.readouterr().err
+    # a table folder: nsm rewrites its own table files, never someone else's
+    (out / "table.md").write_text("mine, precious")
+    args = ["reproduce", "mnist", "--models", "dcnn", "--seed-list", "0", "--out", str(out), "--table-only"]
+    assert main(args) == 2
+    assert "holds table.md, which nsm did not write" in capsys.readouterr().err
+    assert (out / "table.md").read_text() == "mine, precious" and (out / "evaluation.md").read_text() == "my notes"
+    (out / "table.md").unlink()
+    assert main(args) == 0  # no table.md of anyone's: the (incomplete) table is written
+    capsys.readouterr()
+    assert main(args) == 0  # and rewritten: it is nsm's
+    assert (out / "table.md").read_text().startswith("# nsm reproduce mnist")

@@ -561,8 +561,6 @@ def _analyze(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.command in ("train", "reproduce"):
-        _set_denormal_mode(args)
     handler = {
         "train": _train,
         "fetch": _fetch,
@@ -573,6 +571,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "online": _online,
     }[args.command]
     try:
+        if args.command in ("train", "reproduce"):
+            _set_denormal_mode(args)  # before torch starts its threads
         return handler(args)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line that says what was kept and how to go on
         print(f"nsm {args.command}: {_interrupted(exc, args)}", file=sys.stderr)
@@ -597,7 +597,7 @@ def _set_denormal_mode(args) -> None:
             saved = read_json(Path(args.resume) / "config.json", "the run's configuration")
             flush = saved.get("flush_denormal", TrainConfig.saved_defaults()["flush_denormal"])
         except (OSError, ValueError, AttributeError):
-            flush = None  # fit() says what is wrong with the run directory
+            flush = None  # the command says what is wrong with the run directory
     torch.set_flush_denormal(TrainConfig().flush_denormal if flush is None else bool(flush))
 
 

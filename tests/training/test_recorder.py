@@ -302,5 +302,5 @@ def test_nsm_analyze_on_recorded_runs_writes_every_figure(tmp_path, capsys):
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
-    assert main(["analyze", str(tmp_path / "nsm"), "--out", str(out), "--layer", "W9"]) == 2
+    assert main(["analyze", str(tmp_path / "nsm"), "--out", str(tmp_path / "other"), "--layer", "W9"]) == 2
     assert "W9" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from ..nn.layers import stochastic_layers
 from ..nn.mc import mc_sample_probs
 from ..training.checkpoint import read_checkpoint
 from ..utils.checks import check_int
-from ..utils.io import atomic_write, save_figure, write_json
+from ..utils.io import atomic_write, check_new_outputs, save_figure, write_json
 from . import uncertainty as U
 
 __all__ = [
@@ -61,6 +61,19 @@ P_SPREADS = (0.0, 0.05, 0.1, 0.2, 0.3)  # std of the per-synapse blank-out proba
 READ_NOISES = (0.0, 0.02, 0.05, 0.1, 0.2)  # read-noise std, fraction of max |w| per layer
 
 
+# what evaluate_runs may write into its folder
+EVALUATE_FILES = (
+    "evaluation.json",
+    "evaluation.md",
+    "reliability.png",
+    "accuracy_vs_samples.png",
+    "rotation.png",
+    "ood.png",
+    "devices.png",
+)
+MAX_CLASSES = 10_000  # the most classes a checkpoint may declare (the paper's datasets: 10-100)
+
+
 def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
     """The trained model of a run directory and its saved configuration."""
     run_dir = Path(run_dir)
@@ -70,16 +83,36 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
     ckpt = read_checkpoint(ckpt_path, map_location=device)  # weights_only: a hostile file runs nothing
     if not {"model", "model_state", "in_shape", "num_classes"} <= set(ckpt):
         raise ValueError(f"{ckpt_path} is not an nsm checkpoint (missing model/model_state/in_shape)")
+    config = ckpt.get("config", {})
+    in_shape, num_classes = ckpt["in_shape"], ckpt["num_classes"]
+    # what the checkpoint says the network is: checked before anything is built from it
+    problems = []
+    if not isinstance(ckpt["model"], str):
+        problems.append(f"model is a {type(ckpt['model']).__name__}")
+    if not (
+        isinstance(in_shape, (tuple, list))
+        and 1 <= len(in_shape) <= 4
+        and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 4096 for d in in_shape)
+        and math.prod(in_shape) <= 2**24
+    ):
+        problems.append(f"in_shape {str(in_shape)[:60]} is not an input shape (1-4 sizes of 1-4096)")
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and 1 <= num_classes <= MAX_CLASSES):
+        problems.append(f"num_classes {str(num_classes)[:30]} is not in 1..{MAX_CLASSES}")
+    if not isinstance(config, dict) or not isinstance(config.get("model_options", {}), dict):
+        problems.append("its config is not a configuration object")
+    if problems:
+        raise ValueError(f"{ckpt_path} is not an nsm checkpoint ({'; '.join(problems)})")
     if ckpt.get("finished") is False:  # older checkpoints, written only at the end, have no flag
         raise ValueError(
             f"{ckpt_path} is from an unfinished run (stopped in epoch {ckpt.get('epoch', 0) + 1} of "
-            f"{ckpt.get('config', {}).get('epochs')}); finish it with `nsm train --resume {run_dir}`"
+            f"{config.get('epochs')}); finish it with `nsm train --resume {run_dir}`"
         )
-    config = ckpt.get("config", {})
-    model = build_model(
-        ckpt["model"], tuple(ckpt["in_shape"]), int(ckpt["num_classes"]), **config.get("model_options", {})
-    ).to(device)
-    model.load_state_dict(ckpt["model_state"])
+    model = build_model(ckpt["model"], tuple(in_shape), num_classes, **config.get("model_options", {})).to(device)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{ckpt_path}: its weights do not fit network {ckpt['model']!r}: {detail[:300]}") from None
     model.eval()
     return model, {**config, "network": ckpt["model"]}
 
@@ -338,9 +371,7 @@ def evaluate_runs(
     """:func:`evaluate_run` on each run; writes evaluation.json, evaluation.md and the PNGs."""
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    out = Path(out)
-    if out.exists() and not out.is_dir():  # found now, not after the evaluation
-        raise ValueError(f"--out {out} exists and is not a folder")
+    out = check_new_outputs(out, EVALUATE_FILES)  # found now, not after the evaluation
     _check_shift_options(options.get("angles", DEFAULT_ANGLES), options.get("ood", "auto"))
     for d in run_dirs:
         if not (Path(d) / "checkpoint.pt").is_file():

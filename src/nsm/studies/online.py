@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import torch
@@ -37,7 +36,7 @@ from ..nn.layers import stochastic_layers
 from ..training.config import MAX_THREADS, model_for_dataset
 from ..training.loop import evaluate, resolve_device, train_step
 from ..utils.checks import check_int, is_int
-from ..utils.io import save_figure, write_json
+from ..utils.io import check_new_outputs, save_figure, write_json
 
 __all__ = ["EVAL_POINTS", "default_eval_at", "train_online", "online_comparison", "plot_online", "run_online"]
 
@@ -348,13 +347,7 @@ def run_online(
         raise ValueError(f"models must be a non-empty list of registered model names, got {models!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"models must not repeat a name, got {names}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():  # found before training, not after
-        raise ValueError(f"out {out} exists and is not a folder")
-    if (out / "online.json").exists():
-        raise ValueError(
-            f"{out / 'online.json'} exists: nsm does not overwrite a result; choose another --out or move it away"
-        )
+    out = check_new_outputs(out, ("online.json", "online.png"))  # found before training, not after
     if threads is not None:
         if not is_int(threads) or not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"threads must be an int in [1, {MAX_THREADS}], got {threads!r}")

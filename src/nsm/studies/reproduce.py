@@ -42,7 +42,7 @@ from typing import Callable, Optional, Sequence
 from ..models import MODELS
 from ..training.checkpoint import config_differences, open_own_file
 from ..training.config import TrainConfig
-from ..utils.io import atomic_write, read_json, save_figure
+from ..utils.io import atomic_write, read_json, read_json_object, save_figure
 from ..utils.registry import Registry
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
 
@@ -202,7 +202,7 @@ def _run_state(run_dir: Path, config: TrainConfig) -> str:
         return "new"
     if not (run_dir / "summary.json").exists():
         return "incomplete"
-    saved = read_json(run_dir / "config.json", "the run's configuration")
+    saved = read_json_object(run_dir / "config.json", "the run's configuration")
     want = config.to_dict()
     # a field missing from an older run's config.json had its default value then
     default = TrainConfig.saved_defaults()
@@ -309,7 +309,7 @@ def table_status(
         row = {"run": config.run_name, "epochs": config.epochs, "epochs_done": 0, "step": None}
         row.update(state=state, wall_seconds=None, holder="", test_error=None, seconds_left=None)
         if state in ("done", "other protocol"):
-            summary = read_json(run_dir / "summary.json", "the run's summary")
+            summary = read_json_object(run_dir / "summary.json", "the run's summary")
             row.update(epochs_done=summary.get("epochs"), wall_seconds=summary.get("wall_seconds"))
             row.update(test_error=summary.get("last5_test_error"), state="finished" if state == "done" else state)
             rows.append(row)
@@ -409,6 +409,7 @@ def run_table(
     from ..training.loop import fit
 
     table, cells, plan = _plan(table, Path(out), seeds, models, datasets, overrides)
+    _check_table_files(Path(out))  # now, not after hours of training
     if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
         raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
     if steal_after is not None and not steal_after >= 2 * HEARTBEAT_SECONDS:
@@ -503,7 +504,32 @@ def rebuild_table(
     nothing and touches no run. A run in ``out`` made under another protocol than the one
     asked for raises ``ValueError``, as it does in :func:`run_table`."""
     table, cells, _ = _plan(table, Path(out), seeds, models, datasets, overrides)
+    _check_table_files(Path(out))
     return _write_table_locked(Path(out), cells, seeds, title or table.title, command)
+
+
+def _check_table_files(out: Path) -> None:
+    """The table files in ``out`` are nsm's to rewrite only if nsm wrote them: a ``table.md``
+    that does not begin as nsm's tables do, a ``table.csv`` without their header, or a
+    ``curves.png`` without a table beside it is someone else's, and is not overwritten."""
+    foreign = []
+    for name, start in (("table.md", "# nsm reproduce "), ("table.csv", "dataset,model,error_mean_pct,")):
+        path = out / name
+        if os.path.lexists(path):
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(len(start)).decode("utf-8", "replace")
+            except OSError:
+                head = ""
+            if path.is_symlink() or not path.is_file() or head != start:
+                foreign.append(name)
+    if os.path.lexists(out / "curves.png") and not os.path.lexists(out / "table.md"):
+        foreign.append("curves.png")
+    if foreign:
+        raise ValueError(
+            f"{out} holds {', '.join(foreign)}, which nsm did not write; nsm does not overwrite "
+            f"them: choose another --out or move them away"
+        )
 
 
 def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:
@@ -515,6 +541,7 @@ def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[s
     fd = open_own_file(out / ".table.lock", "table lock")  # never through a link
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _check_table_files(out)
         rows = aggregate(out / "runs", cells, seeds, partial=True)
         write_table(rows, out, title, command)
         _write_curves(out, cells, seeds)
@@ -530,6 +557,22 @@ def _write_curves(out: Path, cells, seeds) -> None:
     fig = plot_table_curves(out / "runs", cells, seeds, PAPER_ERRORS)
     if fig is not None:
         save_figure(out / "curves.png", fig)
+
+
+_SUMMARY_NUMBERS = ("last5_test_error", "final_test_error", "wall_seconds", "n_last", "epochs", "samples")
+
+
+def _read_summary(path: Path) -> dict:
+    """A finished run's summary.json, with the numbers a table is made of."""
+    summary = read_json_object(path, "a finished run's summary", _SUMMARY_NUMBERS)
+    wrong = [
+        k
+        for k in (*_SUMMARY_NUMBERS, "best_test_error")
+        if k in summary and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))
+    ]
+    if wrong:
+        raise ValueError(f"{path}: {', '.join(wrong)} should be numbers; expected a finished run's summary")
+    return summary
 
 
 def aggregate(
@@ -550,7 +593,7 @@ def aggregate(
                     raise FileNotFoundError(f"missing finished run {path.parent}")
                 pending.append(seed)
                 continue
-            summaries.append(read_json(path, "a finished run's summary"))
+            summaries.append(_read_summary(path))
             done.append(seed)
         errs = [100 * s["last5_test_error"] for s in summaries]
         first = summaries[0] if summaries else {}

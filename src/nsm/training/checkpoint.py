@@ -73,6 +73,19 @@ _KEYS = {
     "config",
     "data",
     "finished",
+    "wall_seconds",
+}
+# the types of the plain (non-tensor) entries a checkpoint is read for
+_TYPES = {
+    "config": (dict,),
+    "history": (list,),
+    "epoch": (int,),
+    "in_epoch": (dict, type(None)),
+    "data": (dict,),
+    "finished": (bool,),
+    "wall_seconds": (int, float),
+    "model": (str,),
+    "world_size": (int,),
 }
 
 
@@ -165,6 +178,30 @@ def open_own_file(path: Path, what: str) -> int:
     return fd
 
 
+def _check_stored(path: Path) -> None:
+    """A torch checkpoint is a zip whose members are stored, not compressed: its contents are
+    then no larger than the file. A compressed member could expand without bound (a 1 MB file
+    to gigabytes) before anything is checked, so it is refused; so is a member larger than
+    the file. (The legacy, non-zip format cannot expand either.)"""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load says what is wrong with it
+    size = path.stat().st_size
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size > size:
+            how = "compressed" if m.compress_type != zipfile.ZIP_STORED else f"of {m.file_size:,} bytes"
+            raise ValueError(
+                f"refused to load {path}: its member {m.filename[:80]!r} is {how}, which torch.save "
+                f"never writes and which could expand beyond the file's {size:,} bytes"
+            )
+
+
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """``torch.load`` of a checkpoint with ``weights_only=True``: tensors and plain Python data
     only, so a file that carries code (a pickled object with a ``__reduce__``) is refused before
@@ -172,6 +209,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     import pickle
 
     path = Path(path)
+    _check_stored(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -270,6 +308,13 @@ def load_checkpoint(path: Path, config: TrainConfig, data: dict) -> dict:
         raise ValueError(f"{path} is not a resumable nsm checkpoint (missing {missing})")
     if ckpt["format"] != FORMAT:
         raise ValueError(f"{path} has checkpoint format {ckpt['format']!r}; this nsm reads {FORMAT}")
+    wrong = [
+        f"{key} is a {type(ckpt[key]).__name__}"
+        for key, types in _TYPES.items()
+        if key in ckpt and (not isinstance(ckpt[key], types) or isinstance(ckpt[key], bool) and bool not in types)
+    ]
+    if wrong:
+        raise ValueError(f"{path} is not a resumable nsm checkpoint ({'; '.join(wrong)})")
     diff = config_differences(ckpt["config"], config)
     if diff:
         raise ValueError(f"checkpoint {path} belongs to another run ({'; '.join(diff)})")

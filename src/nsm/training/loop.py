@@ -44,7 +44,7 @@ from ..models import build_model, is_stochastic
 from ..models.baselines import after_step
 from ..nn.mc import mc_predict
 from ..utils.floats import flush_denormals, flushed_fraction
-from ..utils.io import DiskFull, atomic_write, read_json, save_figure, write_json
+from ..utils.io import DiskFull, atomic_write, read_json_object, save_figure, stale_temporaries, write_json
 from .checkpoint import (
     CHECKPOINT,
     RunLock,
@@ -255,6 +255,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+# the files nsm writes into a run directory (atomically: nsm.utils.io.atomic_write)
+RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "summary.json", "curves.png")
+RECORD_FILES = ("layers.json", "stats.csv", "percentiles.csv", "grad_cosine.csv", "histograms.npz")
+
+
 def make_run_dir(out: str | os.PathLike, name: str) -> Path:
     """A new, empty run directory ``out/name`` (``name-1``, ``name-2``... if taken)."""
     out = Path(out)
@@ -331,7 +336,9 @@ def fit(
                     raise ValueError(f"{run_dir} was run with another configuration ({'; '.join(diff)})")
                 if (run_dir / "summary.json").exists():
                     raise ValueError(f"{run_dir} is a finished run (it has summary.json): nothing to resume")
-                environment = read_json(run_dir / "config.json", "the run's configuration").get("_environment") or {}
+                environment = read_json_object(run_dir / "config.json", "the run's configuration").get("_environment")
+                if not isinstance(environment, dict):
+                    environment = {}  # (a config.json written by hand: nothing recorded about the run)
                 ran = environment.get("world_size", 1)
                 if ran != group.world_size:  # also before its first checkpoint: the same run needs as many
                     raise ValueError(
@@ -580,8 +587,9 @@ class _Run:
         return done, in_epoch
 
     def _read_checkpoint(self) -> Optional[dict]:
-        for tmp in [*self.run_dir.glob(".*.tmp"), *self.run_dir.glob("record/.*.tmp")]:
-            tmp.unlink()  # left by a write that was killed (nsm.utils.io.atomic_write)
+        record = self.run_dir / "record"
+        for tmp in [*stale_temporaries(self.run_dir, RUN_FILES), *stale_temporaries(record, RECORD_FILES)]:
+            tmp.unlink()  # left by a write of nsm's that was killed (nsm.utils.io.atomic_write)
         if not self.ckpt_path.exists():
             return None
         ckpt = load_checkpoint(self.ckpt_path, self.config, self.data)

@@ -10,11 +10,27 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-__all__ = ["atomic_write", "write_json", "save_torch", "save_figure", "DiskFull", "read_text", "read_json"]
+__all__ = [
+    "atomic_write",
+    "write_json",
+    "save_torch",
+    "save_figure",
+    "DiskFull",
+    "read_text",
+    "read_json",
+    "read_json_object",
+    "stale_temporaries",
+    "check_new_outputs",
+    "MAX_TEXT_BYTES",
+]
+
+# the largest text file nsm reads (a run's config, summary or metrics are kilobytes)
+MAX_TEXT_BYTES = 16 * 2**20
 
 
 def _umask() -> int:
@@ -90,17 +106,71 @@ def save_figure(path: str | os.PathLike, fig) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"))
 
 
-def read_text(path: str | os.PathLike, what: str = "a text file") -> str:
-    """The UTF-8 text of ``path``; a file that is not text is a ``ValueError`` naming it."""
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")  # atomic_write's mkstemp names
+
+
+def stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """The temporary files that :func:`atomic_write` left in ``folder`` for one of ``names``
+    when it was killed: regular files named ``.NAME.XXXXXXXX.tmp``. Nothing else, and nothing in a
+    folder that is a symbolic link: the caller may remove them without touching a user's file."""
+    folder, names = Path(folder), set(names)
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _TEMPORARY.fullmatch(p.name)
+        if m and m["name"] in names and not p.is_symlink() and p.is_file():
+            found.append(p)
+    return sorted(found)
+
+
+def check_new_outputs(out: str | os.PathLike, names: Iterable[str], option: str = "--out") -> Path:
+    """``out`` as a folder that holds none of ``names`` yet (it may not exist): a result is never
+    overwritten. Otherwise a ``ValueError`` naming what is in the way; call it before the work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {out} exists and is not a folder")
+    taken = [n for n in names if os.path.lexists(out / n)]
+    if taken:
+        shown = ", ".join(taken[:4]) + (f" and {len(taken) - 4} more" if len(taken) > 4 else "")
+        raise ValueError(
+            f"{out} already holds {shown}: nsm does not overwrite a result; choose another {option} or move them away"
+        )
+    return out
+
+
+def read_text(path: str | os.PathLike, what: str = "a text file", *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path``, read up to ``max_bytes``; a larger file or one that is not
+    text is a ``ValueError`` naming it."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes:,} bytes; expected {what}")
     try:
-        return Path(path).read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected {what}") from None
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
-    """The JSON value in ``path``; unreadable text or invalid JSON is a ``ValueError`` naming it."""
+def read_json(path: str | os.PathLike, what: str = "JSON", *, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """The JSON value in ``path`` (at most ``max_bytes``); unreadable text, invalid JSON or
+    nesting too deep to parse is a ``ValueError`` naming it."""
+    text = read_text(path, what, max_bytes=max_bytes)
     try:
-        return json.loads(read_text(path, what))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read; expected {what}") from None
+
+
+def read_json_object(path: str | os.PathLike, what: str, keys: Iterable[str] = ()) -> dict:
+    """:func:`read_json` of a file that must hold an object with (at least) ``keys``; anything
+    else is a ``ValueError`` naming the file and what is missing."""
+    value = read_json(path, what)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object; expected {what}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; expected {what}")
+    return value

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...utils.io import save_figure, write_json
+from ...utils.io import check_new_outputs, save_figure, write_json
 from .common import _figure, _layers
 from .convergence import plot_convergence
 from .gradients import _cosine_layers, plot_grad_cosine, plot_grad_means
@@ -57,6 +57,25 @@ def _summary(run: RunRecord) -> dict:
     return out
 
 
+# what analyze may write into its folder
+ANALYSIS_FILES = (
+    "analysis.json",
+    *(
+        f"{name}.png"
+        for name in (
+            "convergence",
+            "weight_evolution",
+            "weight_drift",
+            "weight_histograms",
+            "weight_means",
+            "grad_means",
+            "percentiles",
+            "grad_cosine",
+        )
+    ),
+)
+
+
 def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> dict[str, Path]:
     """Load the runs and write every figure they have data for, plus ``analysis.json``.
 
@@ -70,6 +89,7 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ValueError("analyze: no run directories given")
+    out = check_new_outputs(out, ANALYSIS_FILES)
     runs = [load_run(d) for d in run_dirs]
     counts: dict[str, int] = {}
     for run in runs:
@@ -89,7 +109,6 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
     with_percentiles = [r for r in recorded if r.record.percentiles is not None]
     cos_layers = _cosine_layers(recorded) if recorded else []
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
