@@ -211,6 +211,74 @@ def test_python2_style_pickle(tmp_path):
     assert np.array_equal(data.reshape(2, 3072), want) and labels[b"labels"].tolist() == [7, 3]
 
 
+def op_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_int(n: int) -> bytes:
+    return b"J" + struct.pack("<i", n)
+
+
+def op_text(text: str) -> bytes:
+    return b"X" + struct.pack("<I", len(text)) + text.encode()
+
+
+def op_bytes(raw: bytes) -> bytes:
+    return b"U" + bytes([len(raw)]) + raw  # SHORT_BINSTRING: bytes under encoding="bytes"
+
+
+def op_dtype(code: str) -> bytes:
+    return op_global("numpy", "dtype") + op_text(code) + b"\x89\x88\x87R"  # dtype(code, False, True)
+
+
+RECONSTRUCT = op_global("numpy._core.multiarray", "_reconstruct")
+EMPTY_ARRAY = RECONSTRUCT + op_global("numpy", "ndarray") + op_int(0) + b"\x85" + op_bytes(b"b") + b"\x87R"
+
+
+def array_state(shape: tuple[int, ...], code: str, raw: bytes) -> bytes:
+    """BUILD (1, shape, dtype(code), False, raw) on the array on the stack."""
+    return b"(" + op_int(1) + b"".join(map(op_int, shape)) + b"\x86" + op_dtype(code) + b"\x89" + op_bytes(raw) + b"tb"
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [  # tiny pickles naming only allowed globals, each calling one of them as no CIFAR file does
+        ("ndarray of objects", "numpy.dtype('O')"),  # 59 bytes allocated 2.1 GB of None
+        ("ndarray called", "a call of numpy.ndarray"),
+        ("reconstruct args", "_reconstruct("),
+        ("too many elements", "more than a CIFAR file holds (184320000)"),
+        ("string dtype", "numpy.dtype('S5')"),
+        ("data missing", "whose data is 3 bytes"),
+    ],
+)
+def test_allowed_globals_only_as_numpy_uses_them(tmp_path, case, why):
+    body = {
+        "ndarray of objects": op_global("numpy", "ndarray") + op_int(1000) + b"\x85" + op_dtype("O") + b"\x86R",
+        "ndarray called": op_global("numpy", "ndarray") + op_int(1000) + b"\x85" + op_dtype("u1") + b"\x86R",
+        "reconstruct args": RECONSTRUCT + op_global("numpy", "ndarray") + op_int(10**6) + b"\x85" + op_bytes(b"b"),
+        "too many elements": EMPTY_ARRAY + array_state((10**6, 3072), "u1", b""),
+        "string dtype": EMPTY_ARRAY + array_state((2,), "S5", bytes(10)),
+        "data missing": EMPTY_ARRAY + array_state((2, 3072), "u1", b"abc"),
+    }[case]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02" + body + (b"\x87R" if case == "reconstruct args" else b"") + b".")
+    with pytest.raises(DataError) as err:
+        read_batch(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: refusing to unpickle") and why in msg, msg
+    assert cifar_mod.CIFAR_MAX_ELEMENTS == 60000 * 3072
+
+
+def test_plain_arrays_still_read(tmp_path):
+    """The checks let numpy's own pickles of plain arrays through, in any field."""
+    path = tmp_path / "b"
+    extra = {b"mean": np.arange(4, dtype=np.float32), b"ids": np.arange(3, dtype=np.int64)}
+    path.write_bytes(dump({**batch(labels=[0, 1, 2]), **extra}))
+    data, labels = read_batch(path)
+    assert type(data) is np.ndarray and data.flags.writeable and labels[b"labels"].tolist() == [0, 1, 2]
+    assert np.dtype("u1").byteorder == "|"  # numpy's own dtype untouched by the state set on the copy
+
+
 # ------------------------------------------------------------- fetch, offline
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +131,28 @@ def test_read_labels_csv_zero_based(tmp_path):
     assert read_labels_csv(path) == [(0, 100, 200), (10, 300, 450)]
 
 
-@pytest.mark.parametrize("bad", ["x,5,6", "1,5", "12,5,6", "0,5,6", "3,9,5", "1,2.5,6"])
+@pytest.mark.parametrize("bad", ["x,5,6", "1,5", "12,5,6", "0,5,6", "3,9,5", "1,2.5,6", "1,5,5", "1,-1,6", "1,1_0,60"])
 def test_read_labels_csv_malformed_row(tmp_path, bad):
     path = tmp_path / "u_labels.csv"
     path.write_text(f"class,startTime_usec,endTime_usec\n1,0,100\n{bad}\n")
     with pytest.raises(DataError, match=r"u_labels.csv: line 3"):
         read_labels_csv(path)
+
+
+def test_read_labels_csv_checks_end_against_the_recording(tmp_path):
+    path = write_labels(tmp_path / "u_labels.csv", [(1, 0, 100), (2, 200, 1000 + dg.DVS_END_TOLERANCE_US + 1)])
+    assert len(read_labels_csv(path)) == 2  # no recording given: only the rows' own checks
+    assert read_labels_csv(path, 1001) == [(0, 0, 100), (1, 200, 1001 + dg.DVS_END_TOLERANCE_US)]
+    with pytest.raises(DataError, match=r"u_labels.csv: line 3: .*past the recording's last event at 1000 us"):
+        read_labels_csv(path, 1000)
+
+
+def test_read_labels_csv_labelled_time_is_bounded(tmp_path):
+    cap = 20 * 60 * 10**6
+    path = write_labels(tmp_path / "u_labels.csv", [(1, 0, cap // 2), (2, cap // 2, cap), (3, cap, cap + 1)])
+    with pytest.raises(DataError, match=r"u_labels.csv: line 4: .*DVS_MAX_LABELLED_US"):
+        read_labels_csv(path)
+    assert dg.DVS_MAX_LABELLED_US == cap
 
 
 def test_read_labels_csv_bad_header(tmp_path):
@@ -197,6 +214,30 @@ def test_gesture_samples_hand_computed():
     assert frames[0, 0, 10, 5] == 1 and frames[0, 0, 5, 35] == 1  # (10,20) and (70,10)
     assert frames[0, 1, 63, 63] == 1  # (127,127)
     assert frames[1, 0, 50, 2] == 1 and frames[1, 1, 32, 32] == 1  # (5,100) and (64,64)
+
+
+@pytest.mark.parametrize(
+    ("trial", "why"),
+    [
+        ((0, 0, 10**12), "past the recording's last event"),
+        ((0, 0, 10**23), "past the recording's last event"),
+        ((0, 5, 5), "not after start"),
+        ((0, -96, 96), "negative"),
+        ((11, 0, 96), "class 11"),
+        ((0, 0.5, 96), "integers"),
+    ],
+)
+def test_gesture_samples_checks_trials_before_allocating(trial, why):
+    ev = {"x": np.array([1]), "y": np.array([2]), "p": np.array([True]), "t": np.array([5000])}
+    with pytest.raises(ValueError, match=why):
+        gesture_samples(ev, [(0, 0, 96), trial], n_frames=6, frame_us=16)
+
+
+def test_gesture_samples_labelled_time_is_bounded():
+    """Even when one event says the recording lasts 11 days: at most DVS_MAX_LABELLED_US."""
+    ev = {"x": np.array([1]), "y": np.array([2]), "p": np.array([True]), "t": np.array([10**12])}
+    with pytest.raises(ValueError, match="DVS_MAX_LABELLED_US"):
+        gesture_samples(ev, [(0, 0, 10**12)])
 
 
 def test_gesture_samples_empty_and_bad_args():
@@ -309,3 +350,57 @@ def test_load_dvs_gesture_rebuilds_unreadable_cache(tmp_path):
     x2, y2 = load_dvs_gesture(tmp_path, **kw)
     assert torch.equal(x2, x) and torch.equal(y2, y)
     assert cache.read_bytes()[:2] == b"PK"  # rewritten as a valid npz
+
+
+@pytest.mark.parametrize(
+    ("end", "t_last", "why"),
+    [
+        (100_000_000, 11_000, "past the recording's last event at"),
+        (3_840_000_000, 11_000, "DVS_MAX_LABELLED_US"),  # 49 bytes: 1.3 GB of frames before
+        (10**23, 11_000, "DVS_MAX_LABELLED_US"),
+        (10**12, 10**12, "DVS_MAX_LABELLED_US"),  # one event 11 days in: 238 GiB before
+    ],
+)
+def test_load_dvs_gesture_trial_times_checked_against_the_recording(tmp_path, end, t_last, why):
+    make_tree(tmp_path)
+    folder = tmp_path / "dvs-gesture" / "DvsGesture"
+    rec = folder / "user02_led.aedat"
+    rec.write_bytes(rec.read_bytes() + polarity_packet([3], [3], [1], [t_last & 0x7FFFFFFF], overflow=t_last >> 31))
+    csv = folder / "user02_led_labels.csv"
+    csv.write_text(f"class,startTime_usec,endTime_usec\n1,0,{end}\n")
+    with pytest.raises(DataError, match=why) as info:
+        load_dvs_gesture(tmp_path, train=True, n_frames=1, frame_us=1_000_000, progress=False)
+    assert f"{csv}: line 2:" in str(info.value)
+    assert not (tmp_path / "dvs-gesture" / "cache").exists()
+
+
+@pytest.mark.parametrize("entry", ["../outside.aedat", "{outside}", "sub/../../outside.aedat", "bad\0name.aedat"])
+def test_split_list_entries_outside_the_folder_refused(tmp_path, entry):
+    make_tree(tmp_path)
+    outside = tmp_path / "dvs-gesture" / "outside.aedat"  # a readable recording, outside DvsGesture/
+    write_aedat(outside, [polarity_packet([1], [1], [1], [10])])
+    write_labels(tmp_path / "dvs-gesture" / "outside_labels.csv", [(1, 0, 10)])
+    entry = entry.format(outside=outside)
+    lst = tmp_path / "dvs-gesture" / "DvsGesture" / "trials_to_train.txt"
+    lst.write_text(f"user01_fluorescent.aedat\n{entry}\n")
+    with pytest.raises(DataError) as info:
+        load_dvs_gesture(tmp_path, train=True, progress=False)
+    msg = str(info.value)
+    assert f"{lst}: line 2: entry {entry!r}" in msg and "refused" in msg, msg
+
+
+def test_oversized_recording_refused_before_reading(tmp_path):
+    path = write_aedat(tmp_path / "big.aedat", [])
+    with open(path, "r+b") as fh:  # sparse: nothing is written
+        fh.truncate((1 << 30) + 1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as info:
+            read_aedat31(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(info.value)
+    assert str(path) in msg and f"more than {1 << 30} bytes" in msg and "tens of MB" in msg, msg
+    assert peak < 1 << 20
+    assert dg.DVS_MAX_FILE_BYTES == 1 << 30

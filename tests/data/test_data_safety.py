@@ -6,6 +6,9 @@
 - Every file is read, decompressed or copied only up to its known size: a gzip bomb, an
   oversized raw file, download or archive member is refused with a ValueError naming it and
   the bound, in bounded memory (measured with tracemalloc).
+- nsm's own N-MNIST / DVS Gesture caches are read back only as nsm writes them (stored
+  members of known dtypes and shapes, checked before reading): any other cache is named in
+  one line and rebuilt, never decompressed nor allocated past those bounds.
 """
 
 from __future__ import annotations
@@ -529,3 +532,106 @@ def test_cifar_oversized_batch_on_disk(tmp_path, monkeypatch):
     bound = cifar_mod.file_bound(CIFAR[10], "test_batch")
     assert str(path) in str(err.value) and str(bound) in str(err.value)
     shutil.rmtree(folder)
+
+
+# ------------------------------------------------------------------ nsm's own caches
+
+
+def hostile_cache(path: Path, case: str, member: str) -> None:
+    """Rewrite the cache ``path`` (as nsm wrote it) with its member ``member`` made hostile."""
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    with zipfile.ZipFile(path, "w") as zf:
+        if case == "many":  # 300 more entries: a central directory of about 20 KB
+            for i in range(300):
+                zf.writestr(f"x{i}.npy", b"")
+        for name, raw in members.items():
+            if name != f"{member}.npy" or case == "many":
+                zf.writestr(name, raw)
+            elif case == "bomb":  # 16 MiB of zeros deflated to about 16 KB
+                info = zipfile.ZipInfo(name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as out:
+                    np.lib.format.write_array_header_1_0(
+                        out, {"descr": "|u1", "fortran_order": False, "shape": (16 * MB,)}
+                    )
+                    for _ in range(16):
+                        out.write(bytes(MB))
+            elif case == "huge":  # a header declaring 2**40 elements, and no data
+                with zf.open(name, "w") as out:
+                    np.lib.format.write_array_header_1_0(
+                        out, {"descr": "<i8", "fortran_order": False, "shape": (1 << 40,)}
+                    )
+            else:
+                arr = np.load(io.BytesIO(raw))
+                arr = np.array([1, 1]) if case == "shape" else (arr + 1) % 10  # "labels": other classes
+                buf = io.BytesIO()
+                np.save(buf, arr)
+                zf.writestr(name, buf.getvalue())
+
+
+CACHE_CASES = {  # case -> member made hostile, for N-MNIST and DVS Gesture
+    "bomb": ("version", "fingerprint"),
+    "huge": ("labels", "labels"),
+    "shape": ("version", "fingerprint"),
+    "labels": ("labels", "labels"),
+    "many": ("", ""),
+}
+
+
+@pytest.mark.parametrize("dataset", ["nmnist", "dvs"])
+@pytest.mark.parametrize("case", list(CACHE_CASES))
+def test_hostile_cache_is_named_and_rebuilt(case, dataset, tmp_path, capsys):
+    """A cache that is not exactly what nsm writes (a deflate bomb, a header declaring 2**40
+    elements, a wrong shape, wrong labels, extra entries) is never trusted nor read past its
+    bounds: it is named in one line and rebuilt from the source files."""
+    D = tmp_path / "D"
+    if dataset == "nmnist":
+        nmnist_tree(D)
+        cache = D / "nmnist" / "cache" / "train-frames-v1.npz"
+        member = CACHE_CASES[case][0]
+
+        def load(progress=False):
+            return load_nmnist(D, train=True, progress=progress)
+    else:
+        folder = setup_dvs(D)
+        put(folder / "user01_fluorescent.aedat", b"#!AER-DAT3.1\r\n#!END-HEADER\r\n")
+        cache = D / "dvs-gesture" / "cache" / "train-6x16000-v1.npz"
+        member = CACHE_CASES[case][1]
+
+        def load(progress=False):
+            return load_dvs_gesture(D, progress=progress)
+
+    x, y = load()
+    hostile_cache(cache, case, member)
+    capsys.readouterr()
+    peak, error = peak_bytes(lambda: load(progress=True))
+    assert error is None, error
+    assert peak < 4 * MB, f"peak {peak / MB:.1f} MB reading a hostile cache of {cache.stat().st_size} bytes"
+    lines = [line for line in capsys.readouterr().err.splitlines() if "nsm: " in line]
+    assert len(lines) == 1 and str(cache) in lines[0] and "rebuilding it" in lines[0], lines
+    x2, y2 = load()
+    assert x2.equal(x) and y2.equal(y)
+    with zipfile.ZipFile(cache) as zf:  # rewritten as nsm writes it
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+
+
+def test_read_npz_reads_zip64_and_bounds_its_directory(tmp_path, monkeypatch):
+    """A big cache gets zip64 end records (past 4 GiB): read as usual, its declared directory
+    size bounded too.  (zipfile writes them here at a patched, tiny limit.)"""
+    from nsm.data.files import read_npz
+
+    path = tmp_path / "z64.npz"
+    with monkeypatch.context() as m:
+        m.setattr(zipfile, "ZIP64_LIMIT", 100)
+        np.savez(path, a=np.arange(50), b=np.str_("hello"))
+    members = {"a": (np.int64, (50,)), "b": ("U5", ())}
+    got = read_npz(path, members)
+    assert got["a"].tolist() == list(range(50)) and str(got["b"]) == "hello"
+    raw = bytearray(path.read_bytes())
+    at = raw.rindex(b"PK\x06\x06")  # the zip64 record: its directory size at offset 40
+    raw[at + 40 : at + 48] = (10**9).to_bytes(8, "little")
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match="zip directory declares 2 entries in 1000000000 bytes") as err:
+        read_npz(path, members)
+    assert str(path) in str(err.value)

@@ -23,7 +23,11 @@ bytes per image in the official files); :func:`file_bound` allows 512 bytes per 
 1 MiB more.  A file or archive member past that is refused, naming it and the bound.
 
 Safety: pickles can run code.  Files are read with a restricted unpickler that allows only
-the globals a pickled numpy array needs and refuses any other with :class:`DataError`.
+the globals a pickled numpy array needs and refuses any other with :class:`DataError`; and
+those only as numpy's own pickles use them: ``numpy.ndarray`` only as the class handed to
+``_reconstruct`` (never called), ``numpy.dtype`` only for plain numbers (bool, integers,
+floats: never objects, strings or records), and every array's state is checked before numpy
+builds it: a plain dtype, at most :data:`CIFAR_MAX_ELEMENTS` elements, its bytes all there.
 """
 
 from __future__ import annotations
@@ -51,7 +55,11 @@ try:  # numpy >= 2 (numpy 1.x pickles name numpy.core.multiarray: same function)
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
-__all__ = ["CIFAR", "fetch_cifar", "file_bound", "load_cifar", "read_batch"]
+__all__ = ["CIFAR", "CIFAR_MAX_ELEMENTS", "fetch_cifar", "file_bound", "load_cifar", "read_batch"]
+
+#: The most elements an array in a CIFAR file may have: 60000 images of 3072 bytes (the
+#: largest official batch, CIFAR-100's train, holds 50000).
+CIFAR_MAX_ELEMENTS = 60000 * 3072
 
 #: num_classes -> archive, its md5, folders, files per split, label keys, split sizes.
 CIFAR: dict[int, dict] = {
@@ -93,12 +101,73 @@ def _empty_bytes(*args) -> bytes:
     return b""
 
 
-#: The only globals a CIFAR pickle may name (Python 2 writes the first three).
+class _Refused(pickle.UnpicklingError):
+    """An allowed global used in a way no CIFAR file uses it."""
+
+
+def _plain(dtype: np.dtype) -> bool:
+    """A dtype of plain numbers: bool, integers, floats (no objects, strings, records)."""
+    return dtype.kind in "biuf" and dtype.fields is None and dtype.subdtype is None and not dtype.hasobject
+
+
+class _NdarrayClass:
+    """What ``numpy.ndarray`` unpickles to: a token for :func:`_safe_reconstruct`, not callable."""
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused("a call of numpy.ndarray (numpy's pickles only hand it to _reconstruct)")
+
+
+_NDARRAY = _NdarrayClass()
+
+
+class _Array(np.ndarray):
+    """An array being unpickled: its state is checked before numpy builds it."""
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _Refused(f"an array state that is not numpy's ({type(state).__name__})")
+        shape, dtype, raw = state[-4], state[-3], state[-1]
+        if not isinstance(dtype, np.dtype) or not _plain(dtype):
+            raise _Refused(f"an array of dtype {dtype!r} (only plain numbers are allowed)")
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise _Refused(f"an array of shape {shape!r}")
+        count = math.prod(shape)
+        if count > CIFAR_MAX_ELEMENTS:
+            raise _Refused(f"an array of {count} elements, more than a CIFAR file holds ({CIFAR_MAX_ELEMENTS})")
+        if not isinstance(raw, bytes) or len(raw) != count * dtype.itemsize:
+            found = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
+            raise _Refused(f"an array of shape {shape} and dtype {dtype} whose data is {found}")
+        super().__setstate__(state)
+
+
+def _safe_reconstruct(cls, shape, typecode) -> np.ndarray:
+    """``_reconstruct(ndarray, (0,), b"b")`` as numpy's pickles call it: an empty array whose
+    state (the BUILD that follows) :class:`_Array` checks."""
+    if cls is not _NDARRAY or shape != (0,) or typecode not in (b"b", "b"):
+        raise _Refused(f"_reconstruct({cls!r}, {shape!r}, {typecode!r}) (numpy's pickles only call it for an ndarray)")
+    return _reconstruct(_Array, (0,), b"b")
+
+
+def _safe_dtype(obj, align=False, copy=False) -> np.dtype:
+    """``numpy.dtype(code, align, copy)`` for plain number codes only (``"u1"`` in CIFAR);
+    always a copy, so that the state set on it never changes numpy's own dtypes."""
+    code = obj.decode("latin-1") if isinstance(obj, bytes) else obj
+    try:
+        dtype = np.dtype(code) if isinstance(code, str) and len(code) <= 8 else None
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not _plain(dtype):
+        raise _Refused(f"numpy.dtype({str(obj)[:40]!r}) (only plain numbers are allowed)")
+    return np.dtype(code, align=bool(align), copy=True)
+
+
+#: The only globals a CIFAR pickle may name (Python 2 writes the first three), each allowing
+#: only what numpy's pickles of plain arrays do with it.
 _ALLOWED: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _latin1_bytes,
     ("__builtin__", "bytes"): _empty_bytes,
     ("builtins", "bytes"): _empty_bytes,
@@ -139,6 +208,11 @@ def read_batch(
         obj = _RestrictedUnpickler(io.BytesIO(raw), name).load()
     except DataError:
         raise
+    except _Refused as exc:
+        raise DataError(
+            f"{name}: refusing to unpickle {exc}: a CIFAR file holds only uint8 arrays, lists "
+            f"and strings (tampered with, or not a CIFAR file?)"
+        ) from None
     except Exception as exc:  # with only harmless globals, any failure means a bad file
         raise DataError(
             f"{name}: expected a CIFAR batch pickle, found a corrupt or truncated file ({type(exc).__name__}: {exc})"
@@ -146,6 +220,8 @@ def read_batch(
     if not isinstance(obj, dict):
         raise DataError(f"{name}: expected a dict, found {type(obj).__name__}")
     data = obj.get(b"data")
+    if isinstance(data, _Array):
+        data = data.view(np.ndarray)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         found = (
             f"{data.dtype} array of shape {data.shape}"

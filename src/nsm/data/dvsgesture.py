@@ -33,6 +33,18 @@ pages, so :func:`load_dvs_gesture` raises :class:`FileNotFoundError` saying what
 to download, from where and where to unpack it.  Anything but a regular file (or a
 symlink to one) in place of a listed file is an error naming it (a FIFO never blocks the
 reader), and the cache is never written through a symlink (see :mod:`nsm.data.files`).
+
+Safety (bounded memory on anyone's files).  A recording larger than
+:data:`DVS_MAX_FILE_BYTES` (1 GiB; the real ones are tens of MB), a labels CSV or split list
+larger than :data:`DVS_MAX_TEXT_BYTES` is refused before it is read.  Each trial row must
+hold integers with class 1..11 and ``0 <= start < end <= last event's timestamp +``
+:data:`DVS_END_TOLERANCE_US`, and a recording's trials may label at most
+:data:`DVS_MAX_LABELLED_US` µs in all (the real ones: 11 gestures of a few seconds): that bounds the
+frames built from them.  A split list entry must name a file inside ``DvsGesture/`` (no
+absolute path, no ``..``).  Each error names the file and the line.  The cache is read only
+as nsm writes it (uncompressed members of the dtypes and shapes the labels CSVs give, the
+CSVs' classes as labels, checked before anything is read); any other cache is named, in one
+line, and rebuilt.
 """
 
 from __future__ import annotations
@@ -41,22 +53,26 @@ import csv
 import io
 import json
 import os
+import re
 import struct
 import sys
-import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
-from .files import check_file, check_folder, check_replaceable, make_folder, open_regular, read_bytes
+from .files import check_file, check_folder, check_replaceable, make_folder, read_bytes, read_npz
 from .idx import DataError
 from .mnist import default_data_dir
 
 __all__ = [
+    "DVS_END_TOLERANCE_US",
     "DVS_GESTURE_URL",
+    "DVS_MAX_FILE_BYTES",
+    "DVS_MAX_LABELLED_US",
+    "DVS_MAX_TEXT_BYTES",
     "NUM_CLASSES",
     "SENSOR_SIZE",
     "gesture_samples",
@@ -71,15 +87,29 @@ SENSOR_SIZE = 128
 POLARITY_EVENT = 1
 CACHE_VERSION = 1
 
+#: The most bytes one ``.aedat`` recording may hold (the real ones are tens of MB).
+DVS_MAX_FILE_BYTES = 1 << 30
+#: The most bytes a ``*_labels.csv`` or ``trials_to_*.txt`` file may hold (real ones: < 1 KB).
+DVS_MAX_TEXT_BYTES = 1 << 20
+#: How far past the recording's last event a trial may end (µs).
+DVS_END_TOLERANCE_US = 1_000_000
+#: The most µs the trials of one recording may label in all (20 minutes; the real ones label
+#: about 11 gestures of a few seconds): at most 12500 samples of 6 x 16 ms, 307 MB of frames.
+DVS_MAX_LABELLED_US = 20 * 60 * 1_000_000
+
 _PACKET_HEADER = struct.Struct("<hhiiiiii")  # 28 bytes
 _POLARITY_DTYPE = np.dtype([("data", "<u4"), ("ts", "<i4")])
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 
 def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Valid polarity events of an AEDAT 3.1 file: ``x``, ``y`` (int32), ``p`` (bool, True = ON)
-    and ``t`` (int64 µs), in file order.  Malformed files raise :class:`DataError`."""
+    and ``t`` (int64 µs), in file order.  Malformed files, and files past
+    :data:`DVS_MAX_FILE_BYTES`, raise :class:`DataError`."""
     name = os.fspath(path)
-    buf = read_bytes(path)
+    buf = read_bytes(
+        path, DVS_MAX_FILE_BYTES, hint="The real DVS128 Gesture recordings are tens of MB (DVS_MAX_FILE_BYTES is 1 GiB)"
+    )
     if not buf.startswith(b"#!AER-DAT3"):
         raise DataError(f"{name}: expected an AEDAT 3.x file starting with '#!AER-DAT3.1', found {buf[:16]!r}")
     pos = 0
@@ -90,7 +120,9 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
         line, pos = buf[pos : nl + 1], nl + 1
         if line.rstrip(b"\r\n") == b"#!END-HEADER":
             break
-    words, stamps = [], []
+    # every event takes 8 file bytes: room for all of them, filled packet by packet
+    room = (len(buf) - pos) // _POLARITY_DTYPE.itemsize
+    data, t, n = np.empty(room, np.uint32), np.empty(room, np.int64), 0
     while pos < len(buf):
         if pos + _PACKET_HEADER.size > len(buf):
             raise DataError(
@@ -117,13 +149,13 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     f"{esize}, expected {_POLARITY_DTYPE.itemsize}"
                 )
             ev = np.frombuffer(buf, dtype=_POLARITY_DTYPE, count=number, offset=start)
-            words.append(ev["data"])
-            stamps.append((np.int64(overflow) << 31) | ev["ts"].astype(np.int64))
+            data[n : n + number] = ev["data"]
+            t[n : n + number] = ev["ts"]
+            t[n : n + number] |= np.int64(overflow) << 31
+            n += number
         pos = end
-    data = np.concatenate(words) if words else np.zeros(0, np.uint32)
-    t = np.concatenate(stamps) if stamps else np.zeros(0, np.int64)
-    keep = (data & 1).astype(bool)
-    data, t = data[keep], t[keep]
+    keep = (data[:n] & 1).astype(bool)
+    data, t = data[:n][keep], t[:n][keep]
     return {
         "x": ((data >> 17) & 0x7FFF).astype(np.int32),
         "y": ((data >> 2) & 0x7FFF).astype(np.int32),
@@ -132,35 +164,85 @@ def read_aedat31(path: str | os.PathLike) -> dict[str, np.ndarray]:
     }
 
 
-def read_labels_csv(path: str | os.PathLike) -> list[tuple[int, int, int]]:
-    """Trials of a ``*_labels.csv`` file as ``(class 0..10, start_us, end_us)``."""
+def read_labels_csv(path: str | os.PathLike, span_us: int | None = None) -> list[tuple[int, int, int]]:
+    """Trials of a ``*_labels.csv`` file as ``(class 0..10, start_us, end_us)``.
+
+    Each row must hold three integers, class 1..11 and ``0 <= start < end``; with
+    ``span_us`` (the recording's last event timestamp) also ``end <= span_us +``
+    :data:`DVS_END_TOLERANCE_US`; all trials together may last at most
+    :data:`DVS_MAX_LABELLED_US`.  Anything else raises :class:`DataError` naming the file and
+    line, as does a file past :data:`DVS_MAX_TEXT_BYTES`.
+    """
     name = os.fspath(path)
-    trials = []
-    with open_regular(path) as raw, io.TextIOWrapper(raw, newline="") as fh:
-        reader = csv.reader(fh)
+    text = _read_text(path)
+    trials, total = [], 0
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, None)
-        if header is None or [h.strip() for h in header][:1] != ["class"]:
+    except csv.Error as exc:
+        raise DataError(f"{name}: line 1: not a CSV line ({exc})") from None
+    if header is None or [h.strip() for h in header][:1] != ["class"]:
+        raise DataError(
+            f"{name}: line 1: expected header 'class,startTime_usec,endTime_usec', found {','.join(header or [])!r}"
+        )
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            raise DataError(f"{name}: line {reader.line_num}: not a CSV line ({exc})") from None
+        if row is None:
+            return trials
+        if not any(field.strip() for field in row):
+            continue  # blank line
+        try:
+            if len(row) != 3:
+                raise ValueError(f"{len(row)} fields instead of 3")
+            if not all(_INT.fullmatch(field) for field in row):
+                raise ValueError("a field that is not an integer")
+            cls, start, end = (int(field) for field in row)
+            if not 1 <= cls <= NUM_CLASSES:
+                raise ValueError(f"class {cls} outside 1..{NUM_CLASSES}")
+            _check_trial(start, end, span_us)
+            total += end - start
+            if total > DVS_MAX_LABELLED_US:
+                raise ValueError(
+                    f"the trials up to this one last {total} us in all, more than DVS_MAX_LABELLED_US = "
+                    f"{DVS_MAX_LABELLED_US} (the real recordings label 11 gestures of a few seconds)"
+                )
+        except ValueError as exc:
             raise DataError(
-                f"{name}: line 1: expected header 'class,startTime_usec,endTime_usec', found {','.join(header or [])!r}"
-            )
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue  # blank line
-            try:
-                if len(row) != 3:
-                    raise ValueError(f"{len(row)} fields instead of 3")
-                cls, start, end = (int(field) for field in row)
-                if not 1 <= cls <= NUM_CLASSES:
-                    raise ValueError(f"class {cls} outside 1..{NUM_CLASSES}")
-                if end < start:
-                    raise ValueError(f"end {end} before start {start}")
-            except ValueError as exc:
-                raise DataError(
-                    f"{name}: line {reader.line_num}: expected 'class,start_us,end_us' "
-                    f"with integer fields, found {','.join(row)!r} ({exc})"
-                ) from None
-            trials.append((cls - 1, start, end))
-    return trials
+                f"{name}: line {reader.line_num}: {exc} in {','.join(row)[:200]!r} (expected "
+                f"'class,start_us,end_us': integers, class 1..{NUM_CLASSES}, 0 <= start < end)"
+            ) from None
+        trials.append((cls - 1, start, end))
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    """The text of a small UTF-8 file (labels CSV, split list), within :data:`DVS_MAX_TEXT_BYTES`."""
+    raw = read_bytes(path, DVS_MAX_TEXT_BYTES)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{os.fspath(path)}: expected UTF-8 text, found {exc.reason} at byte {exc.start}") from None
+
+
+def _check_trial(start: int, end: int, span_us: int | None) -> None:
+    """A trial's times: ``0 <= start < end`` and, given the recording's last event timestamp
+    ``span_us``, ``end <= span_us + DVS_END_TOLERANCE_US`` (else :class:`ValueError`)."""
+    if start < 0:
+        raise ValueError(f"start {start} is negative")
+    if end <= start:
+        raise ValueError(f"end {end} is not after start {start}")
+    if span_us is not None and end > span_us + DVS_END_TOLERANCE_US:
+        raise ValueError(
+            f"end {end} is past the recording's last event at {span_us} us "
+            f"(by more than DVS_END_TOLERANCE_US = {DVS_END_TOLERANCE_US})"
+        )
+
+
+def _counts(labels: list[tuple[int, int, int]], chunk: int) -> list[int]:
+    """Samples each trial gives: its full chunks of ``chunk`` µs."""
+    return [(end - start) // chunk for _, start, end in labels]
 
 
 def gesture_samples(
@@ -177,17 +259,32 @@ def gesture_samples(
     labels int64 ``(M,)``, samples in trial order then time order.  The 128x128 sensor is
     downsampled by ``128 // size`` (2 for the default 64).
     """
-    if n_frames < 1 or frame_us < 1:
-        raise ValueError(f"n_frames and frame_us must be positive, got {n_frames}, {frame_us}")
+    _check_args(n_frames, frame_us)
     if size < 1 or SENSOR_SIZE % size:
         raise ValueError(f"size must divide {SENSOR_SIZE}, got {size}")
+    t_all = np.asarray(events["t"], dtype=np.int64)
+    span = int(t_all.max()) if t_all.size else 0
+    total = 0
+    for i, trial in enumerate(labels):
+        if len(trial) != 3 or not all(isinstance(v, (int, np.integer)) for v in trial):
+            raise ValueError(f"trial {i}: expected (class, start_us, end_us) integers, got {trial!r}")
+        if not 0 <= trial[0] < NUM_CLASSES:
+            raise ValueError(f"trial {i}: class {trial[0]} outside 0..{NUM_CLASSES - 1}")
+        try:
+            _check_trial(int(trial[1]), int(trial[2]), span)
+        except ValueError as exc:
+            raise ValueError(f"trial {i}: {exc}") from None
+        total += int(trial[2]) - int(trial[1])
+        if total > DVS_MAX_LABELLED_US:
+            raise ValueError(f"trials 0..{i} last {total} us in all, more than DVS_MAX_LABELLED_US")
+    labels = [(int(c), int(s), int(e)) for c, s, e in labels]
     on = np.asarray(events["p"], dtype=bool)
     x, y = np.asarray(events["x"])[on], np.asarray(events["y"])[on]
-    t = np.asarray(events["t"], dtype=np.int64)[on]
+    t = t_all[on]
     if x.size and (x.min() < 0 or y.min() < 0 or max(x.max(), y.max()) >= SENSOR_SIZE):
         raise ValueError(f"event coordinates outside the {SENSOR_SIZE}x{SENSOR_SIZE} sensor")
     factor, chunk = SENSOR_SIZE // size, n_frames * frame_us
-    counts = [max(0, (end - start) // chunk) for _, start, end in labels]
+    counts = _counts(labels, chunk)
     frames = np.zeros((sum(counts), n_frames, size, size), dtype=np.uint8)
     classes = np.repeat(np.array([c for c, _, _ in labels], dtype=np.int64), np.array(counts, dtype=np.int64))
     first = 0
@@ -199,6 +296,11 @@ def gesture_samples(
     return frames, classes
 
 
+def _check_args(n_frames: int, frame_us: int) -> None:
+    if n_frames < 1 or frame_us < 1:
+        raise ValueError(f"n_frames and frame_us must be positive, got {n_frames}, {frame_us}")
+
+
 def _labels_name(aedat: str) -> str:
     return (aedat[: -len(".aedat")] if aedat.endswith(".aedat") else aedat) + "_labels.csv"
 
@@ -207,8 +309,23 @@ def _split_files(folder: Path, split: str) -> list[str]:
     lst = folder / f"trials_to_{split}.txt"
     if not check_folder(folder) or check_file(lst) is None:
         raise FileNotFoundError(_missing_message(folder, [lst.name]))
-    with open_regular(lst) as fh:
-        names = [line.strip() for line in fh.read().decode().splitlines() if line.strip()]
+    names = []
+    for i, line in enumerate(_read_text(lst).splitlines(), 1):
+        entry = line.strip()
+        parts = PurePosixPath(entry.replace("\\", "/")).parts
+        if entry and (
+            PurePosixPath(entry).is_absolute()
+            or PureWindowsPath(entry).drive
+            or entry[0] in "/\\"
+            or ".." in parts
+            or "\0" in entry
+        ):
+            raise DataError(
+                f"{lst}: line {i}: entry {entry[:200]!r} is not a file name inside {folder} "
+                f"(an absolute path or '..'): refused"
+            )
+        if entry:
+            names.append(entry)
     missing = [p for n in names for p in (n, _labels_name(n)) if check_file(folder / p) is None]
     if missing:
         raise FileNotFoundError(_missing_message(folder, missing))
@@ -241,17 +358,29 @@ def _fingerprint(folder: Path, split: str, names: list[str], n_frames: int, fram
     )
 
 
-def _read_cache(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_cache(path: Path, fingerprint: str, shape: tuple[int, ...], labels: np.ndarray):
+    """``((frames, labels), "")`` from the cache; ``(None, why)`` when it is absent (``why``
+    empty), stale or malformed (``why`` names it).  Only what :func:`load_dvs_gesture` writes
+    is read: uncompressed members of the dtypes and of the shapes the labels CSVs give
+    (``shape`` of the unpacked frames), ``labels`` exactly, checked before anything is read."""
     if check_file(path) is None:  # anything but a regular file there: an error naming it
-        return None
+        return None, ""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
-                return None
-            frames = np.unpackbits(z["frames"], axis=-1, count=64)
-            return frames, z["labels"].astype(np.int64)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None  # absent or unreadable: rebuild
+        z = read_npz(
+            path,
+            {
+                "frames": (np.uint8, (*shape[:-1], (shape[-1] + 7) // 8)),
+                "labels": (np.int64, labels.shape),
+                "fingerprint": (np.dtype(f"U{len(fingerprint)}"), ()),
+            },
+        )
+    except DataError as exc:
+        return None, " ".join(str(exc).split())
+    if str(z["fingerprint"]) != fingerprint:
+        return None, f"{path}: stale (made from other files or settings)"
+    if not np.array_equal(z["labels"], labels):
+        return None, f"{path}: its labels are not the labels CSVs' classes"
+    return (np.unpackbits(z["frames"], axis=-1, count=shape[-1]), labels), ""
 
 
 def load_dvs_gesture(
@@ -269,24 +398,32 @@ def load_dvs_gesture(
     :func:`~nsm.data.mnist.default_data_dir`) and converts them with
     :func:`gesture_samples`.  The result is cached (bit-packed) in
     ``<data_dir>/dvs-gesture/cache/<split>-<n_frames>x<frame_us>-v1.npz`` and rebuilt when
-    the listed files' names or sizes change.  Missing files raise
+    the listed files' names or sizes change, or when it is not exactly what nsm writes.  Missing files raise
     :class:`FileNotFoundError` with download instructions: this is the download step
     (no automatic download; see :data:`DVS_GESTURE_URL`).
     """
+    _check_args(n_frames, frame_us)
     root = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
     folder, split = root / "dvs-gesture" / "DvsGesture", "train" if train else "test"
     check_folder(root / "dvs-gesture")
     names = _split_files(folder, split)
     fingerprint = _fingerprint(folder, split, names, n_frames, frame_us)
     cache = root / "dvs-gesture" / "cache" / f"{split}-{n_frames}x{frame_us}-v{CACHE_VERSION}.npz"
-    hit = _read_cache(cache, fingerprint)
+    # what the cache must hold, from the (small) labels CSVs: its size and its labels
+    trials = [read_labels_csv(folder / _labels_name(name)) for name in names]
+    counts = [n for rows in trials for n in _counts(rows, n_frames * frame_us)]
+    classes = [c for rows in trials for c, _, _ in rows]
+    expected = np.repeat(np.array(classes, dtype=np.int64), np.array(counts, dtype=np.int64))
+    hit, why = _read_cache(cache, fingerprint, (len(expected), n_frames, 64, 64), expected)
     if hit is None:
-        if cache.exists() and progress:
-            print(f"nsm: {cache} is stale or unreadable; rebuilding it", file=sys.stderr)
+        if why and progress:
+            print(f"nsm: {why}; rebuilding it", file=sys.stderr)
         parts, labels = [], []
         for name in tqdm(names, desc=f"DVS Gesture {split}", unit="file", disable=not progress):
-            trials = read_labels_csv(folder / _labels_name(name))
-            f, lab = gesture_samples(read_aedat31(folder / name), trials, n_frames=n_frames, frame_us=frame_us)
+            events = read_aedat31(folder / name)
+            span = int(events["t"].max()) if events["t"].size else 0
+            rows = read_labels_csv(folder / _labels_name(name), span)  # trials end within the recording
+            f, lab = gesture_samples(events, rows, n_frames=n_frames, frame_us=frame_us)
             parts.append(f)
             labels.append(lab)
         frames = np.concatenate(parts) if parts else np.zeros((0, n_frames, 64, 64), np.uint8)

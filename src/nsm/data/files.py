@@ -15,16 +15,24 @@ Rules (the README's promise that nothing in the data folder is ever replaced):
   bound, in bounded memory: :func:`read_bytes`, :func:`copy_bounded`.
 - A finished temporary file is moved into place only where nothing is (a hard link, which
   fails when the name exists): :func:`place_new`.
+- nsm's own ``.npz`` caches are read back only as :func:`numpy.savez` wrote them: the
+  expected members, stored uncompressed, with the expected dtypes and shapes, checked before
+  anything is read or allocated: :func:`read_npz`.
 """
 
 from __future__ import annotations
 
 import errno
 import gzip
+import math
 import os
 import stat
+import struct
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 __all__ = [
     "DataError",
@@ -37,6 +45,7 @@ __all__ = [
     "open_regular",
     "place_new",
     "read_bytes",
+    "read_npz",
     "too_big",
 ]
 
@@ -234,8 +243,13 @@ def read_bytes(
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 raise too_big(shown, max_bytes, f"is {size} bytes:", hint)
-            data = fh.read(max_bytes + 1)
-            if len(data) > max_bytes:  # grew since fstat
+            data = fh.read(size + 1)  # never a buffer of max_bytes for a small file
+            if len(data) > size:  # grew since fstat: read on in chunks, within the bound
+                out = bytearray(data)
+                while len(out) <= max_bytes and (block := fh.read(min(CHUNK, max_bytes + 1 - len(out)))):
+                    out += block
+                data = bytes(out)
+            if len(data) > max_bytes:
                 raise too_big(shown, max_bytes, "holds", hint)
             return data
         out = bytearray()
@@ -269,3 +283,119 @@ def place_new(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:
         return True
     os.unlink(tmp)
     return True
+
+
+#: The largest ``.npy`` header :func:`read_npz` parses (numpy's own default bound).
+NPY_MAX_HEADER = 10000
+_EOCD = struct.Struct("<4s4H2LH")  # zip end of central directory record (22 bytes)
+_ZIP64_LOCATOR_SIZE = 20
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record (56 bytes)
+
+
+def read_npz(
+    path: str | os.PathLike, members: dict[str, tuple[np.dtype | type, tuple[int, ...]]], *, name: str | None = None
+) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file as :func:`numpy.savez` writes it, read in bounded memory.
+
+    ``members`` maps each array's name to its ``(dtype, shape)``; a unicode dtype ``U<n>``
+    admits any unicode dtype of at most ``n`` characters.  The file must be no larger than
+    those arrays (plus headers) need, hold exactly those members, each stored uncompressed
+    (nothing is ever decompressed), each a C-order ``.npy`` (format 1.0 or 2.0) whose header
+    declares that dtype and shape and whose data has exactly that many bytes.  All of this is
+    checked before any data is read, so nothing larger than ``members`` allows is allocated.
+    Anything else raises :class:`DataError` naming the file (``name``, default ``path``),
+    the member and what was wrong; the arrays come back read-only.
+    """
+    shown = name or os.fspath(path)
+    want = {}
+    for key, (dtype, shape) in members.items():
+        dtype, shape = np.dtype(dtype), tuple(int(n) for n in shape)
+        want[f"{key}.npy"] = (key, dtype, shape, math.prod(shape) * dtype.itemsize)
+    bound = sum(nbytes for *_, nbytes in want.values()) + len(want) * (NPY_MAX_HEADER + 1024) + 4096
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > bound:
+            raise too_big(shown, bound, f"is {size} bytes:")
+        _check_zip_directory(fh, size, len(want), shown)
+        try:
+            with zipfile.ZipFile(fh) as zf:
+                infos = zf.infolist()
+                found = [info.filename for info in infos]
+                if sorted(found) != sorted(want):
+                    raise DataError(f"{shown}: expected the members {sorted(want)}, found {sorted(found)[:10]}")
+                return {want[i.filename][0]: _npz_member(zf, i, want[i.filename], size, shown) for i in infos}
+        except DataError:
+            raise
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            EOFError,
+            OSError,
+            ValueError,
+            KeyError,
+            RuntimeError,
+            NotImplementedError,
+            SyntaxError,
+            struct.error,
+        ) as exc:
+            raise DataError(f"{shown}: expected an .npz file, found a bad one ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_zip_directory(fh: BinaryIO, size: int, n: int, shown: str) -> None:
+    """Before :mod:`zipfile` parses it (one object per entry): the zip's central directory, as
+    its end record (and a zip64 one, where :mod:`zipfile` looks for it) declares it, holds
+    ``n`` entries in at most 1 KiB each, as :func:`numpy.savez` writes it."""
+    if size < _EOCD.size:
+        raise DataError(f"{shown}: expected an .npz (zip) file, found {size} bytes")
+    fh.seek(size - _EOCD.size)
+    sig, _, _, _, count, cd_size, _, comment = _EOCD.unpack(fh.read(_EOCD.size))
+    if sig != b"PK\x05\x06" or comment:
+        raise DataError(f"{shown}: expected an .npz file ending in a zip end record, as numpy writes it")
+    at = size - _EOCD.size - _ZIP64_LOCATOR_SIZE - _ZIP64_EOCD.size
+    if at >= 0:
+        fh.seek(at + _ZIP64_EOCD.size)
+        if fh.read(4) == b"PK\x06\x07":  # a zip64 locator: zipfile reads the record before it
+            fh.seek(at)
+            rec = _ZIP64_EOCD.unpack(fh.read(_ZIP64_EOCD.size))
+            if rec[0] != b"PK\x06\x06":
+                raise DataError(f"{shown}: a zip64 locator without its zip64 end record")
+            count, cd_size = rec[7], rec[8]
+    if count != n or cd_size > n * 1024:
+        raise DataError(
+            f"{shown}: its zip directory declares {count} entries in {cd_size} bytes; nsm writes {n} entries"
+        )
+    fh.seek(0)
+
+
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, want: tuple, size: int, shown: str) -> np.ndarray:
+    """One member of :func:`read_npz`, checked against ``want`` = (key, dtype, shape, nbytes)."""
+    key, dtype, shape, nbytes = want
+    where = f"{shown}: member {info.filename}"
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise DataError(
+            f"{where} is compressed (zip method {info.compress_type}); nsm writes it uncompressed, "
+            f"so it is refused unread (not nsm's file, or a decompression bomb)"
+        )
+    if info.flag_bits & 0x1:
+        raise DataError(f"{where} is encrypted; nsm never writes that")
+    if max(info.file_size, info.compress_size) > size:
+        raise DataError(f"{where} declares {info.file_size} bytes, more than the whole file ({size} bytes)")
+    with zf.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            found_shape, fortran, found = np.lib.format.read_array_header_1_0(fp, max_header_size=NPY_MAX_HEADER)
+        elif version == (2, 0):
+            found_shape, fortran, found = np.lib.format.read_array_header_2_0(fp, max_header_size=NPY_MAX_HEADER)
+        else:
+            raise DataError(f"{where}: .npy format version {version}, expected 1.0 or 2.0")
+        text = dtype.kind == "U" and found.kind == "U" and found.itemsize <= dtype.itemsize
+        if (found != dtype and not (text and found == np.dtype(f"U{found.itemsize // 4}"))) or fortran:
+            order = " in Fortran order" if fortran else ""
+            raise DataError(f"{where}: expected a {dtype} array, found {found}{order}")
+        if tuple(found_shape) != shape:
+            raise DataError(f"{where}: expected shape {shape}, found {tuple(found_shape)}")
+        nbytes = nbytes // dtype.itemsize * found.itemsize
+        data = fp.read(nbytes + 1)  # at most what the file holds: the member is stored
+    if len(data) != nbytes:
+        raise DataError(f"{where}: expected {nbytes} bytes of data, found {len(data)}")
+    return np.frombuffer(data, dtype=found).reshape(shape)

@@ -22,7 +22,9 @@ ON event fell on it in that window (binary, not counts); frames are indexed
 **Layout.**  ``<data_dir>/nmnist/Train/<digit>/*.bin`` and ``.../Test/<digit>/*.bin``,
 as the official Train.zip / Test.zip unpack.  :func:`load_nmnist` converts a
 split once and caches the frames in ``<data_dir>/nmnist/cache/<split>-frames-v1.npz``;
-the cache is rebuilt whenever the file list or any file size changes.
+the cache is rebuilt whenever the file list or any file size changes, and whenever it is
+not exactly what nsm writes (uncompressed members of known dtypes and shapes, the
+recordings' digits as labels: checked before anything in it is read or allocated).
 
 **Safety.**  A recording larger than :data:`NMNIST_MAX_FILE_BYTES` (about 200 times a
 typical one, e.g. 21625 bytes) is refused, on disk and as an archive member, and a split's
@@ -50,7 +52,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
-from .files import check_file, check_folder, check_replaceable, copy_bounded, make_folder, read_bytes, too_big
+from .files import (
+    check_file,
+    check_folder,
+    check_replaceable,
+    copy_bounded,
+    make_folder,
+    read_bytes,
+    read_npz,
+    too_big,
+)
 from .idx import DataError
 from .mnist import _download, default_data_dir
 
@@ -204,25 +215,32 @@ def _fingerprint(root: Path, files: list[tuple[int, Path]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _read_cache(path: Path, n_files: int, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached (frames, labels), or None if absent, unreadable or stale."""
+def _read_cache(path: Path, labels: np.ndarray, fingerprint: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """``((frames, labels), "")`` from the cache; ``(None, why)`` when it is absent (``why``
+    empty), stale or malformed (``why`` names it).  Only what :func:`load_nmnist` writes is
+    read: uncompressed members of the exact dtypes and shapes ``len(labels)`` recordings give,
+    checked before anything is read (see :func:`~nsm.data.files.read_npz`)."""
     if check_file(path) is None:  # anything but a regular file there: an error naming it
-        return None
+        return None, ""
+    n = len(labels)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if (
-                int(z["version"]) != _CACHE_VERSION
-                or int(z["n_files"]) != n_files
-                or str(z["fingerprint"]) != fingerprint
-            ):
-                return None
-            frames = np.unpackbits(z["frames_packed"], axis=-1, count=NMNIST_SIZE)
-            labels = z["labels"].astype(np.int64)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
-    if frames.shape != (n_files, N_FRAMES, NMNIST_SIZE, NMNIST_SIZE) or labels.shape != (n_files,):
-        return None
-    return frames, labels
+        z = read_npz(
+            path,
+            {
+                "version": (np.int64, ()),
+                "n_files": (np.int64, ()),
+                "fingerprint": (np.dtype(f"U{len(fingerprint)}"), ()),
+                "labels": (np.int64, (n,)),
+                "frames_packed": (np.uint8, (n, N_FRAMES, NMNIST_SIZE, (NMNIST_SIZE + 7) // 8)),
+            },
+        )
+    except DataError as exc:
+        return None, " ".join(str(exc).split())
+    if int(z["version"]) != _CACHE_VERSION or int(z["n_files"]) != n or str(z["fingerprint"]) != fingerprint:
+        return None, f"{path}: stale (made from other recordings)"
+    if not np.array_equal(z["labels"], labels):
+        return None, f"{path}: its labels are not the recordings' digits"
+    return (np.unpackbits(z["frames_packed"], axis=-1, count=NMNIST_SIZE), labels), ""
 
 
 def load_nmnist(
@@ -247,12 +265,12 @@ def load_nmnist(
         files = _split_files(folder, split)
     fingerprint = _fingerprint(folder / split, files)
     cache = folder / "cache" / f"{split.lower()}-frames-v{_CACHE_VERSION}.npz"
-    cached = _read_cache(cache, len(files), fingerprint)
+    labels = np.array([digit for digit, _ in files], dtype=np.int64)
+    cached, why = _read_cache(cache, labels, fingerprint)
     if cached is None:
-        if cache.exists() and progress:
-            print(f"nsm: {cache} is stale or unreadable; rebuilding it", file=sys.stderr)
+        if why and progress:
+            print(f"nsm: {why}; rebuilding it", file=sys.stderr)
         frames = np.zeros((len(files), N_FRAMES, NMNIST_SIZE, NMNIST_SIZE), dtype=np.uint8)
-        labels = np.array([digit for digit, _ in files], dtype=np.int64)
         for i, (_, q) in enumerate(
             tqdm(files, desc=f"N-MNIST {split}", unit="file", disable=not progress, leave=False)
         ):
