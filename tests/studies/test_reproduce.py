@@ -297,3 +297,12 @@ def test_time_left_follows_the_runs_own_pace_and_schedule(tmp_path):
     dcnn = TrainConfig.for_dataset("mnist", model="dcnn", epochs=10, eval_every=5, eval_last=2, samples=20)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert _seconds_left(run, dcnn, done=6) == pytest.approx(4 * 14.0 + 2 * 2.0)  # one pass per evaluation
+
+
+def test_status_progress_reads_well_before_the_first_epoch_ends():
+    from nsm.studies.reproduce import format_status
+
+    row = dict(run="r", epochs=5, state="interrupted", wall_seconds=1.0, holder="", test_error=None, seconds_left=None)
+    lines = format_status([{**row, "epochs_done": 0, "step": 1}, {**row, "epochs_done": 2, "step": 3}]).splitlines()
+    assert "| r | interrupted | 1 step into epoch 1 |" in lines[2]
+    assert "| 2 of 5 epochs done, 3 steps into the next |" in lines[3]

@@ -361,9 +361,11 @@ def format_status(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        progress = f"{r['epochs_done']} of {r['epochs']} epochs done" if r["epochs_done"] else "–"
+        progress = f"{r['epochs_done']} of {r['epochs']} epochs done" if r["epochs_done"] else ""
         if r["step"]:
-            progress += f", {r['step']} steps into the next"
+            steps = f"{r['step']} step{'s' if r['step'] != 1 else ''} into "
+            progress += f", {steps}the next" if progress else f"{steps}epoch 1"
+        progress = progress or "–"
         hours = "–" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 3600:.1f} h"
         left = r.get("seconds_left")
         left = "–" if left is None else f"{left / 3600:.1f} h"
