@@ -307,6 +307,9 @@ def fit(
     configuration (:func:`nsm.training.checkpoint.load_run_config`) to continue from its checkpoint,
     or from the start if it has none; the result is bit for bit that of the uninterrupted run.
     The run directory is locked (:class:`nsm.training.checkpoint.RunLock`) while it is written.
+    ``dataset``: the data to train and test on, used as given; the config's data fields
+    (``data_dir``, ``train_subset``, ``test_subset``, ``dataset_options``) then take no part,
+    and ``config.json`` records the sizes actually used (``_environment``: ``n_train``, ``n_test``).
 
     Launched by ``torchrun`` with several processes, every process calls ``fit`` and they
     train one DDP model together (:mod:`nsm.training.distributed`); rank 0 alone writes and logs.
