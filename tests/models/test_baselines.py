@@ -92,6 +92,27 @@ def test_sn_noise_has_the_stated_std():
     assert sum(isinstance(m, (WNConv2d, WNLinear)) for m in model.modules()) == 3
 
 
+def test_sn_mean_mode_is_the_expectation_of_its_noisy_relu():
+    # it returned ReLU(u) (the threshold mode); E[ReLU(u + 0.1 eps)] differs by up to 0.04 near 0
+    unit = NoisyReLU(0.1, generator=torch.Generator().manual_seed(5))
+    u = torch.tensor([-0.3, -0.2, -0.05, 0.0, 0.05, 0.2, 1.0], dtype=torch.float64)
+    n = 400_000
+    draws = unit(u.expand(n, -1))  # sample mode: Monte-Carlo of the expectation
+    se = draws.std(0) / n**0.5
+    with nsm.forward_mode(unit, "mean"):
+        mean = unit(u)
+    assert ((mean - draws.mean(0)).abs() < 5 * se + 1e-12).all(), (mean, draws.mean(0))
+    assert mean[3].item() == pytest.approx(0.1 / (2 * math.pi) ** 0.5, rel=1e-12)  # sigma phi(0)
+
+
+def test_bn_evaluates_in_one_pass_and_stochastic_models_in_s():
+    from nsm.studies.evaluate import _samples_for
+
+    assert _samples_for(nsm.build_model("bn"), 100) == 1  # its NSM layers are fixed noise-free
+    assert _samples_for(nsm.build_model("bnsm"), 100) == 100
+    assert _samples_for(nsm.build_model("dcnn"), 100) == 1
+
+
 def test_bn_is_the_noise_free_nsm_probability_path():
     torch.manual_seed(4)
     bn = nsm.build_model("bn")

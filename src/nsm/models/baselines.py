@@ -21,6 +21,7 @@ noise, ``"mean"`` outputs the expectation, ``"threshold"`` switches the noise of
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -119,7 +120,10 @@ class SignUnit(nn.Module):
 
 
 class NoisyReLU(Stochastic, nn.Module):
-    """ReLU(u + eps), eps ~ N(0, sigma^2) drawn afresh at every call (the SN baseline)."""
+    """ReLU(u + eps), eps ~ N(0, sigma^2) drawn afresh at every call (the SN baseline).
+
+    ``mode="mean"``: its expectation E[ReLU(u + eps)] = u Phi(u/sigma) + sigma phi(u/sigma);
+    ``"threshold"``: ReLU(u), the noise off."""
 
     def __init__(self, sigma: float = 0.1, generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
@@ -128,6 +132,11 @@ class NoisyReLU(Stochastic, nn.Module):
         self.sigma, self.generator = float(sigma), generator
 
     def forward(self, u: Tensor) -> Tensor:
+        if self.mode == "mean":
+            z = u / self.sigma
+            cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+            pdf = torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+            return u * cdf + self.sigma * pdf
         if self.mode != "sample":
             return F.relu(u)
         eps = torch.randn(u.shape, **rng(self.generator), device=u.device, dtype=u.dtype)

@@ -118,7 +118,10 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
 
 
 def _samples_for(model: nn.Module, samples: int) -> int:
-    return samples if stochastic_layers(model) else 1
+    """``samples`` for a network with noise, 1 for one without (layers fixed in a noise-free
+    mode, as the BN baseline's, have none)."""
+    noisy = [m for m in stochastic_layers(model) if getattr(m, "fixed_mode", None) is None]
+    return samples if noisy else 1
 
 
 def _probs(model: nn.Module, x: Tensor, samples: int, batch_size: int, device) -> Tensor:
