@@ -103,3 +103,17 @@ def test_a_real_run_records_the_samples_of_every_evaluation(tmp_path):
 def test_bad_schedule_values_are_refused(tmp_path, fields, message):
     with pytest.raises(ValueError, match=message):
         _config(tmp_path, **fields)
+
+
+def test_a_linear_schedule_that_never_decays_says_so(tmp_path):
+    from nsm.training.config import TrainConfig
+    from nsm.training.loop import fit
+    from toys import toy_dataset
+
+    lines = []
+    base = dict(model="dcnn", batch_size=45, progress=False, threads=1, out=str(tmp_path), lr_schedule="linear")
+    fit(TrainConfig(run_name="short", epochs=2, lr_decay_start=1, **base), dataset=toy_dataset(), log=lines.append)
+    assert any("note: the linear schedule starts its decay after epoch 1" in line for line in lines)
+    lines.clear()
+    fit(TrainConfig(run_name="long", epochs=3, lr_decay_start=1, **base), dataset=toy_dataset(), log=lines.append)
+    assert not any("linear schedule" in line for line in lines)  # epoch 3 trains at half the lr
