@@ -67,8 +67,11 @@ class Noise:
                 -(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, **rng(generator), device=like.device
             )
             return (bits.view(torch.int16)[:n] < int(level) - 32768).view(shape)
-        # compiled: one uniform per element, drawn inside the fused kernel
-        u = torch.rand(shape, **rng(generator), device=like.device, dtype=like.dtype)
+        # any other p, or compiled: one uniform per element (drawn inside the fused kernel when
+        # compiled). Half-precision uniforms have 8-11 bits, which moves P(u < p) off p (bfloat16
+        # at p = 0.3: 0.3018), so those draw float32 uniforms.
+        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        u = torch.rand(shape, **rng(generator), device=like.device, dtype=dtype)
         return u < self.param
 
     def __str__(self) -> str:
