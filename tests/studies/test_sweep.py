@@ -161,6 +161,22 @@ def test_stale_claims_are_taken_over(tmp_path):
     assert rows[0]["seeds"] == [0, 1] and not list(runs.glob("*.claim"))
 
 
+def test_a_claim_of_this_host_without_its_lock_is_stale_whatever_its_pid_now_is(tmp_path):
+    """After a restart pids are handed out again: a dead worker's claim can name a running
+    process, this one even. Its flock is free, so it is stale (it was skipped forever)."""
+    for pid in (os.getpid(), 1):
+        path = tmp_path / f"r{pid}.claim"
+        _write_claim(path, pid, socket.gethostname())
+        assert live_holder(path) == ""
+        logs = []
+        claim, holder = claim_run(path, log=logs.append)
+        assert claim is not None and holder == "", holder
+        assert logs == [f"took over the stale claim {path} (pid {pid} on host {socket.gethostname()} since 2026-01-01T00:00:00+0000)"]
+        assert live_holder(path).startswith(f"pid {os.getpid()} ")  # held now: its lock is taken
+        claim.release()
+        assert not path.exists()
+
+
 def test_a_claim_beats_its_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr(nsm.studies.claim, "HEARTBEAT_SECONDS", 0.05)
     path = tmp_path / "r.claim"

@@ -16,9 +16,10 @@ A claim that exists belongs to a live worker unless it is *stale*. Whoever wants
 first tries the claim's ``flock``: if that is refused the holder is alive. If it is granted
 (the kernel drops a dead process's ``flock``, even after SIGKILL), the claim is stale when
 
-- it was made on this host and its pid is no longer running, or
+- it was made on this host (its holder would still hold the ``flock``: a pid that is running
+  again after a restart, another process's or this one's, does not keep it alive), or
 - ``steal_after`` seconds were given and its heartbeat is older than that (the only way to
-  take over the claim of a worker on another host, whose pid cannot be checked from here).
+  take over the claim of a worker on another host, whose ``flock`` may not reach this one).
 
 The worker that finds a claim stale takes it over (it already holds the ``flock``: no second
 worker can judge the same claim stale at the same moment) and rewrites it with its own line.
@@ -53,16 +54,6 @@ def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
     if len(words) >= 5 and words[0] == "pid" and words[2:4] == ["on", "host"] and words[1].isdigit():
         return int(words[1]), words[4]
     return None, None
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 class RunClaim:
@@ -126,9 +117,13 @@ def _judge(path: Path, steal_after: Optional[float]) -> tuple[Optional[int], str
         except FileNotFoundError:
             os.close(fd)
             return None, ""
-        pid, host = _holder(text)
+        _, host = _holder(text)
         age = time.time() - os.fstat(fd).st_mtime
-        dead_here = host == socket.gethostname() and pid is not None and not _pid_running(pid)
+        # a worker holds its claim's flock from before the claim exists until after it is
+        # removed, so a claim of this host whose flock we were granted has no live holder,
+        # whatever its pid now names (after a restart pids are handed out again: a new
+        # process, this one even, may have it)
+        dead_here = host == socket.gethostname()
         if dead_here or (steal_after is not None and age > steal_after):
             return fd, text
         os.close(fd)
