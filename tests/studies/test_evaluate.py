@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nsm.cli import main
-from nsm.studies.evaluate import evaluate_run, load_trained
+from nsm.studies.evaluate import as_preprocessed_like, evaluate_run, load_trained
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 
@@ -74,7 +74,7 @@ def test_evaluate_command_writes_numbers_and_figures(runs, tmp_path, capsys):
     assert 0 <= u["error"] <= 1 and u["nll"] > 0 and 0 <= u["ece"] <= 1 and 0 <= u["brier"] <= 2
     assert u["mutual_information"] > 0  # the NSM's samples disagree
     assert dcnn["uncertainty"]["mutual_information"] == 0  # one deterministic pass
-    assert sorted(bnsm["accuracy_vs_samples"], key=int) == ["1", "2"] and list(dcnn["accuracy_vs_samples"]) == ["1"]
+    assert sorted(bnsm["accuracy_vs_samples"], key=int) == ["1", "2", "4"] and list(dcnn["accuracy_vs_samples"]) == ["1"]
     assert bnsm["rotation"]["angle"] == [0.0, 90.0] and len(bnsm["rotation"]["entropy"]) == 2
     ood = bnsm["ood"]
     assert ood["dataset"] == "fashion-mnist" and ood["n_in"] == ood["n_out"] == 40
@@ -91,10 +91,10 @@ def test_rotation_makes_the_nsm_less_certain(runs):
     the accuracy falls (a trained model, 100 images, S = 8)."""
     res = evaluate_run(
         runs["bnsm"],
-        samples=8,
+        samples=7,
         shift_subset=100,
         angles=[0, 90],
-        ood=None,
+        ood="none",  # as the command line spells it (was refused from Python)
         devices=False,
         test_subset=100,
         log=lambda *a: None,
@@ -102,6 +102,34 @@ def test_rotation_makes_the_nsm_less_certain(runs):
     rot = res["rotation"]
     assert rot["entropy"][1] > rot["entropy"][0]
     assert rot["accuracy"][1] < rot["accuracy"][0]
+    assert "ood" not in res
+    # the accuracy-against-S curve ends at the S reported (it stopped at 5 for S = 7)
+    assert list(res["accuracy_vs_samples"]) == ["1", "2", "5", "7"]
+    assert res["accuracy_vs_samples"]["7"] == res["uncertainty"]["accuracy"]
+
+
+def test_ood_images_are_preprocessed_as_the_models_own():
+    """CIFAR-style standardization with each dataset's own statistics: the OOD images are
+    mapped back to [0, 1] and standardized with the model's (they were scored as preprocessed
+    by their own); ZCA and a mix of preprocessed and raw datasets are refused."""
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.rand(6, 3, 4, 4, generator=gen, dtype=torch.float64)
+    own = {"preprocessing": "per-channel standardization", "mean": [0.2, 0.5, 0.7], "std": [0.1, 0.3, 0.2]}
+    model = {"preprocessing": "per-channel standardization", "mean": [0.4, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
+
+    def standardize(x, info):
+        m, sd = (torch.tensor(info[k], dtype=torch.float64).view(1, -1, 1, 1) for k in ("mean", "std"))
+        return ((x - m) / sd).float()
+
+    got = as_preprocessed_like(standardize(raw, own), own, model, "cifar100", "cifar10")
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, standardize(raw, model), atol=1e-5)
+    plain = raw.float()
+    assert as_preprocessed_like(plain, {}, {"split": "letters"}, "mnist", "emnist") is plain
+    with pytest.raises(ValueError, match="ZCA whitening"):
+        as_preprocessed_like(plain, own, {"preprocessing": "ZCA (eps=0.01) fitted on the training set"}, "cifar100", "cifar10")
+    with pytest.raises(ValueError, match="their preprocessing differs"):
+        as_preprocessed_like(plain, {}, model, "mnist", "cifar10")
 
 
 def test_bad_run_directories_are_refused(tmp_path, runs):

@@ -181,6 +181,35 @@ def _devices(model, x, y, samples, device, seed) -> dict:
     return sweeps
 
 
+def as_preprocessed_like(x: Tensor, own: dict, model_info: dict, name: str, model_dataset: str) -> Tensor:
+    """Out-of-distribution images ``x`` as the model's own dataset would have preprocessed them.
+
+    A dataset standardized with its own training statistics (CIFAR) gives images that differ
+    from the model's in their preprocessing, which is what a detector would then score: they
+    are mapped back to [0, 1] with their own statistics and standardized with the model's.
+    ZCA whitening is not undone here (its matrix is not kept): refused. Datasets without
+    fitted statistics (the [0, 1] images of MNIST, Fashion-MNIST, EMNIST) pass unchanged."""
+    own_pre, model_pre = own.get("preprocessing", ""), model_info.get("preprocessing", "")
+    if own_pre.startswith("ZCA") or model_pre.startswith("ZCA"):
+        raise ValueError(
+            f"OOD detection between {model_dataset} and {name} with ZCA whitening: the images would "
+            f"not share one whitening; evaluate a run trained without zca=True, or pass ood='none'"
+        )
+    if not own_pre and not model_pre:
+        return x
+    if "mean" not in own or "mean" not in model_info:
+        raise ValueError(
+            f"OOD detection between {model_dataset} ({model_pre or 'images in [0, 1]'}) and {name} "
+            f"({own_pre or 'images in [0, 1]'}): their preprocessing differs, and the detector would score "
+            f"that; pass ood='none'"
+        )
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean_o, std_o = (torch.tensor(own[k], dtype=torch.float64).view(shape) for k in ("mean", "std"))
+    mean_m, std_m = (torch.tensor(model_info[k], dtype=torch.float64).view(shape) for k in ("mean", "std"))
+    raw = x.to(torch.float64) * std_o + mean_o
+    return ((raw - mean_m) / std_m).to(x.dtype)
+
+
 def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
     """Refuse bad rotation angles and OOD names before any work (not after minutes of it)."""
     from ..data import DATASETS
@@ -188,7 +217,7 @@ def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
     bad = [a for a in angles if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)]
     if bad or not len(angles):
         raise ValueError(f"angles must be finite numbers (degrees), got {list(angles)!r}")
-    if ood not in (None, "auto") and ood not in DATASETS:
+    if ood not in (None, "auto", "none") and ood not in DATASETS:
         raise ValueError(f"ood must be 'auto', 'none' or a dataset name ({', '.join(DATASETS.names())}), got {ood!r}")
 
 
@@ -223,6 +252,7 @@ def evaluate_run(
         )
     )
     _check_shift_options(angles, ood)
+    ood = None if ood == "none" else ood
     model, config = load_trained(run_dir, device)
     label = config.get("model", config["network"])
     dataset_name = config.get("dataset", "mnist")
@@ -246,7 +276,8 @@ def evaluate_run(
     probs = _probs(model, x, S, batch_size, device)
     result["uncertainty"] = U.summarize(probs, y)
     result["reliability"] = U.reliability(probs.mean(0), y)
-    result["accuracy_vs_samples"] = {str(k): v for k, v in U.accuracy_vs_samples(probs, y).items()}
+    counts = [k for k in (1, 2, 5, 10, 20, 50, 100) if k < S] + [S]  # the curve ends at the reported S
+    result["accuracy_vs_samples"] = {str(k): v for k, v in U.accuracy_vs_samples(probs, y, counts).items()}
     del probs
 
     n_shift = min(shift_subset, x.shape[0])
@@ -262,7 +293,8 @@ def evaluate_run(
             )
         n_ood = min(n_shift, other.test_x.shape[0])
         log(f"{label}: OOD detection, {n_shift} {dataset_name} vs {n_ood} {ood_name} test images")
-        result["ood"] = {"dataset": ood_name, **_ood(model, x[:n_shift], other.test_x[:n_ood], S, batch_size, device)}
+        ood_x = as_preprocessed_like(other.test_x[:n_ood], other.info, ds.info, ood_name, dataset_name)
+        result["ood"] = {"dataset": ood_name, **_ood(model, x[:n_shift], ood_x, S, batch_size, device)}
     if devices:
         n_dev = min(device_subset, x.shape[0])
         S_dev = _samples_for(model, device_samples)
