@@ -27,13 +27,17 @@ so the NSM net has as many layers as the dCNN. Zero padding keeps sizes in both 
 layers after the first use the paper's ``variance="norm"``, which at the zero-padded border
 is the norm of the weights that meet the image (:class:`nsm.NSMConv2d`). There is no dropout: in the NSM
 the synaptic noise plays that part, and the dCNN is the plain network of the same shape.
+
+With a relaxed estimator (``estimator="binconcrete"``, output 2X - 1) every NSM layer is
+followed by :class:`nsm.SignSTE`, so the next layer reads +-1 states, as in the Table 6
+models; their ``"mean"`` pass is then their ``"threshold"`` pass.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..nn.layers import Binarize, MaxPool2d, NSMConv2d
+from ..nn.layers import Binarize, MaxPool2d, NSMConv2d, SignSTE
 from .registry import register_model
 
 __all__ = ["table7", "allconv"]
@@ -48,7 +52,10 @@ def _unit(kind: str, noise: str, p: float, sigma: float, options: dict):
             return [nn.Conv2d(c_in, c_out, k, padding=pad), nn.ReLU()]
         variance = "exact" if first else options.get("variance", "norm")
         opts = {**options, "variance": variance}
-        return [NSMConv2d(c_in, c_out, k, padding=pad, noise=noise, p=p, sigma=sigma, **opts)]
+        layer = NSMConv2d(c_in, c_out, k, padding=pad, noise=noise, p=p, sigma=sigma, **opts)
+        # A relaxed estimator outputs 2X - 1; the next layer takes its sign (identity gradient),
+        # as in the Table 6 models (docs/design.md §3).
+        return [layer, SignSTE()] if getattr(layer.estimator, "relaxed", False) else [layer]
 
     return conv
 
