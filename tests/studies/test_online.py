@@ -45,6 +45,14 @@ def test_online_learning_reduces_test_error(name, lr):
     assert end <= 0.2, res["test_error"]
 
 
+def test_a_network_fixed_noise_free_is_tested_in_one_pass():
+    """The BN baseline's layers are stochastic layers fixed at "threshold": no noise, so one
+    pass, as nsm evaluate does (it reported S passes, each the same, at S times the cost)."""
+    d = toy_dataset()
+    res = train_online(_model("bn"), d.train_x, d.train_y, d.test_x, d.test_y, eval_at=[0, 10], samples=4)
+    assert res["failed"] is None and res["samples"] == 1
+
+
 def test_batch_norm_fails_on_a_batch_of_one():
     d = toy_dataset()
     res = train_online(_model("dcnn-bn"), d.train_x, d.train_y, d.test_x, d.test_y, eval_at=[0, 10, 90])

@@ -30,6 +30,7 @@ __all__ = [
     "MaxPool2d",
     "NSMLayer",
     "Stochastic",
+    "noisy_layers",
     "nsm_layers",
     "stochastic_layers",
     "set_generator",
@@ -376,6 +377,12 @@ def nsm_layers(model: nn.Module):
 def stochastic_layers(model: nn.Module):
     """Every module with noise (NSM layers and stochastic baseline units), in order."""
     return [m for m in model.modules() if isinstance(m, Stochastic)]
+
+
+def noisy_layers(model: nn.Module):
+    """The stochastic layers whose passes differ: those not fixed in a noise-free mode (the BN
+    baseline's are fixed at ``"threshold"``). A model without any needs one pass, not S."""
+    return [m for m in stochastic_layers(model) if getattr(m, "fixed_mode", None) is None]
 
 
 def set_generator(model: nn.Module, generator: Optional[torch.Generator]) -> nn.Module:

@@ -97,7 +97,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..nn.functional import MODES, firing_probability, sign
-from ..nn.layers import NSMLayer, Stochastic, stochastic_layers
+from ..nn.layers import NSMLayer, Stochastic, noisy_layers
 from ..nn.mc import mc_predict
 from ..utils.checks import check_int
 
@@ -500,7 +500,7 @@ def accuracy_under(
         if not isinstance(dm, DeviceModel):
             raise ValueError(f"device_models[{key!r}] must be a DeviceModel, got {type(dm).__name__}")
     _check_generator(generator)
-    S = samples if stochastic_layers(model) else 1
+    S = samples if noisy_layers(model) else 1
     param = next(model.parameters(), None)
     where = param.device if param is not None else x.device
     result = {}

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import build_model
-from ..nn.layers import stochastic_layers
+from ..nn.layers import noisy_layers
 from ..nn.mc import mc_sample_probs
 from ..training.checkpoint import read_checkpoint
 from ..utils.checks import check_int
@@ -120,8 +120,7 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
 def _samples_for(model: nn.Module, samples: int) -> int:
     """``samples`` for a network with noise, 1 for one without (layers fixed in a noise-free
     mode, as the BN baseline's, have none)."""
-    noisy = [m for m in stochastic_layers(model) if getattr(m, "fixed_mode", None) is None]
-    return samples if noisy else 1
+    return samples if noisy_layers(model) else 1
 
 
 def _probs(model: nn.Module, x: Tensor, samples: int, batch_size: int, device) -> Tensor:

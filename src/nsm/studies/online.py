@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data import Dataset, load_dataset
 from ..models import build_model
-from ..nn.layers import stochastic_layers
+from ..nn.layers import noisy_layers
 from ..training.config import MAX_THREADS, model_for_dataset
 from ..training.loop import evaluate, resolve_device, train_step
 from ..utils.checks import check_int, is_int
@@ -136,7 +136,7 @@ def train_online(
     points = default_eval_at(n) if eval_at is None else _check_eval_at(eval_at, n)
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     model.to(device)
-    samples = samples if stochastic_layers(model) else 1
+    samples = samples if noisy_layers(model) else 1
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
 
