@@ -14,6 +14,10 @@ are the eager ones; the random numbers are not the same bits (inductor draws its
   without ``--record``. Only the training step is compiled: compiled Monte-Carlo passes were
   measured slower than eager ones on the CPU, so evaluation stays eager.
 
+A model that computes its own update (the S2M's ``contrastive_divergence``) trains eagerly
+whatever the mode: its step does not go through ``forward``, so there is nothing to compile;
+the run's log line says so.
+
 If compiling fails (no C++ compiler for inductor, an unsupported operation), the run says so
 once and goes on eagerly: :class:`Compiled`.
 """
@@ -43,13 +47,23 @@ FASTER_COMPILED = ("bnsm", "bn")
 
 
 def decide(
-    mode: str, *, network: str, sampler: Optional[str], steps: int, record: bool, distributed: bool
+    mode: str,
+    *,
+    network: str,
+    sampler: Optional[str],
+    steps: int,
+    record: bool,
+    distributed: bool,
+    own_update: bool = False,
 ) -> tuple[bool, str]:
-    """(compile?, why) for a run of ``steps`` optimizer steps of ``network``."""
+    """(compile?, why) for a run of ``steps`` optimizer steps of ``network``; ``own_update``:
+    the model computes its own update (``contrastive_divergence``), never compiled."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
     if mode == "off":
         return False, "--compile off"
+    if own_update:
+        return False, f"{network} computes its own update by contrastive divergence, not through forward: eager"
     if mode == "on":
         return True, "--compile on"
     if record:
@@ -69,6 +83,11 @@ class Compiled(nn.Module):
     saving, loading and :func:`nsm.forward_mode` act on ``model``."""
 
     def __init__(self, model: nn.Module, log: Callable[[str], None] = print) -> None:
+        if hasattr(model, "contrastive_divergence"):  # train_step would not find it on the wrapper
+            raise TypeError(
+                f"{type(model).__name__} computes its own update by contrastive divergence, not through forward: "
+                f"nothing to compile"
+            )
         super().__init__()
         self.model = model
         object.__setattr__(self, "_fast", torch.compile(model, fullgraph=True))  # not a second submodule

@@ -10,7 +10,10 @@ copy per process, wrapped in ``DistributedDataParallel``:
   ``world_size`` contiguous, disjoint parts (:meth:`Group.part`), one per process. Each
   process's loss is weighted by ``world_size * n_r / n`` (n_r of the batch's n examples are
   its own), so DDP's average of the gradients is the gradient of the mean loss over the whole
-  batch, as in one process, also for a smaller last batch;
+  batch, as in one process, also for a smaller last batch. Not so where the loss of an example
+  depends on the others of its batch: a model with batch normalization (each process would
+  normalize with the statistics of its own part) is refused, as are the S2M (its contrastive
+  divergence is not DDP's gradient) and ``--record``;
 - noise: process r reseeds torch with :func:`noise_seed` (``seed + 1000003 * r``) after the
   model is built (the same initial weights everywhere), so every process draws other noise
   and the same world size and seed give the same run;

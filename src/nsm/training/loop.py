@@ -310,9 +310,13 @@ def fit(
     ``dataset``: the data to train and test on, used as given; the config's data fields
     (``data_dir``, ``train_subset``, ``test_subset``, ``dataset_options``) then take no part,
     and ``config.json`` records the sizes actually used (``_environment``: ``n_train``, ``n_test``).
+    A model with batch normalization is refused, before any work, a batch of one example (the
+    last of an epoch included), which it cannot train on.
 
     Launched by ``torchrun`` with several processes, every process calls ``fit`` and they
     train one DDP model together (:mod:`nsm.training.distributed`); rank 0 alone writes and logs.
+    What DDP would not train as one process does is refused: ``--record``, the S2M, models with
+    batch normalization.
     Such a run resumes under ``torchrun`` with as many processes (each gets back its own
     random state), and only so: another number is refused.
     """
@@ -376,6 +380,7 @@ def fit(
         if group.active:
             _check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
             torch.manual_seed(noise_seed(config.seed, group.rank))  # the same weights, other noise per rank
+        _check_batch_norm(config, model, dataset.train_x.shape[0])
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = make_scheduler(optimizer, config)
         data_gen = torch.Generator().manual_seed(config.seed)
@@ -487,12 +492,45 @@ def _check_distributed(
             f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
             f"does not average: train it in one process"
         )
+    if model is not None and _has_batch_norm(model):
+        raise ValueError(
+            f"model {config.model!r} has batch normalization: each process would normalize its part of "
+            f"a batch with that part's statistics, so the averaged gradient is not the one of the whole "
+            f"batch; train it in one process"
+        )
     if n_train is not None and 0 < n_train % config.batch_size < w:
         raise ValueError(
             f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
             f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
             f"processes; change --batch-size or --train-subset"
         )
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _check_batch_norm(config: TrainConfig, model: nn.Module, n_train: int) -> None:
+    """Refuse, before any work, a batch of one example for a model with batch normalization:
+    in training mode it normalizes with the batch's statistics, which one example does not
+    have (PyTorch raises "Expected more than 1 value per channel when training")."""
+    if not _has_batch_norm(model):
+        return
+    remedy = "change --batch-size or --train-subset"
+    if config.batch_size == 1:
+        where = "every batch has one (--batch-size 1)"
+        remedy = "use a larger --batch-size"
+    elif n_train % config.batch_size == 1:
+        where = f"the last batch of every epoch has one ({n_train} training images, batch size {config.batch_size})"
+    elif config.record and config.record_probe == 1:  # (one training image: caught above)
+        where = "the probe batch of --record has one (record_probe 1)"
+        remedy = "raise record_probe"
+    else:
+        return
+    raise ValueError(
+        f"model {config.model!r} has batch normalization, which cannot train on a batch of one example, "
+        f"and {where}; {remedy}"
+    )
 
 
 def _train_run(
@@ -541,6 +579,7 @@ class _Run:
             steps=config.epochs * self.n_batches,
             record=config.record,
             distributed=group.active,
+            own_update=hasattr(model, "contrastive_divergence"),
         )
         log(f"torch.compile: {'yes' if use else 'no'} ({why})")
         if config.lr_schedule == "linear" and config.lr_decay_start >= config.epochs - 1:

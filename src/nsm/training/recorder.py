@@ -22,7 +22,9 @@ network order, the readout included):
   is stored per layer.
 
 Everything the recorder draws (noise in the probe passes) comes from a forked random state,
-so a run with ``--record`` trains exactly as the same run without it. The files, rewritten
+and what its passes in training mode change in the models' buffers (the running statistics
+of batch normalization) is put back after them (:func:`kept_buffers`), so a run with
+``--record`` trains exactly as the same run without it. The files, rewritten
 atomically at each record point, are in ``RUN_DIR/record/``; :mod:`nsm.studies.figures` reads them::
 
     layers.json       the layers (name, module path, type, shape, initial mean and std)
@@ -35,6 +37,7 @@ atomically at each record point, are in ``RUN_DIR/record/``; :mod:`nsm.studies.f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -61,6 +64,7 @@ __all__ = [
     "copy_weights",
     "layer_gradients",
     "gradient_agreement",
+    "kept_buffers",
     "make_recorder",
     "PERCENTILES",
 ]
@@ -170,16 +174,34 @@ def copy_weights(source: nn.Module, target: nn.Module) -> None:
                     q.copy_(p)
 
 
+@contextlib.contextmanager
+def kept_buffers(*modules: nn.Module):
+    """The buffers of ``modules`` as they were before the block, put back after it (in place):
+    a pass in training mode moves the running statistics of batch normalization
+    (``running_mean``, ``running_var``, ``num_batches_tracked``), which a measurement must not."""
+    saved = [(m, {name: b.detach().clone() for name, b in m.named_buffers()}) for m in modules]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for name, b in buffers.items():
+                    m.get_buffer(name).copy_(b)
+
+
 def layer_gradients(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1) -> dict[str, Tensor]:
     """Per weight layer, the gradient of the cross-entropy on (x, y) w.r.t. its weight,
-    averaged over ``draws`` stochastic passes (train mode). ``.grad`` is left untouched."""
+    averaged over ``draws`` stochastic passes in the model's mode (batch normalization in
+    training mode: the statistics of (x, y)). ``.grad`` and the buffers (:func:`kept_buffers`)
+    are left untouched."""
     params = [m.weight for _, _, m in weight_layers(model)]
     total = [torch.zeros_like(p) for p in params]
-    for _ in range(draws):
-        loss = F.cross_entropy(model(x), y)
-        for t, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
-            if g is not None:
-                t.add_(g)
+    with kept_buffers(model):
+        for _ in range(draws):
+            loss = F.cross_entropy(model(x), y)
+            for t, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                if g is not None:
+                    t.add_(g)
     return {name: t / draws for (name, _, _), t in zip(weight_layers(model), total)}
 
 
@@ -390,8 +412,8 @@ class Recorder:
 
         handle = layer.register_forward_hook(hook)
         try:
-            self.model.train()
-            with torch.no_grad():
+            self.model.train()  # the units as training sees them (batch normalization: batch statistics)
+            with torch.no_grad(), kept_buffers(self.model):
                 self.model(self.probe_x)
         finally:
             handle.remove()
