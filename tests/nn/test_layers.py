@@ -1,5 +1,6 @@
 """The layer API: parameters, shapes, registries, evaluation modes, and every invalid argument."""
 
+import math
 import re
 
 import pytest
@@ -156,3 +157,13 @@ def test_invalid_sizes_shapes_and_modes():
     with pytest.raises(ValueError, match="mode must be one of"):
         with nsm.forward_mode(nsm.NSMLinear(2, 2), "deterministic"):
             pass
+
+
+def test_firing_probability_keeps_the_lower_tail():
+    """P = erfc(-t)/2 = (1 + erf t)/2, computed without cancelling: against math.erfc, 1e-12
+    relative in float64 and 1e-5 in float32 (1 + erf(t) gave 0 below t = -6 and t = -4)."""
+    ts = [-9.0, -6.0, -4.0, -3.0, -0.5, 0.0, 0.5, 3.0]
+    for dtype, rel in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        got = NF.firing_probability(torch.tensor(ts, dtype=dtype)).tolist()
+        for t, g in zip(ts, got):
+            assert g == pytest.approx(0.5 * math.erfc(-t), rel=rel, abs=0), (dtype, t)

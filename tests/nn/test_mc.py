@@ -124,3 +124,22 @@ def test_mc_predict_rejects_bad_arguments(kwargs, message):
         nsm.mc_predict(model, torch.randn(2, 3), **kwargs)
     with pytest.raises(ValueError, match="non-empty batch"):
         nsm.mc_predict(model, torch.randn(0, 3))
+
+
+def test_a_float64_model_is_averaged_in_float64():
+    """mc_predict cast a float64 model's logits to float32 (2.6e-8 off its own mean pass)."""
+    model, _, _ = _one_unit_model()
+    x = torch.randn(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    got = nsm.mc_predict(model, x, 3, mode="mean")
+    with nsm.forward_mode(model, "mean"), torch.no_grad():
+        want = torch.softmax(model(x), -1)
+    assert got.dtype == torch.float64 and nsm.nn.mc.mc_sample_probs(model, x, 2).dtype == torch.float64
+    assert (got - want).abs().max().item() < 1e-15
+    assert nsm.mc_predict(model.float(), x.float(), 3).dtype == torch.float32
+
+
+def test_logits_of_another_shape_are_refused():
+    """A model that returns (N, 2, 3) had its outputs flattened into 6 'classes' per row."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3)))
+    with pytest.raises(ValueError, match=r"returned logits of shape \(2, 2, 3\) for 2 examples; expected \(2, classes\)"):
+        nsm.mc_predict(model, torch.randn(2, 4), 1)

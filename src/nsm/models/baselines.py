@@ -134,7 +134,7 @@ class NoisyReLU(Stochastic, nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         if self.mode == "mean":
             z = u / self.sigma
-            cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+            cdf = 0.5 * torch.erfc(-z / math.sqrt(2.0))  # Phi(z), exact in the lower tail too
             pdf = torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
             return u * cdf + self.sigma * pdf
         if self.mode != "sample":
@@ -191,8 +191,11 @@ class SigmoidBernoulli(Stochastic, nn.Module):
         if self.mode == "threshold":
             z = sign(u)
         else:
-            uni = torch.rand(u.shape, **rng(self.generator), device=u.device, dtype=u.dtype)
-            z = sign(torch.sigmoid(u.detach()) - uni)  # P(z = +1) = P(U < sigmoid(u))
+            # P(z = +1) = P(U < sigmoid(u)); a half-precision uniform (8-11 bits) would move that
+            # probability, so half-precision models compare in float32
+            dtype = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
+            uni = torch.rand(u.shape, **rng(self.generator), device=u.device, dtype=dtype)
+            z = sign(torch.sigmoid(u.detach().to(dtype)) - uni).to(u.dtype)
         return z + (mean - mean.detach()) if mean.requires_grad else z
 
 

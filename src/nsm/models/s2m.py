@@ -99,8 +99,9 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         if self.mode == "mean":  # the firing probability P(u > 0)
             return firing_probability(mean / (var * 2).sqrt().clamp_min(1e-12))
         if self.sampler == "synapse":
+            dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype  # exact P(U < p)
             mask = (
-                torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=x.dtype)
+                torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=dtype)
                 < self.p
             )
             u = torch.einsum("ni,nio,io->no", x, mask.to(x.dtype), w) + bias

@@ -117,6 +117,12 @@ class _SignProb(torch.autograd.Function):
     def backward(ctx, grad):
         s, scale, offset = ctx.saved_tensors
         t = s * scale if offset is None else torch.addcmul(offset, s, scale)
+        if torch.is_grad_enabled():  # create_graph=True: the same gradient, out of place, differentiable
+            g = torch.exp(-t.square()) * grad * _TWO_OVER_SQRT_PI
+            g_offset = None if offset is None or not ctx.needs_input_grad[3] else g.sum_to_size(offset.shape)
+            g_s = g * scale if ctx.needs_input_grad[1] else None
+            g_scale = (g * s).sum_to_size(scale.shape) if ctx.needs_input_grad[2] else None
+            return None, g_s, g_scale, g_offset
         g = t.square_().neg_().exp_().mul_(grad).mul_(_TWO_OVER_SQRT_PI)  # d loss / d t
         g_offset = None if offset is None or not ctx.needs_input_grad[3] else g.sum_to_size(offset.shape)
         g_s = g * scale if ctx.needs_input_grad[1] else None
@@ -175,8 +181,10 @@ def drive(s: Tensor, wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c
 
 
 def firing_probability(t: Tensor) -> Tensor:
-    """P(z = +1) = 1/2 (1 + erf(t)) for the drive t."""
-    return 0.5 * (1.0 + torch.erf(t))
+    """P(z = +1) = 1/2 (1 + erf(t)) for the drive t, computed as erfc(-t)/2: the same number
+    without cancelling in the lower tail (1 + erf(t) lost every digit below t = -6 in float64
+    and t = -4 in float32; erfc keeps P down to the smallest float)."""
+    return 0.5 * torch.erfc(-t)
 
 
 def row_norms(weight: Tensor) -> Tensor:

@@ -96,7 +96,7 @@ def _run(model: nn.Module, rep: Tensor, shape: tuple, k: int) -> Tensor:
             f"the model returned a {type(logits).__name__}; mc_predict needs a model that "
             f"returns one tensor of logits (N, classes)"
         )
-    if logits.dim() < 1 or logits.shape[0] != rep.shape[0]:
+    if logits.dim() != 2 or logits.shape[0] != rep.shape[0]:
         raise ValueError(
             f"the model returned logits of shape {tuple(logits.shape)} for {rep.shape[0]} "
             f"examples; expected ({rep.shape[0]}, classes)"
@@ -124,14 +124,17 @@ def _passes(model: nn.Module, x: Tensor, n_samples: int, mode: str, max_pass: in
                 rep = xb.repeat((k,) + (1,) * (xb.dim() - 1))  # (k*n, ...) sample-major
                 with _set_layers(model, "copies", k):  # lets the first layer share op(x, w)
                     logits = _run(model, rep, tuple(x.shape), k)
-                yield rows, torch.softmax(logits.float(), dim=-1).view(k, n, -1)
+                # float32 at least (half-precision models), float64 kept
+                dtype = torch.promote_types(logits.dtype, torch.float32)
+                yield rows, torch.softmax(logits.to(dtype), dim=-1).view(k, n, -1)
                 done += k
 
 
 def mc_predict(
     model: nn.Module, x: Tensor, n_samples: int = 100, *, mode: str = "sample", max_pass: Optional[int] = None
 ) -> Tensor:
-    """Mean over ``n_samples`` stochastic passes of softmax(model(x)): (N, K) probabilities.
+    """Mean over ``n_samples`` stochastic passes of softmax(model(x)): (N, K) probabilities
+    (float64 for a float64 model, float32 otherwise).
 
     ``max_pass`` bounds the examples in one forward pass (memory grows linearly with it);
     default 200 on the CPU (larger passes fall out of cache and run slower there: measured
@@ -142,10 +145,11 @@ def mc_predict(
     max_pass = _default_pass(x, max_pass)
     _check(x, n_samples, max_pass)
     out: Optional[Tensor] = None
-    count = torch.zeros(x.shape[0], 1, device=x.device)
+    count: Optional[Tensor] = None
     for rows, p in _passes(model, x, n_samples, mode, max_pass):
         if out is None:
-            out = torch.zeros(x.shape[0], p.shape[-1], device=p.device)
+            out = torch.zeros(x.shape[0], p.shape[-1], device=p.device, dtype=p.dtype)
+            count = torch.zeros(x.shape[0], 1, device=p.device, dtype=p.dtype)
         out[rows] += p.sum(0)
         count[rows] += p.shape[0]
     return out / count
