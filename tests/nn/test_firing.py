@@ -142,3 +142,73 @@ def test_binconcrete_threshold_probability():
         target = p / (1 + p) if alpha == "probability" else p
         tol = 4.5 * torch.sqrt(target * (1 - target) / N)
         assert torch.all((freq - target).abs() <= tol), (alpha, freq, target)
+
+
+def _zero_variance_cases(sampler):
+    """Layers with one unit that has no variance, and the input that makes it so: a receptive
+    field of zeros (variance="exact", real-valued input) or an all-zero filter / weight row."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    x[0, 0, 0, 0] = 0.8  # unit (4, 4) of a 3x3 padded convolution sees only zeros
+    for bias, scale in ((False, "weight"), (True, "weight"), (True, "unit")):
+        for b in ((0.3, -0.3) if bias else (None,)):
+            conv = nsm.NSMConv2d(
+                1, 1, 3, padding=1, variance="exact", bias=bias, bias_scale=scale, sampler=sampler, dtype=torch.float64
+            )
+            if bias:
+                with torch.no_grad():
+                    conv.bias.fill_(b)
+            yield f"exact conv bias={b} {scale}", conv, x, (0, 0, 4, 4), b is None or b >= 0
+    lin = nsm.NSMLinear(6, 3, sampler=sampler, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight[1] = 0.0  # a unit whose weights are all zero: u = b
+        lin.bias[1] = -0.2
+    z = torch.randint(0, 2, (1, 6), generator=g).double() * 2 - 1
+    yield "zero weight row", lin, z, (0, 1), False
+
+
+@pytest.mark.parametrize("sampler", ["neuron", "probability"])
+def test_a_unit_without_variance_fires_as_its_samplers_do(sampler):
+    """Var[u] = 0 means u = E[u] = b: P = 1 if b >= 0 (sgn(0) = +1, none without bias) else 0.
+    P said 1/2 (no bias) or Phi(b / c) (unit-scaled bias) while the `neuron` sampler fired
+    always and the `probability` sampler half the time; the gradient to the inputs was 1e11.
+    Now P, both samplers (4000 draws: exactly P) and a zero, finite gradient agree."""
+    for name, layer, x, unit, fires in _zero_variance_cases(sampler):
+        want = 1.0 if fires else 0.0
+        assert layer.firing_probability(x)[unit].item() == want, name
+        states = layer(x.expand(4000, *x.shape[1:]))[(slice(None),) + unit[1:]]
+        assert (states == (1.0 if fires else -1.0)).all(), (name, states.mean())
+        for mode in ("mean", "threshold"):
+            with nsm.forward_mode(layer, mode):
+                assert layer(x)[unit].item() == (1.0 if fires else -1.0), (name, mode)
+        xg = x.clone().requires_grad_(True)
+        layer(xg).sum().backward()
+        assert torch.isfinite(xg.grad).all() and xg.grad.abs().max() < 100, (name, xg.grad.abs().max())
+        assert all(torch.isfinite(p.grad).all() for p in layer.parameters()), name
+        layer.zero_grad()
+
+
+@pytest.mark.parametrize("variance, padding", [("norm", 1), ("exact", 0), ("exact", 1)])
+def test_float16_layers_with_large_weights_keep_their_law(variance, padding):
+    """A float16 sum of w^2 overflowed above 65504 (||w|| > 256): P became 1/2 everywhere
+    (0.47 off the float64 P). The sums are float32 now: P within 0.01 of float64's."""
+    torch.manual_seed(0)
+    conv = nsm.NSMConv2d(2, 3, 3, padding=padding, variance=variance, dtype=torch.float64)
+    with torch.no_grad():
+        conv.weight.mul_(300 / conv.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+    x = 0.9 * (torch.rand(4, 2, 6, 6, dtype=torch.float64) - 0.5).sign()  # sum x^2 w^2 = 0.81 * 90000
+    p64 = conv.firing_probability(x)
+    p16 = conv.to(torch.float16).firing_probability(x.half())
+    assert p16.dtype == torch.float16 and torch.isfinite(p16).all()
+    assert (p16.double() - p64).abs().max() < 0.01
+
+
+def test_float16_unit_with_zero_weights_is_not_nan():
+    """The 1e-12 floor of ||w|| was 0 in float16: P and the `probability` sampler's states were NaN."""
+    lin = nsm.NSMLinear(4, 2, sampler="probability").half()
+    with torch.no_grad():
+        lin.weight[0] = 0.0
+        lin.bias.zero_()
+    z = torch.ones(50, 4, dtype=torch.float16)
+    assert lin.firing_probability(z)[:, 0].tolist() == [1.0] * 50
+    assert (lin(z)[:, 0] == 1).all()

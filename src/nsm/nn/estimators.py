@@ -43,7 +43,7 @@ class ProbEstimator:
     def __call__(self, u, ps, generator=None):
         if not torch.is_grad_enabled():
             return sign(u, inplace=True)
-        return sign_prob(u, ps.s, ps.scale, ps.offset)
+        return sign_prob(u, ps.s, *ps.terms())
 
     def __repr__(self):
         return "prob"

@@ -172,12 +172,41 @@ def binarize_input(x: Tensor) -> Tensor:
 VARIANCES = ("norm", "exact")
 
 
-def drive(s: Tensor, wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> Tensor:
-    """t = E[u] / sqrt(2 Var[u]) = beta * s / ||w|| + b / (c ||w||), with s = op(z, w)."""
-    scale = magnitude / wnorm  # per output (or per element for variance="exact")
+# The drive of a unit without variance (every synapse meets a zero input or has a zero weight):
+# u = E[u] exactly, so P is 1 or 0; a t this large gives erf(t) = +-1 and exp(-t^2) = 0 in any
+# float type, and stays finite through every sampler and gradient.
+ZERO_VARIANCE_DRIVE = 1e4
+
+
+def norm_floor(dtype: torch.dtype) -> float:
+    """The smallest ||w|| (or sqrt(Var[u] / Var[xi])) kept: below it a unit has no variance.
+    1e-12, or the smallest normal number of a type that has no 1e-12 (float16: 6.1e-5)."""
+    return max(1e-12, torch.finfo(dtype).tiny)
+
+
+def drive_terms(wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> tuple[Tensor, Tensor]:
+    """(scale, offset) with t = s * scale + offset: beta / ||w|| and b / (c ||w||).
+
+    Where ||w|| is at its floor (:func:`norm_floor`) the unit has no variance: u = b exactly
+    (s = 0 there, each z_j w_j being 0), so it fires with probability 1 if b >= 0 (sgn(0) = +1;
+    no bias: b = 0) and 0 otherwise; scale is then 0 and offset +-ZERO_VARIANCE_DRIVE, which
+    every sampler, P and the gradients (0) agree with. Dividing by the floor instead gave P = 1/2
+    (no bias), P = Phi(b / c) (unit-scaled bias) and gradients of 1e11 to the inputs."""
+    zero = wnorm <= norm_floor(wnorm.dtype)
+    safe = wnorm.masked_fill(zero, 1.0)  # no division by the floor, even where it is not kept
+    scale = (magnitude / safe).masked_fill(zero, 0.0)
+    big = ZERO_VARIANCE_DRIVE
     if bias is None:
-        return s * scale
-    return torch.addcmul(bias / (c * wnorm), s, scale)  # one pass over the output
+        return scale, zero.to(wnorm.dtype) * big
+    sure = torch.where(bias >= 0, big, -big).to(wnorm.dtype)
+    return scale, torch.where(zero, sure, bias / (c * safe))
+
+
+def drive(s: Tensor, wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> Tensor:
+    """t = E[u] / sqrt(2 Var[u]) = beta * s / ||w|| + b / (c ||w||), with s = op(z, w)
+    (:func:`drive_terms`: a unit without variance has t = +-ZERO_VARIANCE_DRIVE)."""
+    scale, offset = drive_terms(wnorm, magnitude, bias, c)
+    return torch.addcmul(offset, s, scale)  # one pass over the output
 
 
 def firing_probability(t: Tensor) -> Tensor:
@@ -189,8 +218,9 @@ def firing_probability(t: Tensor) -> Tensor:
 
 def row_norms(weight: Tensor) -> Tensor:
     """||w_i|| per output unit (a row of a matrix, a whole filter of a convolution), floored at
-    1e-12 so that a unit whose weights are all zero divides by a small number, not by zero."""
-    return weight.flatten(1).norm(dim=1).clamp_min(1e-12)
+    :func:`norm_floor` (1e-12) so that a unit whose weights are all zero divides by a small
+    number, not by zero (and :func:`drive_terms` knows it has no variance)."""
+    return weight.flatten(1).norm(dim=1).clamp_min(norm_floor(weight.dtype))
 
 
 def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padded: bool = False) -> Tensor:
@@ -202,13 +232,21 @@ def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padd
     synapses, and this is the law its noise gives it. Costs one product on one example.
     ``"exact"``: sqrt(op(z^2, w^2)) per output element; exact for any input (real-valued
     ones too). Costs one more product on the whole batch.
+    Half-precision layers compute these sums in float32: in float16 a sum of w^2 above 65504
+    (||w|| > 256) was infinite (P = 1/2 for every unit), and the floor was 0.
     """
-    if variance == "norm":
-        if padded:
-            ones = torch.ones(x.shape[-3:], dtype=x.dtype, device=x.device)  # one unbatched example
-            return op(ones, weight * weight).clamp_min(1e-24).sqrt()
+    if variance == "norm" and not padded:
         return row_norms(weight).view(shape)
-    return op(x * x, weight * weight).clamp_min(1e-24).sqrt()
+    dtype = weight.dtype
+    wide = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    w2 = weight.to(wide).square()
+    if variance == "norm":
+        ones = torch.ones(x.shape[-3:], dtype=wide, device=x.device)  # one unbatched example
+        var = op(ones, w2)
+    else:
+        xw = x.to(wide)
+        var = op(xw * xw, w2)
+    return var.clamp_min(norm_floor(dtype) ** 2).sqrt().to(dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -283,15 +321,11 @@ class Pass:
             return self._t
         return drive(self.s, self.wnorm, self.magnitude, self.bias, self.noise.c)
 
-    @property
-    def scale(self) -> Tensor:
-        """beta / ||w||: t = s * scale + offset."""
-        return self.magnitude / self.wnorm
-
-    @property
-    def offset(self) -> Optional[Tensor]:
-        """b / (c ||w||), or None without bias."""
-        return None if self.bias is None else self.bias / (self.noise.c * self.wnorm)
+    def terms(self) -> tuple[Tensor, Tensor]:
+        """(scale, offset) = (beta / ||w||, b / (c ||w||)), t = s * scale + offset (a unit
+        without variance: 0 and +-ZERO_VARIANCE_DRIVE; :func:`drive_terms`). Not cached: they
+        must carry the graph of the autograd mode of the caller."""
+        return drive_terms(self.wnorm, self.magnitude, self.bias, self.noise.c)
 
     @property
     def std(self) -> Tensor:
@@ -397,7 +431,7 @@ def nsm_forward(
     if mode == "mean":
         return torch.erf(ps.t)
     if mode == "threshold":
-        return sign_prob(ps.t.detach(), ps.s, ps.scale, ps.offset)
+        return sign_prob(ps.t.detach(), ps.s, *ps.terms())
     if mode != "sample":
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if torch.is_grad_enabled():
