@@ -269,8 +269,9 @@ def test_half_precision_stochastic_units_fire_at_their_law(dtype):
     p = torch.sigmoid(u[:1].double()).item()  # the probability of the rounded drive
     freq = (unit(u) == 1).double().mean().item()
     assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n), (freq, p)
-    s2m = SynapticSamplingMachine(1, 2, hidden=1, label_copies=1, p=0.3, sampler="synapse",
-                                  generator=torch.Generator().manual_seed(4))
+    s2m = SynapticSamplingMachine(
+        1, 2, hidden=1, label_copies=1, p=0.3, sampler="synapse", generator=torch.Generator().manual_seed(4)
+    )
     x, w, bias = torch.ones(n, 1, dtype=dtype), torch.ones(1, 1, dtype=dtype), torch.full((1,), -0.5, dtype=dtype)
     freq = s2m._fire(x, w, bias).double().mean().item()  # fires iff its one synapse transmits
     assert abs(freq - 0.3) < 4 * math.sqrt(0.21 / n), freq

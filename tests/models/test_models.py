@@ -1,5 +1,7 @@
 """The registered networks: SI Table 6 as bNSM, gNSM and dCNN."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -132,6 +134,35 @@ def test_fixed_options_are_refused_clearly():
         nsm.build_model("ste", estimator="prob")
     with pytest.raises(ValueError, match="model 'gnsm' fixes noise='gaussian'"):
         nsm.build_model("gnsm", noise="bernoulli")
+
+
+def test_options_that_would_change_nothing_are_refused():
+    """bnsm took sigma, gnsm p_conv / p_fc, bn an estimator and a sampler, and ignored them;
+    bnsm-allconv with noise= ended in a TypeError."""
+    cases = [
+        ("bnsm", dict(sigma=2.0), "bernoulli synapses have no sigma"),
+        ("bnsm-wide", dict(sigma=2.0), "bernoulli synapses have no sigma"),
+        ("gnsm", dict(p_conv=0.5), "gaussian synapses have no p_conv"),
+        ("gnsm", dict(p_fc=0.3, p_conv=0.5), "gaussian synapses have no p_conv, p_fc"),
+        ("bnsm-allconv", dict(sigma=2.0, width=0.1), "bernoulli synapses have no sigma"),
+        ("gnsm-table7", dict(p=0.3, width=0.1), "gaussian synapses have no p "),
+        ("bnsm-allconv", dict(noise="gaussian", width=0.1), "model 'bnsm-allconv' fixes noise='bernoulli'"),
+        ("bn", dict(estimator="ste"), "model 'bn' takes no estimator: its units are noise-free"),
+        ("bn", dict(sampler="probability", alpha="odds"), "model 'bn' takes no alpha, sampler"),
+    ]
+    for name, options, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            nsm.build_model(name, **options)
+    # the options of the model's own noise still reach its layers
+    assert {layer.noise.param for layer in nsm.nn.layers.nsm_layers(nsm.build_model("gnsm", sigma=0.5))} == {0.5}
+    assert [layer.noise.param for layer in nsm.nn.layers.nsm_layers(nsm.build_model("bnsm", p_conv=0.3))] == [
+        0.3,
+        0.3,
+        0.5,
+    ]
+    assert {
+        layer.noise.param for layer in nsm.nn.layers.nsm_layers(nsm.build_model("gnsm-table7", sigma=2.0, width=0.1))
+    } == {2.0}
 
 
 def test_the_candidate_variants_change_one_thing_each():

@@ -141,5 +141,7 @@ def test_a_float64_model_is_averaged_in_float64():
 def test_logits_of_another_shape_are_refused():
     """A model that returns (N, 2, 3) had its outputs flattened into 6 'classes' per row."""
     model = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3)))
-    with pytest.raises(ValueError, match=r"returned logits of shape \(2, 2, 3\) for 2 examples; expected \(2, classes\)"):
+    with pytest.raises(
+        ValueError, match=r"returned logits of shape \(2, 2, 3\) for 2 examples; expected \(2, classes\)"
+    ):
         nsm.mc_predict(model, torch.randn(2, 4), 1)

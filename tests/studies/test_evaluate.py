@@ -74,7 +74,9 @@ def test_evaluate_command_writes_numbers_and_figures(runs, tmp_path, capsys):
     assert 0 <= u["error"] <= 1 and u["nll"] > 0 and 0 <= u["ece"] <= 1 and 0 <= u["brier"] <= 2
     assert u["mutual_information"] > 0  # the NSM's samples disagree
     assert dcnn["uncertainty"]["mutual_information"] == 0  # one deterministic pass
-    assert sorted(bnsm["accuracy_vs_samples"], key=int) == ["1", "2", "4"] and list(dcnn["accuracy_vs_samples"]) == ["1"]
+    assert sorted(bnsm["accuracy_vs_samples"], key=int) == ["1", "2", "4"] and list(dcnn["accuracy_vs_samples"]) == [
+        "1"
+    ]
     assert bnsm["rotation"]["angle"] == [0.0, 90.0] and len(bnsm["rotation"]["entropy"]) == 2
     ood = bnsm["ood"]
     assert ood["dataset"] == "fashion-mnist" and ood["n_in"] == ood["n_out"] == 40
@@ -127,7 +129,9 @@ def test_ood_images_are_preprocessed_as_the_models_own():
     plain = raw.float()
     assert as_preprocessed_like(plain, {}, {"split": "letters"}, "mnist", "emnist") is plain
     with pytest.raises(ValueError, match="ZCA whitening"):
-        as_preprocessed_like(plain, own, {"preprocessing": "ZCA (eps=0.01) fitted on the training set"}, "cifar100", "cifar10")
+        as_preprocessed_like(
+            plain, own, {"preprocessing": "ZCA (eps=0.01) fitted on the training set"}, "cifar100", "cifar10"
+        )
     with pytest.raises(ValueError, match="their preprocessing differs"):
         as_preprocessed_like(plain, {}, model, "mnist", "cifar10")
 

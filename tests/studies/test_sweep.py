@@ -171,7 +171,9 @@ def test_a_claim_of_this_host_without_its_lock_is_stale_whatever_its_pid_now_is(
         logs = []
         claim, holder = claim_run(path, log=logs.append)
         assert claim is not None and holder == "", holder
-        assert logs == [f"took over the stale claim {path} (pid {pid} on host {socket.gethostname()} since 2026-01-01T00:00:00+0000)"]
+        assert logs == [
+            f"took over the stale claim {path} (pid {pid} on host {socket.gethostname()} since 2026-01-01T00:00:00+0000)"
+        ]
         assert live_holder(path).startswith(f"pid {os.getpid()} ")  # held now: its lock is taken
         claim.release()
         assert not path.exists()

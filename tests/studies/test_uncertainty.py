@@ -90,8 +90,11 @@ def test_entropies_of_a_confident_network_are_exact_in_float64():
     want_total, want_expected = h(q.mean(0)), h(q).mean(0)
     want_mi = want_total - want_expected
     assert (want_mi > 0).all()
-    for got, want in ((predictive_entropy(probs), want_total), (expected_entropy(probs), want_expected),
-                      (mutual_information(probs), want_mi)):
+    for got, want in (
+        (predictive_entropy(probs), want_total),
+        (expected_entropy(probs), want_expected),
+        (mutual_information(probs), want_mi),
+    ):
         assert got.dtype == torch.float64
         assert ((got - want).abs() <= 1e-9 * want.abs()).all(), (got - want).abs().max()
     # float16 probabilities: a one-hot row has entropy 0 (the 1e-12 floor is 0 in float16: it was NaN)

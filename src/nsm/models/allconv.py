@@ -39,6 +39,7 @@ from torch import nn
 
 from ..nn.layers import Binarize, MaxPool2d, NSMConv2d, SignSTE
 from .registry import register_model
+from .table6 import noise_parameters
 
 __all__ = ["table7", "allconv"]
 
@@ -94,8 +95,8 @@ def _network(
     kind,
     *,
     noise="bernoulli",
-    p=0.5,
-    sigma=1.0,
+    p=None,
+    sigma=None,
     binary_input: bool,
     first_real: bool,
     width: float = 1.0,
@@ -103,6 +104,8 @@ def _network(
 ) -> nn.Sequential:
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width!r}")
+    given = noise_parameters(noise, {"p": 0.5, "sigma": 1.0}, p=p, sigma=sigma)
+    p, sigma = given["p"], given["sigma"]
     plan = [item if item == "pool" else (max(1, round(item[0] * width)), item[1]) for item in plan]
     conv = _unit(kind, noise, p, sigma, options)
     is_nsm = kind != "dcnn"
@@ -111,9 +114,16 @@ def _network(
     return nn.Sequential(*head, *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
+def _noise_of(kind: str, arch: str, options: dict) -> str:
+    noise = "gaussian" if kind == "gnsm" else "bernoulli"
+    if "noise" in options:
+        raise ValueError(f"model '{kind}-{arch}' fixes noise={noise!r}; use another model to change it")
+    return noise
+
+
 def table7(in_shape, num_classes, kind="bnsm", **options) -> nn.Sequential:
     """SI Table 7 (DVS Gesture): event frames enter the NSM as sgn(2x - 1); p = 0.5."""
-    noise = "gaussian" if kind == "gnsm" else "bernoulli"
+    noise = _noise_of(kind, "table7", options)
     return _network(
         TABLE7_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=True, first_real=False, **options
     )
@@ -121,7 +131,7 @@ def table7(in_shape, num_classes, kind="bnsm", **options) -> nn.Sequential:
 
 def allconv(in_shape, num_classes, kind="bnsm", **options) -> nn.Sequential:
     """The all-convolutional CIFAR net; NSM versions start with one real-valued convolution."""
-    noise = "gaussian" if kind == "gnsm" else "bernoulli"
+    noise = _noise_of(kind, "allconv", options)
     return _network(
         ALLCONV_PLAN, in_shape, num_classes, kind, noise=noise, binary_input=False, first_real=True, **options
     )

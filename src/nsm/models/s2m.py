@@ -101,8 +101,7 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         if self.sampler == "synapse":
             dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype  # exact P(U < p)
             mask = (
-                torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=dtype)
-                < self.p
+                torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=dtype) < self.p
             )
             u = torch.einsum("ni,nio,io->no", x, mask.to(x.dtype), w) + bias
         else:

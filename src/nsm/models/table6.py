@@ -80,6 +80,27 @@ def table6(
     )
 
 
+def noise_parameters(noise: str, defaults: dict, **given) -> dict:
+    """The noise parameters of a network, its defaults filled in: those of the other noise
+    (``sigma`` for Bernoulli synapses, ``p``-like ones for Gaussian synapses) are refused when
+    given, since they would change nothing."""
+    own = "sigma" if noise == "gaussian" else "p"
+    unused = sorted(k for k, v in given.items() if v is not None and not k.startswith(own))
+    if unused:
+        raise ValueError(
+            f"{noise} synapses have no {', '.join(unused)} (it would change nothing); "
+            f"{'give sigma' if own == 'sigma' else 'give the transmission probability p'} or choose the other noise"
+        )
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
+def refuse_options(model: str, options: dict, why: str, names) -> None:
+    """Refuse the options of ``names`` given to ``model``, which has no use for them (``why``)."""
+    taken = sorted(set(options) & set(names))
+    if taken:
+        raise ValueError(f"model {model!r} takes no {', '.join(taken)}: {why}")
+
+
 def _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha, bias_scale="weight"):
     common = dict(
         noise=noise,
@@ -114,9 +135,9 @@ def table6_nsm(
     num_classes,
     *,
     noise="bernoulli",
-    p_conv=0.25,
-    p_fc=0.5,
-    sigma=1.0,
+    p_conv=None,
+    p_fc=None,
+    sigma=None,
     sampler=None,
     estimator="prob",
     temperature=None,
@@ -129,7 +150,11 @@ def table6_nsm(
 
     ``real_input=True``: the first NSM layer reads the grey levels 2x - 1 instead of
     sgn(2x - 1), with ``variance="exact"`` (Var[u] = Var[xi] sum_j w_j^2 x_j^2, the law of
-    real-valued inputs); every later layer is unchanged."""
+    real-valued inputs); every later layer is unchanged. Bernoulli synapses transmit with
+    ``p_conv`` (0.25) and ``p_fc`` (0.5), Gaussian ones have ``sigma`` (1.0): the other noise's
+    parameters are refused."""
+    given = noise_parameters(noise, {"p_conv": 0.25, "p_fc": 0.5, "sigma": 1.0}, p_conv=p_conv, p_fc=p_fc, sigma=sigma)
+    p_conv, p_fc, sigma = given["p_conv"], given["p_fc"], given["sigma"]
     conv, fc, unit = _nsm_parts(noise, p_conv, p_fc, sigma, sampler, estimator, temperature, alpha, bias_scale)
     if not real_input:
         return table6(in_shape, num_classes, conv=conv, fc=fc, unit=unit, binary_input=True, hidden=hidden)
@@ -261,6 +286,12 @@ def _ste(in_shape, num_classes, **options):
     "bn", "binary network (not batch norm): noise-free sgn units of the bNSM, trained through erf", stochastic=False
 )
 def _bn(in_shape, num_classes, **options):
+    refuse_options(
+        "bn",
+        options,
+        "its units are noise-free sgn(E[u]) trained through erf(t), with nothing to sample or estimate",
+        ("sampler", "estimator", "temperature", "alpha"),
+    )
     model = table6_nsm(in_shape, num_classes, **_fixed("bn", options, noise="bernoulli"))
     for layer in nsm_layers(model):
         layer.fixed_mode = "threshold"  # forward sgn(E[u]), backward d erf(t)

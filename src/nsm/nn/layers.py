@@ -43,9 +43,11 @@ BIAS_SCALES = ("weight", "unit")
 class Stochastic:
     """Marker for modules with noise, switched by :func:`nsm.forward_mode`.
 
-    ``mode``: ``"sample"`` (draw the noise), ``"mean"`` (the expectation) or ``"threshold"``
-    (noise off). ``copies``: how many stacked identical copies the batch holds (set during
-    Monte-Carlo prediction; a hint that layers may use to share work).
+    ``mode``: ``"sample"`` (draw the noise), ``"mean"`` (the mean field: each unit outputs its
+    own expectation given its input, erf(t) for an NSM unit; for a network that is not the
+    expected output) or ``"threshold"`` (noise off). ``copies``: how many stacked identical
+    copies the batch holds (set during Monte-Carlo prediction; a hint that layers may use to
+    share work).
     """
 
     mode: str = "sample"
