@@ -49,6 +49,7 @@ def model_for_dataset(model: str, dataset: str) -> str:
 
 
 MAX_THREADS = 1024
+_DEFAULT_RECORD_DRAWS = 4  # TrainConfig.record_draws
 COMPILE_MODES = ("auto", "on", "off")
 # fields whose meaning in a config.json that lacks them is not today's default
 LEGACY_DEFAULTS: dict[str, Any] = {"compile": "off", "flush_denormal": False}
@@ -103,7 +104,7 @@ class TrainConfig:
     record_every: int = 0  # record every N optimizer steps; 0: after every epoch
     record_probe: int = 500  # training images in the fixed probe batch (percentiles, gradient agreement)
     record_compare: list = field(default_factory=list)  # companion models for the gradient cosine
-    record_draws: int = 4  # stochastic passes averaged per gradient in the cosine
+    record_draws: int = _DEFAULT_RECORD_DRAWS  # stochastic passes averaged per gradient in the cosine
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
     compile: str = "auto"  # torch.compile: "auto" (when it pays, nsm.training.compiled.decide), "on", "off"
     # flush denormal floats to zero on the CPU (nsm.utils.floats): a saturated NSM's gradients
@@ -162,6 +163,12 @@ class TrainConfig:
             )
         if (self.record_every or self.record_compare) and not self.record:
             raise ValueError("config fields 'record_every' and 'record_compare' need record=True (--record)")
+        if self.record_draws != _DEFAULT_RECORD_DRAWS and not self.record_compare:
+            raise ValueError(
+                f"config field 'record_draws' (--record-draws {self.record_draws}) sets the passes per gradient "
+                f"of the gradient agreement and needs record_compare (--compare-grad MODEL): without a companion "
+                f"model it would change nothing"
+            )
         if self.model not in MODELS:
             raise ValueError(f"config field 'model': unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
         for name in self.record_compare:
@@ -169,6 +176,10 @@ class TrainConfig:
                 raise ValueError(
                     f"config field 'record_compare': unknown model {name!r}; known: {', '.join(MODELS.names())}"
                 )
+            try:  # a companion is built as the network its name is on this dataset, as the run's model
+                model_for_dataset(name, self.dataset)
+            except ValueError as exc:
+                raise ValueError(f"config field 'record_compare' (--compare-grad): {exc}") from None
         if self.dataset not in DATASETS:
             raise ValueError(
                 f"config field 'dataset': unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}"

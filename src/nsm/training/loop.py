@@ -418,7 +418,14 @@ def fit(
                 every=config.record_every,
                 probe=config.record_probe,
                 companions=config.record_compare,
-                build=lambda name: build_model(name, dataset.in_shape, dataset.num_classes),
+                # a companion is the network its name is on this dataset (bnsm on cifar10: bnsm-allconv), and
+                # the run's own network is built with the run's model options (--compare-grad's noise floor)
+                build=lambda name: build_model(
+                    model_for_dataset(name, config.dataset),
+                    dataset.in_shape,
+                    dataset.num_classes,
+                    **(config.model_options if model_for_dataset(name, config.dataset) == model_name else {}),
+                ),
                 seed=config.seed,
                 draws=config.record_draws,
             )

@@ -14,12 +14,13 @@ network order, the readout included):
 - the 15th/50th/85th percentiles of the *input of the last hidden layer's units* over a
   fixed probe batch of training images (all units and images pooled). For an NSM layer the
   input is its drive t = E[u] / sqrt(2 Var[u]), the argument of the erf in P(z = +1) =
-  (1 + erf t) / 2; for any other layer it is the layer's output before its unit (the u of
-  sigmoid(u), ReLU(u), ...);
+  (1 + erf t) / 2; for any other layer it is the u of sigmoid(u), ReLU(u), ...: the layer's
+  output, or the output of the batch normalization that follows it (in training mode, with
+  the probe batch's statistics);
 - optionally, the gradient agreement with *companion* models (:func:`gradient_agreement`):
-  the companion is given this run's current weights, both compute the gradient of the
-  cross-entropy on the probe batch, and the cosine similarity of the two weight gradients
-  is stored per layer.
+  the companion is given this run's current weights (:func:`copy_weights`: batch
+  normalization included), both compute the gradient of the cross-entropy on the probe
+  batch, and the cosine similarity of the two weight gradients is stored per layer.
 
 Everything the recorder draws (noise in the probe passes) comes from a forked random state,
 and what its passes in training mode change in the models' buffers (the running statistics
@@ -27,7 +28,8 @@ of batch normalization) is put back after them (:func:`kept_buffers`), so a run 
 ``--record`` trains exactly as the same run without it. The files, rewritten
 atomically at each record point, are in ``RUN_DIR/record/``; :mod:`nsm.studies.figures` reads them::
 
-    layers.json       the layers (name, module path, type, shape, initial mean and std)
+    layers.json       the layers (name, module path, type, shape, initial mean and std), the
+                      probed quantity, the probe batch's size and the companions
     stats.csv         step, epoch, layer, w_mean, w_std, w_mean_drift, w_std_ratio, w_abs_max,
                       g_mean, g_abs_mean, g_steps
     histograms.npz    steps, epochs, and per layer L: L_edges, L_counts (records x bins)
@@ -62,6 +64,7 @@ __all__ = [
     "percentiles",
     "unit_input",
     "copy_weights",
+    "norm_layers",
     "layer_gradients",
     "gradient_agreement",
     "kept_buffers",
@@ -155,23 +158,67 @@ def unit_input(layer: nn.Module, x: Tensor) -> Tensor:
         return layer.drive(x) if isinstance(layer, NSMLayer) else layer(x)
 
 
+def norm_layers(model: nn.Module) -> dict[tuple[str, int], nn.Module]:
+    """Every batch normalization (of any dimension) of ``model``, keyed by where it stands: the
+    name of the weight layer before it in network order (:func:`weight_layers`; ``""`` before
+    the first) and its rank among those after that layer, e.g. ``("W1", 0)``."""
+    found: dict[tuple[str, int], nn.Module] = {}
+    last, count, rank = "", 0, 0
+    for _, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found[(last, rank)] = module
+            rank += 1
+            continue
+        w = module._parameters.get("weight")
+        if isinstance(w, nn.Parameter) and w.dim() >= 2:
+            count += 1
+            last, rank = f"W{count}", 0
+    return found
+
+
+def _copy_tensors(source: nn.Module, target: nn.Module) -> None:
+    """Copy every parameter and buffer of ``source`` (its own, not its children's) that
+    ``target`` has under the same name and shape."""
+    own = dict(target.named_parameters(recurse=False)) | dict(target.named_buffers(recurse=False))
+    for name, t in [*source.named_parameters(recurse=False), *source.named_buffers(recurse=False)]:
+        q = own.get(name)
+        if q is not None and q.shape == t.shape:
+            q.copy_(t)
+
+
 def copy_weights(source: nn.Module, target: nn.Module) -> None:
-    """Give ``target`` the weights of ``source``, layer by layer (:func:`weight_layers`
-    order): every parameter that both layers have under the same name and shape (weight,
-    bias, and the magnitude if both have one) is copied."""
+    """Give ``target`` the current state of ``source``.
+
+    Two networks of the same architecture (the same ``state_dict`` keys and shapes) get the
+    whole state: every parameter and buffer. Otherwise the weight layers are matched one by
+    one (:func:`weight_layers` order; their number and weight shapes must agree) and every
+    parameter that both layers of a pair have under the same name and shape is copied (weight,
+    bias, and the magnitude if both have one); so is every parameter and buffer (scale, shift,
+    running statistics) of the batch normalizations that stand at the same place in both
+    (:func:`norm_layers`). A batch normalization that only one of them has keeps its own."""
     src, dst = weight_layers(source), weight_layers(target)
     if len(src) != len(dst):
         raise ValueError(f"cannot match layers: {len(src)} weight layers against {len(dst)}")
+    for (name, _, a), (_, _, b) in zip(src, dst):
+        if a.weight.shape != b.weight.shape:
+            raise ValueError(
+                f"cannot match layer {name}: weight shapes {tuple(a.weight.shape)} and {tuple(b.weight.shape)}"
+            )
+    state, own = source.state_dict(), target.state_dict()
     with torch.no_grad():
-        for (name, _, a), (_, _, b) in zip(src, dst):
-            if a.weight.shape != b.weight.shape:
-                raise ValueError(
-                    f"cannot match layer {name}: weight shapes {tuple(a.weight.shape)} and {tuple(b.weight.shape)}"
-                )
+        if state.keys() == own.keys() and all(state[k].shape == own[k].shape for k in state):
+            for k, t in state.items():
+                own[k].copy_(t)
+            return
+        for (_, _, a), (_, _, b) in zip(src, dst):
             for pname, p in a.named_parameters(recurse=False):
                 q = b._parameters.get(pname)
                 if isinstance(q, nn.Parameter) and q.shape == p.shape:
                     q.copy_(p)
+        norms = norm_layers(target)
+        for where, a in norm_layers(source).items():
+            if where in norms:
+                _copy_tensors(a, norms[where])
 
 
 @contextlib.contextmanager
@@ -403,8 +450,24 @@ class Recorder:
         dev = self.probe_x.device
         return [dev] if dev.type == "cuda" else []
 
-    def _probe_unit_input(self) -> Tensor:
+    def _probed(self) -> nn.Module:
+        """The module whose output is the last hidden layer's unit input: the layer itself (an
+        NSM layer: its drive), or the batch normalization that follows it in its
+        ``nn.Sequential`` (dcnn-bn, sigmoid-bn, bnn: the units squash BN(u), not u)."""
         layer = self.hidden[2]
+        if isinstance(layer, NSMLayer):
+            return layer
+        parent_path, _, child = self.hidden[1].rpartition(".")
+        parent = self.model.get_submodule(parent_path)
+        if isinstance(parent, nn.Sequential):
+            names = [name for name, _ in parent.named_children()]
+            at = names.index(child) + 1
+            if at < len(names) and isinstance(parent[at], nn.modules.batchnorm._BatchNorm):
+                return parent[at]
+        return layer
+
+    def _probe_unit_input(self) -> Tensor:
+        layer = self._probed()
         seen: list[Tensor] = []
 
         def hook(mod, args, out):  # NSM: the drive from the input; else the output itself
@@ -447,9 +510,10 @@ class Recorder:
                     "quantity": (
                         "NSM drive t, P(z=+1) = (1 + erf t)/2"
                         if isinstance(self.hidden[2], NSMLayer)
-                        else f"unit input u ({type(self.hidden[2]).__name__} output)"
+                        else f"unit input u ({type(self._probed()).__name__} output)"
                     ),
                 },
+                "probe": int(self.probe_x.shape[0]),
                 "companions": list(self.companions),
             },
         )
@@ -488,8 +552,9 @@ def make_recorder(
     seed: int,
     draws: int = 4,
 ) -> Recorder:
-    """A :class:`Recorder` with a probe batch of ``probe`` training images chosen with
-    ``seed`` (its own generator) and the companion models built by ``build(name)``."""
+    """A :class:`Recorder` with a probe batch of ``probe`` training images (all of them if there
+    are fewer; layers.json says how many) chosen with ``seed`` (its own generator) and the
+    companion models built by ``build(name)``."""
     gen = torch.Generator().manual_seed(seed + 7919)
     idx = torch.randperm(train_x.shape[0], generator=gen)[:probe]
     with torch.random.fork_rng(devices=[]):  # building companions must not move the run's RNG
