@@ -44,14 +44,30 @@ def _on_off(text: str) -> bool:
 _TRAIN_OPTIONS = [
     ("--model", "model", str, "registered model name (see `nsm models`); default bnsm"),
     ("--dataset", "dataset", str, "dataset name; default mnist"),
-    ("--epochs", "epochs", int, "training epochs; default: the dataset's protocol (100 for MNIST)"),
+    (
+        "--epochs",
+        "epochs",
+        int,
+        "training epochs; default: the dataset's protocol (MNIST: 100; DVS Gesture: 200; CIFAR: 300)",
+    ),
     ("--seed", "seed", int, "random seed (initialization, shuffling, noise); default 0"),
-    ("--device", "device", str, "cpu, cuda, cuda:N or auto; default cpu"),
-    ("--samples", "samples", int, "Monte-Carlo samples per test image; default 100"),
+    ("--device", "device", str, "cpu, cuda, cuda:N, mps or auto; default cpu"),
+    (
+        "--samples",
+        "samples",
+        int,
+        "Monte-Carlo samples per test image; default: the dataset's protocol (MNIST: 100; DVS Gesture, CIFAR: 101)",
+    ),
     ("--batch-size", "batch_size", int, "training mini-batch size; default 100"),
-    ("--lr", "lr", float, "Adam learning rate; default 3e-4"),
+    ("--lr", "lr", float, "Adam learning rate; default: the dataset's protocol (MNIST: 3e-4; CIFAR: 1e-3)"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay; default 1e-6"),
-    ("--lr-step", "lr_step", int, "epochs between learning-rate halvings; default 50"),
+    (
+        "--lr-step",
+        "lr_step",
+        int,
+        "step schedule: epochs between learning-rate halvings; default: the dataset's protocol "
+        "(MNIST: 50; DVS Gesture: 100)",
+    ),
     (
         "--lr-schedule",
         "lr_schedule",
@@ -64,7 +80,7 @@ _TRAIN_OPTIONS = [
         "lr_decay_start",
         int,
         "linear schedule: the epochs done after which the lr ramps down (lr x (epochs - E) / "
-        "(epochs - start) after E epochs); CIFAR: 100",
+        "(epochs - start) after E epochs); default 100 (CIFAR's protocol)",
     ),
     ("--eval-every", "eval_every", int, "evaluate every N epochs (and after the last); default 1"),
     (
@@ -132,13 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         train.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    train.add_argument(
-        "--no-compile",
-        dest="compile",
-        action="store_const",
-        const="off",
-        help="run eagerly (the same as --compile off)",
-    )
+    train.add_argument("--no-compile", action="store_true", help="run eagerly (the same as --compile off)")
     train.add_argument("--sampler", default=None, help="NSM sampler: neuron, synapse, probability")
     train.add_argument("--estimator", default=None, help="NSM estimator: prob, ste, binconcrete")
     train.add_argument("--zca", action="store_true", help="CIFAR: ZCA-whiten (fitted on the training set)")
@@ -191,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what to download and where to put it.",
     )
     fetch.add_argument("dataset", choices=["mnist", "fashion-mnist", "emnist", "nmnist", "cifar10", "cifar100"])
-    fetch.add_argument("--split", default="letters", help="EMNIST split (default letters)")
+    fetch.add_argument("--split", default=None, help="emnist only: the split (default letters)")
     fetch.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
 
     sub.add_parser("models", help="list the registered models")
@@ -221,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device-samples", type=int, default=20, help="passes per image in the device sweeps")
     ev.add_argument("--test-subset", type=int, default=None, help="use the first N test images only")
     ev.add_argument("--data-dir", default=None, help="default: the run's, else $NSM_DATA_DIR or ~/.cache/nsm/data")
-    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise")
 
     ana = sub.add_parser(
@@ -268,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     onl.add_argument("--seed", type=int, default=0, help="seed of initialization and noise (default 0)")
     onl.add_argument("--out", default="online", help="output folder (default ./online)")
     onl.add_argument("--data-dir", default=None, help="default $NSM_DATA_DIR or ~/.cache/nsm/data")
-    onl.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    onl.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     onl.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     rep = sub.add_parser(
@@ -276,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train every model x dataset x seed of a paper table and write the table",
         description="Train every run of a table (skipping runs already finished in --out), then write "
         "OUT/table.md and OUT/table.csv: test error mean +- std over seeds (each seed: mean "
-        "of its last 5 evaluated epochs) beside the paper's number. Interrupted runs are resumed; "
+        "of its last 5 evaluations at the full S; the cheaper ones of --eval-samples do not count) "
+        "beside the paper's number. Interrupted runs are resumed; "
         "several processes or machines may run the same command on one --out: each claims the runs "
         "it trains (OUT/runs/NAME.claim) and skips those another live worker holds.",
     )
@@ -286,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status",
         action="store_true",
         help="show where each run of the table stands in --out (finished, running, interrupted at "
-        "which epoch, time so far) and exit; trains and writes nothing",
+        "which epoch, or to be started again and why, time so far) and exit; trains and writes nothing",
     )
     rep.add_argument(
         "--table-only",
@@ -296,19 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", default=None, help="output folder (default reproduce/TABLE)")
     rep.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 2)")
-    rep.add_argument("--seed-list", default=None, help="explicit comma-separated seeds, e.g. 0,3,7")
-    rep.add_argument("--models", default=None, help="comma-separated subset of the table's models")
-    rep.add_argument("--datasets", default=None, help="comma-separated subset of the table's datasets")
+    rep.add_argument("--seed-list", default=None, help="explicit comma-separated distinct seeds, e.g. 0,3,7")
+    rep.add_argument(
+        "--models", default=None, help="comma-separated subset of the table's models, each once (default: all)"
+    )
+    rep.add_argument(
+        "--datasets", default=None, help="comma-separated subset of the table's datasets, each once (default: all)"
+    )
     for flag, dest, typ, help_ in _TRAIN_OPTIONS:
         if dest in _REPRODUCE_FIELDS:
             rep.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    rep.add_argument(
-        "--no-compile",
-        dest="compile",
-        action="store_const",
-        const="off",
-        help="run eagerly (the same as --compile off)",
-    )
+    rep.add_argument("--no-compile", action="store_true", help="run eagerly (the same as --compile off)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument(
         "--worker",
@@ -323,47 +332,60 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="take over a run whose claim (OUT/runs/NAME.claim) has had no heartbeat for this "
-        "long, whichever host made it (default: only claims of dead processes on this host)",
+        "long, whichever host made it; at least 60 (default: only claims of dead processes on this host)",
     )
     return parser
 
 
 def _reproduce(args) -> int:
-    from .studies.reproduce import TABLES, format_markdown, format_status, rebuild_table, run_table, table_status
+    from .studies.reproduce import (
+        TABLES,
+        _check_steal_after,
+        format_markdown,
+        format_status,
+        rebuild_table,
+        run_table,
+        table_status,
+    )
 
-    if args.list or not args.table:
+    if args.list:
         for name in TABLES.names():
             t = TABLES.get(name)
             print(f"{name}: {t.description}\n    models: {', '.join(t.models)}\n    datasets: {', '.join(t.datasets)}")
-        return 0 if args.list else 2
+        return 0
+    if not args.table:
+        raise ValueError(
+            f"name the table to reproduce: one of {', '.join(TABLES.names())} (nsm reproduce --list describes them)"
+        )
     table = TABLES.get(args.table)
+    _resolve_compile(args)
     if args.seed_list is not None and args.seeds is not None:
         raise ValueError("give --seeds or --seed-list, not both")
     if args.seed_list is not None:
         seeds = _int_list(args.seed_list, "--seed-list")
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"--seed-list must name distinct non-negative ints, e.g. 0,3,7; got {args.seed_list!r}")
     else:
         n = 2 if args.seeds is None else args.seeds
         if n < 1:
             raise ValueError(f"--seeds must be >= 1, got {n}")
         seeds = list(range(n))
-
-    def split(s):
-        return [x.strip() for x in s.split(",") if x.strip()] if s else None
-
+    if args.steal_after is not None:
+        _check_steal_after(args.steal_after, "--steal-after")
     overrides = {f: getattr(args, f) for f in _REPRODUCE_FIELDS if getattr(args, f) is not None}
     overrides["progress"] = not args.no_progress
     worker = None
     if args.worker is not None:
         parts = args.worker.split("/")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"--worker must read K/N (e.g. 1/3), got {args.worker!r}")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]):
+            raise ValueError(f"--worker must read K/N with 1 <= K <= N (e.g. 1/3), got {args.worker!r}")
         worker = (int(parts[0]), int(parts[1]))
     out = Path(args.out or f"reproduce/{table.name}")
     common = dict(
         out=out,
         seeds=seeds,
-        models=split(args.models),
-        datasets=split(args.datasets),
+        models=_name_list(args.models, "--models"),
+        datasets=_name_list(args.datasets, "--datasets"),
         overrides=overrides,
         steal_after=args.steal_after,
     )
@@ -375,8 +397,9 @@ def _reproduce(args) -> int:
         if given and not (args.status and given == ["--steal-after"]):  # --status reads claims with it
             raise ValueError(f"{mode} trains nothing: {' and '.join(given)} would mean nothing with it")
     if args.status:
+        status = format_status(table_status(table, **common))  # refuses a bad request before printing anything
         print(f"nsm reproduce {table.name} in {out}:\n")
-        print(format_status(table_status(table, **common)))
+        print(status)
         return 0
     title = table.title
     # the command that trains the table, whichever of the two wrote it
@@ -391,11 +414,33 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _name_list(text: Optional[str], flag: str) -> Optional[list[str]]:
+    """The names of a comma-separated option; None when it was not given (all of them)."""
+    if text is None:
+        return None
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:  # an empty shell variable must not select the whole table
+        raise ValueError(f"{flag} names nothing (got {text!r}); leave {flag} out for all of the table's")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{flag} names {', '.join(repeated)} more than once (got {text!r}); name each once")
+    return names
+
+
+def _resolve_compile(args) -> None:
+    """--no-compile is --compile off; with another --compile it is refused, not overridden."""
+    if args.no_compile:
+        if args.compile not in (None, "off"):
+            raise ValueError(f"--no-compile means --compile off; --compile {args.compile} was given too")
+        args.compile = "off"
+
+
 def _train(args) -> int:
     from .training.config import TrainConfig
     from .training.distributed import from_env
     from .training.loop import fit
 
+    _resolve_compile(args)
     fields = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if getattr(args, dest) is not None}
     options = {k: getattr(args, k) for k in ("sampler", "estimator") if getattr(args, k) is not None}
     data_options = {"zca": True} if args.zca else {}
@@ -421,6 +466,11 @@ def _train(args) -> int:
             dataset_options=data_options,
             progress=not args.no_progress,
         )
+    if args.resume is not None:
+        source = f"{args.resume}/config.json"
+    else:
+        source = "--lr-schedule" if "lr_schedule" in fields else f"{config.dataset}'s protocol"
+    _check_schedule_options(config, fields, source)
     summary = fit(config, resume=args.resume)
     if not from_env().main:  # under torchrun, rank 0 reports
         return 0
@@ -432,6 +482,18 @@ def _train(args) -> int:
     )
     print(f"run directory: {summary['run_dir']}")
     return 0
+
+
+def _check_schedule_options(config, fields: dict, source: str) -> None:
+    """An option of the schedule the run does not use (the schedule from ``source``) would be
+    ignored: refuse it."""
+    for flag, field, schedule in (("--lr-step", "lr_step", "step"), ("--lr-decay-start", "lr_decay_start", "linear")):
+        if field in fields and config.lr_schedule != schedule:
+            other = "" if source.endswith("config.json") else f", or give --lr-schedule {schedule}"
+            raise ValueError(
+                f"{flag} belongs to the {schedule} schedule, and the run's is {config.lr_schedule} ({source}): "
+                f"it would be ignored; leave it out{other}"
+            )
 
 
 def _resume_config(run_dir: str, given: dict, no_progress: bool):
@@ -465,10 +527,12 @@ def _fetch(args) -> int:
     from .data.fashion import fetch_fashion_mnist
     from .data.nmnist import fetch_nmnist
 
+    if args.split is not None and args.dataset != "emnist":
+        raise ValueError(f"--split chooses an EMNIST split; {args.dataset} has none")
     fetchers = {
         "mnist": lambda: fetch_mnist(args.data_dir),
         "fashion-mnist": lambda: fetch_fashion_mnist(args.data_dir),
-        "emnist": lambda: fetch_emnist(args.data_dir, args.split),
+        "emnist": lambda: fetch_emnist(args.data_dir, args.split or "letters"),
         "nmnist": lambda: fetch_nmnist(args.data_dir),
         "cifar10": lambda: fetch_cifar(10, args.data_dir),
         "cifar100": lambda: fetch_cifar(100, args.data_dir),

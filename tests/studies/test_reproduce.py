@@ -151,21 +151,27 @@ def test_reproduce_command(mnist_dir, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
 
 
-def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_path, capsys):
+def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_path, capsys, monkeypatch):
     import os
     import shutil
-    import socket
 
+    import nsm.studies.claim
+    from nsm.studies.claim import claim_run
     from nsm.studies.reproduce import format_status, table_status
+
+    monkeypatch.setattr(nsm.studies.claim, "HEARTBEAT_SECONDS", 3600.0)  # no touch while we compare times
 
     opts = dict(epochs=2, train_subset=200, test_subset=50, samples=2, data_dir=str(mnist_dir), progress=False)
     run_table("mnist", out=tmp_path, seeds=[0], models=["dcnn"], overrides=opts, log=lambda s: None)
     runs = tmp_path / "runs"
     # an interrupted run (its checkpoint, no summary) and one that a live worker (this process) holds
     for seed in (1, 2):
-        shutil.copytree(runs / "dcnn-mnist-seed0", runs / f"dcnn-mnist-seed{seed}")
-        (runs / f"dcnn-mnist-seed{seed}" / "summary.json").unlink()
-    (runs / "dcnn-mnist-seed2.claim").write_text(f"pid {os.getpid()} on host {socket.gethostname()} since now\n")
+        run = runs / f"dcnn-mnist-seed{seed}"
+        shutil.copytree(runs / "dcnn-mnist-seed0", run)
+        (run / "summary.json").unlink()
+        config = json.loads((run / "config.json").read_text())  # its own run: it would resume, not restart
+        (run / "config.json").write_text(json.dumps({**config, "seed": seed, "run_name": run.name}))
+    held, _ = claim_run(runs / "dcnn-mnist-seed2.claim")  # a live worker (this process) holds it, with its lock
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
     rows = table_status("mnist", out=tmp_path, seeds=[0, 1, 2, 3], models=["dcnn"], overrides=opts)
     assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
@@ -194,6 +200,7 @@ def test_status_says_where_each_run_stands_and_touches_nothing(mnist_dir, tmp_pa
     args += ["--train-subset", "200", "--test-subset", "50", "--samples", "2", "--data-dir", str(mnist_dir)]
     assert main([*args, "--out", str(tmp_path), "--status"]) == 0
     assert "4 runs: 1 finished, 1 interrupted, 1 running, 1 not started" in capsys.readouterr().out
+    held.release()
 
 
 def test_table_only_rebuilds_the_table_and_trains_nothing(mnist_dir, tmp_path, capsys):

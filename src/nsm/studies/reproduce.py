@@ -5,8 +5,9 @@
 ``OUT/runs/``, skipping runs that already finished there with the same protocol, and writes
 ``OUT/table.md`` and ``OUT/table.csv``:
 
-- each seed's error is the mean test error over its last 5 evaluated epochs (SI 4.7; fewer
-  if fewer were evaluated, as the table says);
+- each seed's error is the mean test error over its last 5 evaluated epochs at the full S
+  (SI 4.7; the cheaper evaluations of ``eval_samples`` do not count; fewer if fewer were
+  evaluated, as the table says);
 - each cell is the mean +- sample standard deviation of those over seeds;
 - beside it the paper's number for that cell (docs/design.md §7), where the paper gives one,
   and the training + test wall time summed over seeds.
@@ -189,11 +190,22 @@ TABLES.register(
 
 
 def _cells(table: PaperTable, models, datasets) -> list[tuple[str, str]]:
+    """The (dataset, model) cells asked for: None is all of the table's, a list names some, each
+    once (an empty list, or a name twice, would train the whole table or a run twice)."""
     for name, chosen, allowed in (("model", models, table.models), ("dataset", datasets, table.datasets)):
-        unknown = [c for c in (chosen or ()) if c not in allowed]
+        if chosen is None:
+            continue
+        chosen = list(chosen)
+        if not chosen:
+            raise ValueError(f"{name}s is empty; give None for all of table {table.name!r}'s")
+        repeated = sorted({c for c in chosen if chosen.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{name}s names {repeated} more than once, got {chosen}")
+        unknown = [c for c in chosen if c not in allowed]
         if unknown:
             raise ValueError(f"{name}(s) {unknown} not in table {table.name!r}; it has: {', '.join(allowed)}")
-    return [(d, m) for d in (datasets or table.datasets) for m in (models or table.models)]
+    models = table.models if models is None else models
+    return [(d, m) for d in (table.datasets if datasets is None else datasets) for m in models]
 
 
 def _run_state(run_dir: Path, config: TrainConfig) -> str:
@@ -298,16 +310,20 @@ def table_status(
     'not started', or 'other protocol': finished with another one), ``epochs_done`` and
     ``step`` (into the next epoch; from the checkpoint, or the finished run), ``epochs``,
     ``wall_seconds`` (training and testing so far), ``holder`` (the live worker's claim line),
-    ``test_error`` (a finished run's mean over its last evaluated epochs)."""
+    ``test_error`` (a finished run's mean over its last evaluated epochs at the full S),
+    ``restart`` (an interrupted run that :func:`run_table` would not resume but move aside and
+    start again: why, e.g. ``threads: 1 there, 2 here``; else ''), ``seconds_left``."""
     from ..training.checkpoint import read_checkpoint
 
     out = Path(out)
     _, _, plan = _plan(table, out, seeds, models, datasets, overrides, strict=False)
+    if steal_after is not None:
+        _check_steal_after(steal_after)
     rows = []
     for config, state in plan:
         run_dir = out / "runs" / config.run_name
         row = {"run": config.run_name, "epochs": config.epochs, "epochs_done": 0, "step": None}
-        row.update(state=state, wall_seconds=None, holder="", test_error=None, seconds_left=None)
+        row.update(state=state, wall_seconds=None, holder="", test_error=None, seconds_left=None, restart="")
         if state in ("done", "other protocol"):
             summary = read_json_object(run_dir / "summary.json", "the run's summary")
             row.update(epochs_done=summary.get("epochs"), wall_seconds=summary.get("wall_seconds"))
@@ -321,13 +337,26 @@ def table_status(
             in_epoch = ckpt.get("in_epoch") or {}
             row.update(epochs_done=ckpt.get("epoch", 0), step=in_epoch.get("batch"))
             row["wall_seconds"] = ckpt.get("wall_seconds")
+        done = row["epochs_done"]
         if row["holder"]:
             row["state"] = "running"
+        elif state == "incomplete":
+            row["state"] = "interrupted"
+            resumed, why = _resumable(run_dir, config)  # as run_table will decide
+            if resumed is None:
+                row["restart"], done = why, 0  # what it did is moved aside: all of it is left
         else:
-            row["state"] = "interrupted" if state == "incomplete" else "not started"
-        row["seconds_left"] = _seconds_left(run_dir, config, row["epochs_done"])
+            row["state"] = "not started"
+        row["seconds_left"] = _seconds_left(run_dir, config, done)
         rows.append(row)
     return rows
+
+
+def _check_steal_after(steal_after: float, name: str = "steal_after") -> None:
+    if not steal_after >= 2 * HEARTBEAT_SECONDS:  # NaN too
+        raise ValueError(
+            f"{name} must be >= {2 * HEARTBEAT_SECONDS:g} seconds (twice the claims' heartbeat), got {steal_after}"
+        )
 
 
 def _seconds_left(run_dir: Path, config: TrainConfig, done: int) -> Optional[float]:
@@ -371,6 +400,9 @@ def format_status(rows: list[dict]) -> str:
         left = "–" if left is None else f"{left / 3600:.1f} h"
         error = "–" if r["test_error"] is None else f"{100 * r['test_error']:.2f}%"
         state = r["state"] + (f" ({r['holder']})" if r["holder"] else "")
+        if r.get("restart"):  # the next run moves it aside and starts again
+            state += f"; will restart: {r['restart']}"
+            progress = "–" if progress == "–" else f"{progress} (moved aside when it restarts)"
         lines.append(f"| {r['run']} | {state} | {progress} | {hours} | {left} | {error} |")
     counts = {}
     for r in rows:
@@ -414,11 +446,8 @@ def run_table(
     _check_table_files(Path(out))  # now, not after hours of training
     if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
         raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
-    if steal_after is not None and not steal_after >= 2 * HEARTBEAT_SECONDS:
-        raise ValueError(
-            f"steal_after must be >= {2 * HEARTBEAT_SECONDS:g} seconds (twice the claims' "
-            f"heartbeat), or None; got {steal_after}"
-        )
+    if steal_after is not None:
+        _check_steal_after(steal_after)
     out = Path(out)
     mine = plan if worker is None else plan[worker[0] - 1 :: worker[1]]
     todo = sum(state != "done" for _, state in mine)
@@ -584,7 +613,7 @@ def aggregate(
 
     A seed without a finished run raises ``FileNotFoundError``; with ``partial=True`` the row
     is made from the seeds that finished (``seeds``) and names the others (``pending_seeds``),
-    its numbers NaN and its epochs/samples/n_last None when none has finished."""
+    its numbers (wall time included) NaN and its epochs/samples/n_last None when none has finished."""
     rows = []
     for dataset, model in cells:
         summaries, done, pending = [], [], []
@@ -621,7 +650,7 @@ def aggregate(
                     else math.nan
                 ),
                 "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
-                "wall_seconds": sum(s["wall_seconds"] for s in summaries),
+                "wall_seconds": sum(s["wall_seconds"] for s in summaries) if summaries else math.nan,
             }
         )
     return rows
@@ -644,7 +673,7 @@ def format_markdown(rows: list[dict], title: str, command: str) -> str:
         ]
     lines += [
         "Test error (%): mean ± std over seeds of each seed's mean over its last "
-        "evaluated epochs (SI 4.7); `final` is the last epoch's error and `best` the lowest among "
+        "evaluated epochs at the full S (SI 4.7); `final` is the last epoch's error and `best` the lowest among "
         "the evaluations at the full S (means over seeds; `best` is chosen on the test set, so it "
         "flatters); "
         "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
@@ -661,7 +690,7 @@ def format_markdown(rows: list[dict], title: str, command: str) -> str:
             f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
             f"{_pct(r.get('best_error_mean_pct', math.nan))} | "
             f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
-            f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {r['wall_seconds']:.0f} |"
+            f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {_pct(r['wall_seconds'], 0)} |"
         )
     return "\n".join(lines) + "\n"
 

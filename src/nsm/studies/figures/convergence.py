@@ -40,10 +40,11 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
     """Test error (%) against epoch for every finished run of a reproduced table.
 
     One panel per dataset and one colour per model: a thin line per seed through all its
-    evaluated epochs (filled dots where it was evaluated at the full S, hollow ones at a
-    cheaper ``eval_samples``), a thick line for the mean over seeds at the epochs every seed
-    evaluated, and the paper's number (``paper[dataset][model]``, %) dashed in the model's
-    colour. Returns the figure (not through pyplot), or None when no run has finished.
+    evaluated epochs (filled dots where it was evaluated at the full S, the ``samples`` of the
+    run's ``summary.json``; hollow ones at an ``eval_samples`` other than that), a thick line
+    for the mean over seeds at the epochs every seed evaluated, and the paper's number
+    (``paper[dataset][model]``, %) dashed in the model's colour. Returns the figure (not
+    through pyplot), or None when no run has finished.
     """
     from pathlib import Path
 
@@ -60,7 +61,7 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
             if (run_dir / "summary.json").is_file():
                 rows = [m for m in load_run(run_dir).metrics if m.get("test_error") is not None]
                 if rows:
-                    curves.append(rows)
+                    curves.append((rows, _full_samples(run_dir, rows)))
         if curves:
             by_dataset.setdefault(dataset, []).append((model, curves))
     if not by_dataset:
@@ -69,8 +70,7 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
     for ax, (dataset, models) in zip(axes, by_dataset.items()):
         for i, (model, curves) in enumerate(models):
             color = _color(i)
-            full = max(max(m.get("samples", 1) for m in rows) for rows in curves)
-            for rows in curves:
+            for rows, full in curves:
                 ax.plot(
                     [m["epoch"] for m in rows], [100 * m["test_error"] for m in rows], color=color, lw=0.7, alpha=0.6
                 )
@@ -85,9 +85,9 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
                         markerfacecolor=color if filled else "white",
                         zorder=3,  # over the mean line
                     )
-            shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows in curves)))
+            shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows, _ in curves)))
             mean = [
-                100 * sum(next(m["test_error"] for m in rows if m["epoch"] == e) for rows in curves) / len(curves)
+                100 * sum(next(m["test_error"] for m in rows if m["epoch"] == e) for rows, _ in curves) / len(curves)
                 for e in shared
             ]
             ax.plot(shared, mean, color=color, lw=2, label=f"{model} ({len(curves)} seed{'s' * (len(curves) > 1)})")
@@ -105,3 +105,15 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
         ax.set_title(dataset + (" (dashed: the paper)" if drawn else ""))
         _legend(ax)
     return fig
+
+
+def _full_samples(run_dir, rows: list[dict]) -> int:
+    """The S of a finished run's reported evaluations: its ``summary.json``'s ``samples`` (1 for
+    a deterministic network), not the largest S in its metrics, which an ``eval_samples`` above
+    ``samples`` would be; the largest only for a summary without it."""
+    from ...utils.io import read_json_object
+
+    full = read_json_object(run_dir / "summary.json", "a finished run's summary").get("samples")
+    if isinstance(full, int) and not isinstance(full, bool):
+        return full
+    return max(m.get("samples", 1) for m in rows)
