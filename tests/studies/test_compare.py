@@ -1,0 +1,71 @@
+"""The claim's rule (nsm.studies.compare): Student's t quantiles against published tables and
+Welch's interval against its formula worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nsm.studies.compare import t_quantile, verdict, welch_interval
+
+# two-sided 95% and one-sided 95% critical values, from standard t tables (9 digits)
+TABLE = [
+    (0.975, 1, 12.706204736),
+    (0.975, 2, 4.302652730),
+    (0.975, 4, 2.776445105),
+    (0.975, 10, 2.228138852),
+    (0.95, 3, 2.353363435),
+    (0.995, 5, 4.032142984),
+    (0.975, 1e6, 1.959966357),  # the normal's 1.959963985 + (z^3 + z) / (4 df)
+]
+
+
+@pytest.mark.parametrize("p, df, want", TABLE)
+def test_t_quantiles_match_the_tables(p, df, want):
+    assert t_quantile(p, df) == pytest.approx(want, rel=1e-8, abs=0)
+    assert t_quantile(1 - p, df) == pytest.approx(-want, rel=1e-8, abs=0)
+
+
+def test_t_quantile_of_non_integer_df_lies_between_its_neighbours():
+    q = [t_quantile(0.975, df) for df in (3.0, 3.5, 4.0)]
+    assert q[0] > q[1] > q[2]
+    assert t_quantile(0.5, 7.3) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_welch_interval_by_hand():
+    a, b = [0.66, 0.77, 0.70], [0.69, 0.60, 0.65]
+    got = welch_interval(a, b)
+    ma, mb = sum(a) / 3, sum(b) / 3
+    va = sum((x - ma) ** 2 for x in a) / 2
+    vb = sum((x - mb) ** 2 for x in b) / 2
+    se = math.sqrt(va / 3 + vb / 3)
+    df = (va / 3 + vb / 3) ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
+    t = t_quantile(0.975, df)
+    assert got["diff"] == pytest.approx(ma - mb, abs=1e-15)
+    assert got["se"] == pytest.approx(se, rel=1e-12) and got["df"] == pytest.approx(df, rel=1e-12)
+    assert (got["low"], got["high"]) == pytest.approx((ma - mb - t * se, ma - mb + t * se), rel=1e-12)
+    assert 2 <= got["df"] <= 4  # between min(n) - 1 and n_a + n_b - 2
+    # equal variances and sizes: Welch's df is the pooled test's n_a + n_b - 2
+    assert welch_interval([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])["df"] == pytest.approx(4.0, rel=1e-12)
+
+
+def test_verdicts():
+    assert verdict(welch_interval([0.5, 0.52, 0.51], [0.9, 0.92, 0.91])) == "lower"
+    assert verdict(welch_interval([0.9, 0.92, 0.91], [0.5, 0.52, 0.51])) == "higher"
+    assert verdict(welch_interval([0.66, 0.77, 0.70], [0.69, 0.60, 0.75])) == "no difference"
+    flat = welch_interval([0.7, 0.7], [0.8, 0.8])
+    assert flat["se"] == 0 and flat["low"] == flat["high"] == pytest.approx(-0.1) and verdict(flat) == "lower"
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="at least 2 finite values"):
+        welch_interval([0.7], [0.6, 0.7])
+    with pytest.raises(ValueError, match="at least 2 finite values"):
+        welch_interval([0.7, float("nan")], [0.6, 0.7])
+    with pytest.raises(ValueError, match="level must be a float in"):
+        welch_interval([0.7, 0.8], [0.6, 0.7], level=95)
+    with pytest.raises(ValueError, match="p must be in"):
+        t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="df must be"):
+        t_quantile(0.9, 0)
