@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import struct
 import tarfile
 from pathlib import Path
@@ -366,3 +367,46 @@ def test_fetch_local_archive_symlink_and_keep(serve, tmp_path):
     with pytest.raises(DataError, match="regular file"):
         fetch_cifar(100, tmp_path, progress=False)
     assert sorted(os.listdir(tmp_path / "cifar100" / "cifar-100-python")) == ["test", "train"]
+
+
+def test_a_full_python3_protocol2_batch_is_within_its_bound():
+    """Python 3 pickles bytes under protocol 2 as latin-1 text (a byte >= 0x80 takes two), which
+    the reader supports: a full 10,000-image batch written so was refused (46 MB > 36.9 MB)."""
+    raw = dump(batch(n=10000, seed=3, fine_labels=[0] * 10000, coarse_labels=[0] * 10000))
+    assert len(raw) > 10000 * (3072 + 512) + (1 << 20)  # over the old bound
+    assert len(raw) <= cifar_mod.file_bound(CIFAR[100], "test")
+
+
+def test_fetched_files_have_the_usual_mode(serve, tmp_path):
+    """mkstemp makes 0600 and placing a file by a hard link keeps it: a shared data folder was
+    unreadable to its other users. Files now get 0666 & ~umask, as any new file."""
+    serve(10, make_tgz(10, fake_files(10)))
+    old = os.umask(0o022)
+    try:
+        fetch_cifar(10, tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "cifar10" / "cifar-10-batches-py").iterdir())
+    assert files and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
+
+
+def test_an_interrupted_download_leaves_no_partial_file(small, monkeypatch, tmp_path):
+    """Ctrl-C in the middle of a download left a hidden .part file (EMNIST's: up to 536 MB)."""
+    import nsm.data.emnist as emnist_mod
+    import nsm.data.mnist as mnist_mod
+
+    def interrupted(url, dest, *args, **kwargs):
+        dest.write(b"x" * 1000)
+        raise KeyboardInterrupt
+
+    for mod in (cifar_mod, mnist_mod, emnist_mod):
+        monkeypatch.setattr(mod, "_download", interrupted)
+    for fetch in (
+        lambda: fetch_cifar(10, tmp_path / "c", progress=False),
+        lambda: mnist_mod.fetch_mnist(tmp_path / "m", progress=False),
+        lambda: emnist_mod.fetch_emnist(tmp_path / "e", progress=False),
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            fetch()
+    left = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not left, left

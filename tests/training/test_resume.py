@@ -390,3 +390,28 @@ def test_config_json_with_a_bad_value_is_refused_on_resume(tmp_path, capsys, fie
     (run / "config.json").write_text(json.dumps({**TrainConfig().to_dict(), **fields}))
     assert main(["train", "--resume", str(run)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resuming_with_another_thread_count_says_it_is_not_bit_for_bit(tmp_path, monkeypatch):
+    """Float sums split over another number of threads round differently: the resumed run
+    goes on correctly but is not the uninterrupted one bit for bit, and now says so."""
+    # threads=None: torch's count, whatever it is (OMP_NUM_THREADS, another machine), is used
+    torch.set_num_threads(1)
+    with monkeypatch.context() as m:
+        _crash_on(m, nsm.training.loop, "train_step", 4)
+        with pytest.raises(Crash):
+            fit(_config(tmp_path, "run", threads=None), dataset=toy_dataset(), **QUIET)
+    torch.set_num_threads(2)
+    lines = []
+    fit(_config(tmp_path, "run", threads=None), dataset=toy_dataset(), resume=tmp_path / "run", log=lines.append)
+    assert any(
+        "trained with 1 thread(s) and resumes with 2" in line and "--threads 1 resumes it exactly" in line
+        for line in lines
+    ), lines
+    lines.clear()
+    with monkeypatch.context() as m:
+        _crash_on(m, nsm.training.loop, "train_step", 4)
+        with pytest.raises(Crash):
+            fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), **QUIET)
+    fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), resume=tmp_path / "same", log=lines.append)
+    assert not any("thread(s) and resumes" in line for line in lines)

@@ -19,8 +19,10 @@ files are never overwritten; an entry that is not a regular file in place of one
 error, left alone (see :mod:`nsm.data.files`).
 
 Sizes: a batch file holds its images (3072 bytes each) plus labels and file names (about 33
-bytes per image in the official files); :func:`file_bound` allows 512 bytes per image and
-1 MiB more.  A file or archive member past that is refused, naming it and the bound.
+bytes per image in the official files). A batch pickled by Python 3 under protocol 2 stores
+its bytes as latin-1 text, where every byte from 0x80 up takes two: up to 6144 bytes per
+image. :func:`file_bound` allows 2 x 3072 + 512 bytes per image and 1 MiB more.  A file or
+archive member past that is refused, naming it and the bound.
 
 Safety: pickles can run code.  Files are read with a restricted unpickler that allows only
 the globals a pickled numpy array needs and refuses any other with :class:`DataError`; and
@@ -39,14 +41,13 @@ import math
 import os
 import pickle
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .files import check_file, make_folder, place_new, read_bytes
+from .files import check_file, make_folder, new_part, place_new, read_bytes
 from .idx import DataError, md5_file
 from .mnist import _copy_member, _download, _say, default_data_dir
 
@@ -261,7 +262,7 @@ def file_bound(spec: dict, name: str) -> int:
         return 1 << 20
     split = "train" if name in spec["train"] else "test"
     n = math.ceil(spec["sizes"][split] / len(spec[split]))
-    return n * (3072 + 512) + (1 << 20)
+    return n * (2 * 3072 + 512) + (1 << 20)  # 2 x: latin-1 text of a Python 3 protocol-2 pickle
 
 
 def _paths(spec: dict, data_dir: str | os.PathLike | None) -> tuple[Path, Path]:
@@ -312,8 +313,7 @@ def fetch_cifar(
     url, archive = spec["url"], root / spec["url"].rsplit("/", 1)[-1]
     downloaded = check_file(archive) is None
     if downloaded:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=root)
-        archive = Path(tmp_name)
+        fd, archive = new_part(root, f".{archive.name}.", ".part")
         try:
             with os.fdopen(fd, "wb") as out:
                 _download(url, out, timeout, progress)
@@ -324,6 +324,9 @@ def fetch_cifar(
             raise FileNotFoundError(
                 _missing_message(spec, root, folder, missing, f"downloading failed: {reason}")
             ) from exc
+        except BaseException:  # Ctrl-C too: no partial file left behind
+            archive.unlink(missing_ok=True)
+            raise
     try:
         found = md5_file(archive)
         if found != spec["md5"]:

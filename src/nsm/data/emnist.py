@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import check_file, copy_bounded, gz_bound, make_folder, place_new, too_big
+from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, place_new, too_big
 from .idx import DataError, idx_size, md5_file, read_idx
 from .mnist import _download, _find, _place, _say, default_data_dir
 
@@ -97,8 +96,7 @@ def _check_archive(path: Path, source: str) -> None:
 
 def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
     """Download the archive into a verified temp file in ``root``; return its path."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{ARCHIVE_NAME}.", suffix=".part", dir=root)
-    tmp = Path(tmp_name)
+    fd, tmp = new_part(root, f".{ARCHIVE_NAME}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             _download(EMNIST_URL, out, timeout, progress)
@@ -111,6 +109,9 @@ def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
         raise FileNotFoundError(
             _missing_message(root, None, f"downloading it failed: {getattr(exc, 'reason', None) or exc}")
         ) from exc
+    except BaseException:  # Ctrl-C too: no partial 536 MB file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     _say(progress, f"nsm: {EMNIST_URL}: ok")
     return tmp
 
@@ -132,8 +133,7 @@ def _extract(archive: Path, folder: Path, names: dict[str, int]) -> None:
                 shown, bound = f"{archive}:{member}", gz_bound(raw_size)
                 if info.file_size > bound:
                     raise too_big(shown, bound, f"declares {info.file_size} bytes:")
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=folder)
-                tmp = Path(tmp_name)
+                fd, tmp = new_part(folder, f".{name}.", ".gz.part")
                 try:
                     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
                         copy_bounded(src, out, bound, shown)  # zipfile checks the CRC

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 from pathlib import Path
 
 import torch
 
-from .files import check_file, copy_bounded, gz_bound, make_folder, open_regular
+from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, open_regular
 from .idx import DataError, read_idx, read_raw_bytes, verify_md5
 from .mnist import _download, _find, _missing_after_check, _place, _raw_size, _say, default_data_dir
 
@@ -99,8 +98,7 @@ def _folder(data_dir: str | os.PathLike | None) -> Path:
 
 def _verified_copy(folder: Path, name: str, source: str, fill) -> None:
     """Write ``<name>.gz`` to a temp file with ``fill(out)``, verify it, move it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = new_part(folder, f".{name}.", ".gz.part")
     try:
         with os.fdopen(fd, "wb") as out:
             fill(out)

@@ -28,6 +28,7 @@ import math
 import os
 import stat
 import struct
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -262,6 +263,17 @@ def read_bytes(
                 out += block
                 if max_bytes is not None and len(out) > max_bytes:
                     raise too_big(shown, max_bytes, "decompresses to", hint)
+
+
+def new_part(folder: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new temporary file in ``folder`` for a download or an extraction: (fd, path), with the
+    mode an ordinary new file gets (``mkstemp`` makes 0600, which :func:`place_new` would keep:
+    a shared data folder's files were unreadable to its other users)."""
+    from ..utils.io import _umask
+
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, Path(name)
 
 
 def place_new(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:

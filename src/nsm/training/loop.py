@@ -305,7 +305,8 @@ def fit(
     ``checkpoint.pt`` is written after every epoch and every ``config.checkpoint_every``
     optimizer steps (:mod:`nsm.training.checkpoint`). ``resume``: a run directory of this same
     configuration (:func:`nsm.training.checkpoint.load_run_config`) to continue from its checkpoint,
-    or from the start if it has none; the result is bit for bit that of the uninterrupted run.
+    or from the start if it has none; the result is bit for bit that of the uninterrupted run on the
+    same device and thread count (another thread count is said in the log: sums round differently).
     The run directory is locked (:class:`nsm.training.checkpoint.RunLock`) while it is written.
     ``dataset``: the data to train and test on, used as given; the config's data fields
     (``data_dir``, ``train_subset``, ``test_subset``, ``dataset_options``) then take no part,
@@ -328,6 +329,7 @@ def fit(
         if group.active:
             _check_distributed(config, group)
             stack.enter_context(process_group(group, device))
+        saved_environment: dict = {}  # what config.json recorded about a resumed run
         if resume is not None:
             run_dir = Path(resume)
 
@@ -346,6 +348,7 @@ def fit(
                 environment = read_json_object(run_dir / "config.json", "the run's configuration").get("_environment")
                 if not isinstance(environment, dict):
                     environment = {}  # (a config.json written by hand: nothing recorded about the run)
+                saved_environment.update(environment)
                 ran = environment.get("world_size", 1)
                 if ran != group.world_size:  # also before its first checkpoint: the same run needs as many
                     raise ValueError(
@@ -363,6 +366,13 @@ def fit(
                     file=sys.stderr,
                 )
             torch.set_num_threads(config.threads)
+        was = saved_environment.get("threads")
+        if isinstance(was, int) and was != torch.get_num_threads():
+            log(
+                f"note: this run was trained with {was} thread(s) and resumes with {torch.get_num_threads()}: it goes "
+                f"on correctly, but not bit for bit as it would have (sums split over threads round differently); "
+                f"--threads {was} resumes it exactly"
+            )
         stack.enter_context(flush_denormals(config.flush_denormal))
         if group.main:
             _check_thread_modes(config.flush_denormal)

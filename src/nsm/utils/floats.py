@@ -1,12 +1,13 @@
 """Denormal floats on the CPU.
 
-An NSM unit's firing probability is P = 1/2 (1 + erf t), and its gradient carries the density
-exp(-t²)/sqrt(pi). As training goes on, more units saturate; for |t| between about 9.3 and
-10.2 that density, and the products it enters, are float32 denormals (below 1.2e-38), which
-x86 CPUs compute tens of times slower than normal numbers. Measured on this project's CPU: a
-bNSM training step of MNIST's Table 6 network after 71 epochs took 223 ms at one thread, against
-77 ms with denormals flushed to zero (a fresh network: 72 ms either way); the convolutions'
-backward pass was 13 times slower. Flushing (x86 FTZ/DAZ, ``torch.set_flush_denormal``) changes
+An NSM unit's firing probability is P = 1/2 (1 + erf t), and its gradient carries the
+derivative of erf, 2 exp(-t²)/sqrt(pi). As training goes on, more units saturate; for
+9.35 < |t| < 10.16 that derivative, and the products it enters, are float32 denormals (below
+1.2e-38), which x86 CPUs compute tens of times slower than normal numbers. Measured on this
+project's CPU (``benchmarks/bench_denormal.py``, docs/speed.md): a bNSM training step of MNIST's
+Table 6 network after 71 epochs took 282.9 ms at one thread, against 73.1 ms with denormals
+flushed to zero (3.87x; a fresh network: 66-68 ms either way); the convolutions' backward pass
+was 13 times slower. Flushing (x86 FTZ/DAZ, ``torch.set_flush_denormal``) changes
 only numbers smaller than 1.2e-38.
 
 The mode is a per-thread CPU setting. A thread takes the mode of the thread that creates it, so
