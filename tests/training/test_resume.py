@@ -415,3 +415,23 @@ def test_resuming_with_another_thread_count_says_it_is_not_bit_for_bit(tmp_path,
             fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), **QUIET)
     fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), resume=tmp_path / "same", log=lines.append)
     assert not any("thread(s) and resumes" in line for line in lines)
+
+
+def test_an_mps_run_saves_and_restores_its_generator(monkeypatch):
+    """The noise of a run on Apple's MPS is drawn by the MPS generator, which checkpoints did
+    not save (CPU and CUDA only): a resumed MPS run drew other noise. No MPS here: torch.mps's
+    two functions are stood in for, to check what is saved, restored and refused."""
+    from nsm.training.checkpoint import rng_state, set_rng_state
+
+    calls = []
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.tensor([7, 8], dtype=torch.uint8))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: calls.append(s.tolist()))
+    gen = torch.Generator().manual_seed(0)
+    mps = torch.device("mps")
+    state = rng_state(mps, gen)
+    assert state["mps"].tolist() == [7, 8]
+    set_rng_state(state, mps, gen)
+    assert calls == [[7, 8]]
+    with pytest.raises(ValueError, match="not written by an MPS run"):
+        set_rng_state(rng_state(torch.device("cpu"), gen), mps, gen)
+    assert "mps" not in rng_state(torch.device("cpu"), gen)

@@ -14,7 +14,7 @@ a whole epoch, or after ``checkpoint_every`` optimizer steps inside one::
     in_epoch     None, or the epoch under way: its number, the permutation of the training
                  set, batches done, running loss sum / wrong / seen, seconds so far
     history      the metrics rows so far (metrics.jsonl is rewritten from them)
-    rng          torch's global generator (CPU, and CUDA when used) and the data generator
+    rng          torch's global generator (CPU, and CUDA or MPS when used) and the data generator
                  (shuffling and augmentation)
     recorder     with --record: the recorder's rows and accumulators
     finished     True once the last epoch is in
@@ -260,6 +260,8 @@ def rng_state(device: torch.device, data_gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "cuda": None}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "mps":  # the noise of an MPS run is drawn by the MPS generator
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -270,6 +272,10 @@ def set_rng_state(state: dict, device: torch.device, data_gen: torch.Generator) 
         if state.get("cuda") is None:
             raise ValueError("the checkpoint was written by a CPU run; resume it with --device cpu")
         torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "mps":
+        if not isinstance(state.get("mps"), torch.Tensor):
+            raise ValueError("the checkpoint was not written by an MPS run; resume it on the device it ran on")
+        torch.mps.set_rng_state(state["mps"])
 
 
 def data_fingerprint(train_x: Tensor, train_y: Tensor, test_y: Tensor) -> dict:
