@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import tracemalloc
 from pathlib import Path
@@ -311,6 +312,16 @@ def test_load_dvs_gesture_fake_tree_and_cache(tmp_path, monkeypatch):
     x2, y2 = load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)
     assert torch.equal(x2, x) and torch.equal(y2, y)
 
+    # a labels file edited to the same size (its modification time changes) invalidates the cache
+    labels = tmp_path / "dvs-gesture" / "DvsGesture" / "user02_led_labels.csv"
+    raw = labels.read_bytes()
+    labels.write_bytes(raw)  # the same bytes: stands for an edit that keeps the size
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="reader called"):
+        load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)
+    monkeypatch.undo()
+    load_dvs_gesture(tmp_path, train=True, n_frames=N_FRAMES, frame_us=FRAME_US, progress=False)  # cache again
+    monkeypatch.setattr(dg, "read_aedat31", boom)
     # a changed file (size) invalidates the cache
     rec = tmp_path / "dvs-gesture" / "DvsGesture" / "user02_led.aedat"
     rec.write_bytes(rec.read_bytes() + polarity_packet([3], [3], [1], [600]))

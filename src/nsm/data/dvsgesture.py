@@ -353,7 +353,8 @@ def _fingerprint(folder: Path, split: str, names: list[str], n_frames: int, fram
             "n_frames": n_frames,
             "frame_us": frame_us,
             "size": 64,
-            "files": [[f, (folder / f).stat().st_size] for f in files],
+            # size and modification time: a labels file edited to the same size is seen
+            "files": [[f, (folder / f).stat().st_size, (folder / f).stat().st_mtime_ns] for f in files],
         }
     )
 

@@ -290,7 +290,7 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     ax1.legend()
     ax2.plot(epochs, [h["train_loss"] for h in history], marker, label="train loss")
     ax2.plot([h["epoch"] for h in tested], [h["test_nll"] for h in tested], "s-", label="test NLL")
-    ax2.set(xlabel="epoch", ylabel="cross-entropy")
+    ax2.set(xlabel="epoch", ylabel="loss")  # cross-entropy; the S2M's: its reconstruction error
     ax2.legend()
     fig.tight_layout()
     save_figure(path, fig)
