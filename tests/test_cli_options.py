@@ -118,6 +118,19 @@ def test_an_option_of_the_schedule_the_run_does_not_use_is_refused(tmp_path, tra
     assert [(c.lr_schedule, c.lr_decay_start, c.lr_step) for c in trained] == [("linear", 5, 50), ("step", 100, 10)]
 
 
+def test_record_draws_without_compare_grad_is_refused_even_at_its_default(tmp_path, trained, capsys):
+    """TrainConfig can only refuse a value other than the default (4); the command knows what
+    was given: --record-draws 4 alone was accepted and did nothing."""
+    base = ["train", "--out", tmp_path, "--record"]
+    for draws in ("4", "8"):
+        _fails(
+            [*base, "--record-draws", draws], capsys, "--record-draws sets the passes per gradient of --compare-grad"
+        )
+    assert trained == []
+    assert main([*map(str, base), "--record-draws", "4", "--compare-grad", "sigmoid"]) == 0
+    assert [(c.record_draws, c.record_compare) for c in trained] == [(4, ["sigmoid"])]
+
+
 def test_fetch_refuses_a_split_for_a_dataset_without_splits(tmp_path, monkeypatch, capsys):
     import nsm.data
     import nsm.data.emnist

@@ -451,6 +451,10 @@ def _train(args) -> int:
     if args.record_every is not None:
         fields["record_every"] = args.record_every
     if args.record_draws is not None:
+        if args.compare_grad is None and args.resume is None:  # (a resumed run may have its companions)
+            raise ValueError(
+                "--record-draws sets the passes per gradient of --compare-grad; without it, it does nothing"
+            )
         fields["record_draws"] = args.record_draws
     if args.compare_grad is not None:
         fields["record_compare"] = [m.strip() for m in args.compare_grad.split(",") if m.strip()]

@@ -145,6 +145,12 @@ def test_options_that_would_change_nothing_are_refused():
         ("gnsm", dict(p_conv=0.5), "gaussian synapses have no p_conv"),
         ("gnsm", dict(p_fc=0.3, p_conv=0.5), "gaussian synapses have no p_conv, p_fc"),
         ("bnsm-allconv", dict(sigma=2.0, width=0.1), "bernoulli synapses have no sigma"),
+        (
+            "bnsm-fc",
+            dict(sigma=2.0),
+            "bernoulli synapses have no sigma (it would change nothing): their noise is set by p;",
+        ),
+        ("bnsm", dict(sigma=2.0), "their noise is set by p_conv, p_fc; for the other noise use the gnsm model"),
         ("gnsm-table7", dict(p=0.3, width=0.1), "gaussian synapses have no p "),
         ("bnsm-allconv", dict(noise="gaussian", width=0.1), "model 'bnsm-allconv' fixes noise='bernoulli'"),
         ("bn", dict(estimator="ste"), "model 'bn' takes no estimator: its units are noise-free"),

@@ -247,3 +247,21 @@ def test_the_neuron_sampler_correlates_units_that_share_inputs():
     assert abs(j - product) < 5 * math.sqrt(j * (1 - j) / n), joint
     j, product = joint["neuron"]
     assert j - product > 0.05, joint  # measured: 0.661 against 0.579
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_units_with_small_weights_keep_their_drive(dtype):
+    """A unit whose weights are small, not zero, has variance: in float16 its norm (3e-5) was
+    below the type's smallest normal number and it was taken for a unit without variance (t =
+    -1e4 by its negative bias, against t = 9.5 in float32). Norms and drive terms of
+    half-precision layers are float32, rounded once at the end."""
+    layer = nsm.NSMLinear(100, 1)
+    with torch.no_grad():
+        layer.weight.fill_(3e-6)
+        layer.bias.fill_(-1e-5)
+    x = torch.ones(3, 100)
+    want = layer.drive(x)[0].item()
+    half = layer.to(dtype)
+    got = half.drive(x.to(dtype))
+    assert got.dtype == dtype and abs(got[0].item() - want) < 0.01 * abs(want), (got[0].item(), want)
+    assert (half(x.to(dtype)) == 1).all() and half(x.to(dtype)).dtype == dtype

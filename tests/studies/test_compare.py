@@ -27,6 +27,17 @@ def test_t_quantiles_match_the_tables(p, df, want):
     assert t_quantile(1 - p, df) == pytest.approx(-want, rel=1e-8, abs=0)
 
 
+def test_t_quantiles_in_closed_form_and_far_out():
+    """df = 1 (Cauchy: tan(pi (p - 1/2))) and df = 2 ((2p - 1) / sqrt(2 p (1 - p))) have closed
+    forms, far into the tails too (Simpson's rule on the density itself was 9x off there); the
+    expansion used above df = 1e5 meets the integral there."""
+    for p in (0.6, 0.975, 0.9995, 1 - 1e-6):
+        assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9, abs=0), p
+        assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9, abs=0), p
+    assert t_quantile(0.975, 1e5) == pytest.approx(t_quantile(0.975, 1e5 + 1e-6), rel=1e-9, abs=0)
+    assert t_quantile(0.975, 1e15) == pytest.approx(1.959963984540054, rel=1e-12, abs=0)  # the normal's
+
+
 def test_t_quantile_of_non_integer_df_lies_between_its_neighbours():
     q = [t_quantile(0.975, df) for df in (3.0, 3.5, 4.0)]
     assert q[0] > q[1] > q[2]
@@ -68,4 +79,4 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="p must be in"):
         t_quantile(1.0, 3)
     with pytest.raises(ValueError, match="df must be"):
-        t_quantile(0.9, 0)
+        t_quantile(0.9, 0.5)

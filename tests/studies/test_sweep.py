@@ -179,6 +179,29 @@ def test_a_claim_of_this_host_without_its_lock_is_stale_whatever_its_pid_now_is(
         assert not path.exists()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
+def test_a_claim_of_this_host_whose_process_still_runs_keeps_it_without_its_lock(tmp_path):
+    """A holder can lose its lock without dying (an expired NFS lease): its claim records the
+    boot id and its start time, so while that very process runs the claim stands; the same
+    pid with another start time (handed out again after a restart) does not keep it."""
+    from nsm.studies.claim import _identity
+
+    me = _identity(os.getpid())
+    assert me and ":" in me
+    line = f"pid {os.getpid()} on host {socket.gethostname()} since 2026-01-01T00:00:00+0000"
+    live = tmp_path / "live.claim"
+    live.write_text(f"{line} process {me}\n")  # written by hand: nobody holds its lock
+    assert live_holder(live).startswith(f"pid {os.getpid()} ")
+    assert claim_run(live, log=print) == (None, f"{line} process {me}")
+    boot, start = me.split(":")
+    reused = tmp_path / "reused.claim"
+    reused.write_text(f"{line} process {boot}:{int(start) + 1}\n")
+    assert live_holder(reused) == ""
+    claim, _ = claim_run(reused, log=lambda s: None)
+    assert claim is not None and f"process {me}" in reused.read_text()  # the new claim records its own
+    claim.release()
+
+
 def test_a_claim_beats_its_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr(nsm.studies.claim, "HEARTBEAT_SECONDS", 0.05)
     path = tmp_path / "r.claim"

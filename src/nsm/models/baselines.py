@@ -48,7 +48,7 @@ __all__ = [
 
 def _unit_rows(weight: Tensor, magnitude: Tensor) -> Tensor:
     """g v / ||v||, one norm per output unit (row of a matrix, or whole filter)."""
-    return weight * (magnitude / row_norms(weight)).view(-1, *([1] * (weight.dim() - 1)))
+    return weight * (magnitude / row_norms(weight)).to(weight.dtype).view(-1, *([1] * (weight.dim() - 1)))
 
 
 class _WeightNorm:

@@ -87,9 +87,11 @@ def noise_parameters(noise: str, defaults: dict, **given) -> dict:
     own = "sigma" if noise == "gaussian" else "p"
     unused = sorted(k for k, v in given.items() if v is not None and not k.startswith(own))
     if unused:
+        mine = ", ".join(k for k in given if k.startswith(own))
+        other = "gnsm" if noise == "bernoulli" else "bnsm"
         raise ValueError(
-            f"{noise} synapses have no {', '.join(unused)} (it would change nothing); "
-            f"{'give sigma' if own == 'sigma' else 'give the transmission probability p'} or choose the other noise"
+            f"{noise} synapses have no {', '.join(unused)} (it would change nothing): their noise is set by "
+            f"{mine}; for the other noise use the {other} model of this network"
         )
     return {k: defaults[k] if v is None else v for k, v in given.items()}
 
@@ -300,6 +302,8 @@ def _bn(in_shape, num_classes, **options):
 
 @register_model("bnsm-fc", "784-300-300-300 fully connected bNSM, p=0.5 (SI 4.5, the W3 figure)")
 def _bnsm_fc(in_shape, num_classes, **options):
+    # refuses sigma, which Bernoulli synapses do not have
+    noise_parameters("bernoulli", {"p": 0.5, "sigma": 1.0}, p=options.get("p"), sigma=options.get("sigma"))
     return fc_nsm(in_shape, num_classes, **_fixed("bnsm-fc", options, noise="bernoulli"))
 
 

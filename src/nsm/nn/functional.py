@@ -153,7 +153,7 @@ def sign_prob(u: Tensor, s: Tensor, scale: Tensor, offset: Optional[Tensor] = No
     """
     if torch.compiler.is_compiling():
         t = s * scale if offset is None else torch.addcmul(offset, s, scale)
-        e = torch.erf(t)
+        e = torch.erf(t).to(u.dtype)  # (a half-precision layer's terms are float32)
         return sign(u) + (e - e.detach())
     return _SignProb.apply(u, s, scale, offset)
 
@@ -178,21 +178,26 @@ VARIANCES = ("norm", "exact")
 ZERO_VARIANCE_DRIVE = 1e4
 
 
-def norm_floor(dtype: torch.dtype) -> float:
-    """The smallest ||w|| (or sqrt(Var[u] / Var[xi])) kept: below it a unit has no variance.
-    1e-12, or the smallest normal number of a type that has no 1e-12 (float16: 6.1e-5)."""
-    return max(1e-12, torch.finfo(dtype).tiny)
+# The smallest ||w|| (or sqrt(Var[u] / Var[xi])) kept: at or below it a unit has no variance
+# (its weights, or its inputs, are exactly zero). Norms are float32 at least (half-precision
+# layers compute them in float32), where 1e-12 is a normal number.
+NORM_FLOOR = 1e-12
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half-precision types (norms, drives' terms), else the type itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def drive_terms(wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> tuple[Tensor, Tensor]:
     """(scale, offset) with t = s * scale + offset: beta / ||w|| and b / (c ||w||).
 
-    Where ||w|| is at its floor (:func:`norm_floor`) the unit has no variance: u = b exactly
+    Where ||w|| is at its floor (``NORM_FLOOR``) the unit has no variance: u = b exactly
     (s = 0 there, each z_j w_j being 0), so it fires with probability 1 if b >= 0 (sgn(0) = +1;
     no bias: b = 0) and 0 otherwise; scale is then 0 and offset +-ZERO_VARIANCE_DRIVE, which
     every sampler, P and the gradients (0) agree with. Dividing by the floor instead gave P = 1/2
     (no bias), P = Phi(b / c) (unit-scaled bias) and gradients of 1e11 to the inputs."""
-    zero = wnorm <= norm_floor(wnorm.dtype)
+    zero = wnorm <= NORM_FLOOR
     safe = wnorm.masked_fill(zero, 1.0)  # no division by the floor, even where it is not kept
     scale = (magnitude / safe).masked_fill(zero, 0.0)
     big = ZERO_VARIANCE_DRIVE
@@ -204,9 +209,10 @@ def drive_terms(wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: flo
 
 def drive(s: Tensor, wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> Tensor:
     """t = E[u] / sqrt(2 Var[u]) = beta * s / ||w|| + b / (c ||w||), with s = op(z, w)
-    (:func:`drive_terms`: a unit without variance has t = +-ZERO_VARIANCE_DRIVE)."""
+    (:func:`drive_terms`: a unit without variance has t = +-ZERO_VARIANCE_DRIVE), in s's type
+    (a half-precision layer's terms are float32: it is rounded once, at the end)."""
     scale, offset = drive_terms(wnorm, magnitude, bias, c)
-    return torch.addcmul(offset, s, scale)  # one pass over the output
+    return torch.addcmul(offset, s, scale).to(s.dtype)  # one pass over the output
 
 
 def firing_probability(t: Tensor) -> Tensor:
@@ -218,9 +224,10 @@ def firing_probability(t: Tensor) -> Tensor:
 
 def row_norms(weight: Tensor) -> Tensor:
     """||w_i|| per output unit (a row of a matrix, a whole filter of a convolution), floored at
-    :func:`norm_floor` (1e-12) so that a unit whose weights are all zero divides by a small
-    number, not by zero (and :func:`drive_terms` knows it has no variance)."""
-    return weight.flatten(1).norm(dim=1).clamp_min(norm_floor(weight.dtype))
+    ``NORM_FLOOR`` (1e-12) so that a unit whose weights are all zero divides by a small number,
+    not by zero (and :func:`drive_terms` knows it has no variance); float32 for half-precision
+    weights (a float16 norm has no 1e-12, and its small weights' norms are subnormal)."""
+    return weight.to(_wide(weight.dtype)).flatten(1).norm(dim=1).clamp_min(NORM_FLOOR)
 
 
 def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padded: bool = False) -> Tensor:
@@ -232,13 +239,12 @@ def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padd
     synapses, and this is the law its noise gives it. Costs one product on one example.
     ``"exact"``: sqrt(op(z^2, w^2)) per output element; exact for any input (real-valued
     ones too). Costs one more product on the whole batch.
-    Half-precision layers compute these sums in float32: in float16 a sum of w^2 above 65504
-    (||w|| > 256) was infinite (P = 1/2 for every unit), and the floor was 0.
+    Half-precision layers compute these sums in float32 and return them so: in float16 a sum
+    of w^2 above 65504 (||w|| > 256) was infinite (P = 1/2 for every unit), and the floor was 0.
     """
     if variance == "norm" and not padded:
         return row_norms(weight).view(shape)
-    dtype = weight.dtype
-    wide = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    wide = _wide(weight.dtype)
     w2 = weight.to(wide).square()
     if variance == "norm":
         ones = torch.ones(x.shape[-3:], dtype=wide, device=x.device)  # one unbatched example
@@ -246,7 +252,7 @@ def weight_norm(x: Tensor, weight: Tensor, op: Op, variance: str, shape, *, padd
     else:
         xw = x.to(wide)
         var = op(xw * xw, w2)
-    return var.clamp_min(norm_floor(dtype) ** 2).sqrt().to(dtype)
+    return var.clamp_min(1e-24).sqrt()  # NORM_FLOOR squared
 
 
 # --------------------------------------------------------------------------------------

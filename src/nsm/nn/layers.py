@@ -133,7 +133,8 @@ class NSMLayer(Stochastic):
         bias = self.bias.view(self._shape)
         if self.bias_scale == "unit":
             w = self.weight if weight is None else weight
-            bias = bias * NF.weight_norm(x, w, op, self.variance, self._shape, padded=self._padded)
+            wn = NF.weight_norm(x, w, op, self.variance, self._shape, padded=self._padded)
+            bias = (bias * wn).to(bias.dtype)  # (a half-precision layer's norms are float32)
         return bias
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 processes (on one machine or several sharing the output folder) work through one table.
 
 A worker claims a run before training it with the file ``OUT/runs/NAME.claim``, which reads
-``pid P on host H since T``:
+``pid P on host H since T process BOOT:START`` (the last two words where /proc tells them):
 
 1. the worker writes that line into a temporary file of its own and takes an exclusive
    ``flock`` on it;
@@ -16,8 +16,10 @@ A claim that exists belongs to a live worker unless it is *stale*. Whoever wants
 first tries the claim's ``flock``: if that is refused the holder is alive. If it is granted
 (the kernel drops a dead process's ``flock``, even after SIGKILL), the claim is stale when
 
-- it was made on this host (its holder would still hold the ``flock``: a pid that is running
-  again after a restart, another process's or this one's, does not keep it alive), or
+- it was made on this host and the process it names is gone: its line records the pid, the
+  boot id and the process's start time, and a pid handed out again after a restart (to
+  another process, or this one) has another start time (a live holder keeps the ``flock``; one
+  that lost it without dying, as on an expired NFS lease, still runs and keeps its claim), or
 - ``steal_after`` seconds were given and its heartbeat is older than that (the only way to
   take over the claim of a worker on another host, whose ``flock`` may not reach this one).
 
@@ -44,8 +46,23 @@ __all__ = ["RunClaim", "claim_run", "live_holder", "HEARTBEAT_SECONDS"]
 HEARTBEAT_SECONDS = 30.0
 
 
+def _identity(pid: int) -> Optional[str]:
+    """``BOOT:START`` for a running process of this machine: the kernel's boot id and the
+    process's start time (field 22 of /proc/PID/stat), which a pid handed out again after a
+    restart does not share; None where /proc has neither (not Linux) or the pid is not running."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 and boot else None
+
+
 def _line() -> bytes:
-    return (f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n").encode()
+    line = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+    identity = _identity(os.getpid())
+    return (line + (f" process {identity}" if identity else "") + "\n").encode()
 
 
 def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
@@ -54,6 +71,15 @@ def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
     if len(words) >= 5 and words[0] == "pid" and words[2:4] == ["on", "host"] and words[1].isdigit():
         return int(words[1]), words[4]
     return None, None
+
+
+def _alive_here(text: str) -> bool:
+    """Whether the process a claim of this host names still runs: its pid, with the boot id and
+    start time the claim recorded (a claim without them, or where /proc cannot tell: no)."""
+    pid, _ = _holder(text)
+    words = text.split()
+    recorded = words[8] if len(words) >= 9 and words[7] == "process" else None
+    return pid is not None and recorded is not None and _identity(pid) == recorded
 
 
 class RunClaim:
@@ -121,9 +147,10 @@ def _judge(path: Path, steal_after: Optional[float]) -> tuple[Optional[int], str
         age = time.time() - os.fstat(fd).st_mtime
         # a worker holds its claim's flock from before the claim exists until after it is
         # removed, so a claim of this host whose flock we were granted has no live holder,
-        # whatever its pid now names (after a restart pids are handed out again: a new
-        # process, this one even, may have it)
-        dead_here = host == socket.gethostname()
+        # unless the very process it names still runs (same pid, boot and start time: a lock
+        # lost without its holder dying, as an expired NFS lease is); a pid handed out again
+        # after a restart, to another process or this one, does not keep it alive
+        dead_here = host == socket.gethostname() and not _alive_here(text)
         if dead_here or (steal_after is not None and age > steal_after):
             return fd, text
         os.close(fd)
