@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..nn.functional import row_norms, sign, sign_ste
 from ..nn.layers import Stochastic
-from ..nn.noise import rng
+from ..nn.noise import rng, wide_dtype
 
 __all__ = [
     "WNLinear",
@@ -193,7 +193,7 @@ class SigmoidBernoulli(Stochastic, nn.Module):
         else:
             # P(z = +1) = P(U < sigmoid(u)); a half-precision uniform (8-11 bits) would move that
             # probability, so half-precision models compare in float32
-            dtype = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
+            dtype = wide_dtype(u.dtype)
             uni = torch.rand(u.shape, **rng(self.generator), device=u.device, dtype=dtype)
             z = sign(torch.sigmoid(u.detach().to(dtype)) - uni).to(u.dtype)
         return z + (mean - mean.detach()) if mean.requires_grad else z

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..nn.functional import firing_probability
 from ..nn.layers import Stochastic
-from ..nn.noise import rng
+from ..nn.noise import rng, wide_dtype
 from ..utils.checks import check_int
 
 __all__ = ["SynapticSamplingMachine", "S2M_SAMPLERS"]
@@ -99,7 +99,7 @@ class SynapticSamplingMachine(Stochastic, nn.Module):
         if self.mode == "mean":  # the firing probability P(u > 0)
             return firing_probability(mean / (var * 2).sqrt().clamp_min(1e-12))
         if self.sampler == "synapse":
-            dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype  # exact P(U < p)
+            dtype = wide_dtype(x.dtype)  # exact P(U < p)
             mask = (
                 torch.rand((x.shape[0],) + tuple(w.shape), **rng(self.generator), device=x.device, dtype=dtype) < self.p
             )

@@ -14,7 +14,7 @@ import torch
 
 from ..utils.registry import Registry, name_of
 from .functional import sign, sign_prob, sign_ste
-from .noise import rng
+from .noise import rng, wide_dtype
 
 __all__ = ["ESTIMATORS", "make_estimator", "ProbEstimator", "STEEstimator", "BinConcreteEstimator", "ALPHAS"]
 
@@ -105,7 +105,7 @@ class BinConcreteEstimator:
         # Half precision computes in float32 and rounds the output only: a bfloat16 uniform has
         # 8 bits, so U = 0 (probability 2^-9) and the clamp 1 - 2^-7 would cut both tails of
         # the law (a unit with P < 0.008 never fired, none fired more than 99.8% of the time).
-        dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+        dtype = wide_dtype(t.dtype)
         x = math.sqrt(2.0) * t.to(dtype)
         log_alpha = torch.special.log_ndtr(x)
         if self.alpha == "odds":

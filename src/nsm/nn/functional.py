@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..utils.registry import Registry
-from .noise import NOISES, Noise, make_noise, rng
+from .noise import NOISES, Noise, make_noise, rng, wide_dtype
 
 __all__ = [
     "Noise",
@@ -184,9 +184,7 @@ ZERO_VARIANCE_DRIVE = 1e4
 NORM_FLOOR = 1e-12
 
 
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    """float32 for the half-precision types (norms, drives' terms), else the type itself."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+_wide = wide_dtype  # norms and drive terms of half-precision layers are float32
 
 
 def drive_terms(wnorm: Tensor, magnitude: Tensor, bias: Optional[Tensor], c: float) -> tuple[Tensor, Tensor]:

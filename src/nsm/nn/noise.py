@@ -19,7 +19,14 @@ from torch import Tensor
 
 from ..utils.registry import Registry, name_of
 
-__all__ = ["Noise", "NOISES", "make_noise", "bernoulli_noise", "gaussian_noise", "rng"]
+__all__ = ["Noise", "NOISES", "make_noise", "bernoulli_noise", "gaussian_noise", "rng", "wide_dtype"]
+
+
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half-precision types, else ``dtype`` itself: where uniforms, norms and
+    drives are computed for a half-precision layer (a half-precision uniform has 8-11 bits,
+    which moves P(U < p) off p; a float16 sum of w^2 overflows above 65504)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,7 @@ class Noise:
         # any other p, or compiled: one uniform per element (drawn inside the fused kernel when
         # compiled). Half-precision uniforms have 8-11 bits, which moves P(u < p) off p (bfloat16
         # at p = 0.3: 0.3018), so those draw float32 uniforms.
-        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
-        u = torch.rand(shape, **rng(generator), device=like.device, dtype=dtype)
+        u = torch.rand(shape, **rng(generator), device=like.device, dtype=wide_dtype(like.dtype))
         return u < self.param
 
     def __str__(self) -> str:
