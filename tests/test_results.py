@@ -164,7 +164,7 @@ def _fmt(x: float) -> str:
 @pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
 def test_each_table_md_shows_its_csv(folder):
     runs, rows = _runs(folder), {(r["dataset"], r["model"]): r for r in _csv_rows(folder)}
-    [(_, header, body)] = _md_tables((folder / "table.md").read_text())
+    (_, header, body), *_ = _md_tables((folder / "table.md").read_text())
     assert len(body) == len(rows)
     for cells in body:
         shown = dict(zip(header, cells, strict=True))
@@ -173,6 +173,109 @@ def test_each_table_md_shows_its_csv(folder):
         assert shown["final"] == _fmt(want["final"])
         if "best" in shown:
             assert shown["best"] == _fmt(want["best"])
+
+
+def _signed(x: float) -> str:
+    return "–" if math.isnan(x) else ("0.00" if abs(x) < 0.005 else f"{x:+.2f}")
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
+def test_each_table_compares_its_models_with_the_dcnn(folder):
+    """Each model against the dCNN of its dataset: the difference of the means, its 95% Welch
+    interval and its reading, recomputed from the runs (the table.csv columns and the second
+    table of table.md). The interval's t quantile here comes from the t distribution's own
+    definition (the Welch df, then a quantile of Student's t by bisection on its CDF via the
+    regularized incomplete beta function's continued fraction), not from nsm."""
+    runs, rows = _runs(folder), _csv_rows(folder)
+    refs = {r["dataset"]: _recompute(r, runs)["errs"] for r in rows if r["model"] == "dcnn"}
+    tables = _md_tables((folder / "table.md").read_text())
+    shown = {(c[0], c[1]): dict(zip(tables[1][1], c, strict=True)) for c in tables[1][2]} if len(tables) > 1 else {}
+    compared = 0
+    for row in rows:
+        where = f"{folder.name}: {row['model']} on {row['dataset']}"
+        ref = refs.get(row["dataset"])
+        if ref is None or row["model"] == "dcnn":
+            assert row["reference"] == "" and row["reading"] == "", where
+            assert (row["dataset"], row["model"]) not in shown, where
+            continue
+        errs = _recompute(row, runs)["errs"]
+        assert row["reference"] == "dcnn", where
+        md = shown[(row["dataset"], row["model"])]
+        if len(errs) < 2 or len(ref) < 2:
+            assert row["reading"] == "too few seeds" and md["reading"] == "too few seeds", where
+            continue
+        diff, low, high = _welch(errs, ref)
+        reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
+        assert _same(_num(row["diff_pct"]), diff), where
+        assert _same(_num(row["diff_low_pct"]), low) and _same(_num(row["diff_high_pct"]), high), where
+        assert row["reading"] == reading, where
+        assert md["difference"] == _signed(diff), where
+        assert md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]", where
+        assert md["reading"] == {"lower": "beats dcnn", "higher": "trails dcnn"}.get(reading, reading), where
+        compared += 1
+    assert len(shown) == sum(1 for r in rows if r["reference"]), folder.name
+    if folder.name == "mnist-paper":
+        assert compared == 2
+
+
+def _t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t and t >= 0: 1 - I_x(df/2, 1/2) / 2 at x = df / (df + t^2), with
+    I_x(a, b) = 1 - I_(1-x)(b, a) where the continued fraction converges slowly."""
+    a, b, x = df / 2, 0.5, df / (df + t * t)
+    beta = _beta_reg(a, b, x) if x < (a + 1) / (a + b + 2) else 1 - _beta_reg(b, a, 1 - x)
+    return 1 - beta / 2
+
+
+def _beta_reg(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), by Lentz's continued fraction."""
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + num * d
+        d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+        c = 1 + num / (c if abs(c) > 1e-300 else 1e-300)
+        f *= c * d
+        if abs(c * d - 1) < 1e-15:
+            break
+    return front * (f - 1)
+
+
+def _t_975(df: float) -> float:
+    """The t with P(T <= t) = 0.975, by bisection on the CDF."""
+    lo, hi = 0.0, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < 0.975 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its 95% Welch interval."""
+    qa, qb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if qa + qb == 0:
+        return diff, diff, diff
+    df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1))
+    half = _t_975(df) * math.sqrt(qa + qb)
+    return diff, diff - half, diff + half
+
+
+def test_the_independent_t_quantile_matches_the_tables():
+    """The check above is only as good as its own t distribution: published 97.5% quantiles,
+    and one Welch interval worked by hand (equal spreads and sizes: df = 2(n - 1) = 4)."""
+    for df, t in ((1, 12.7062047), (2, 4.3026527), (4, 2.7764451), (10, 2.2281389), (30, 2.0422725)):
+        assert _t_975(df) == pytest.approx(t, rel=1e-7), df
+    diff, low, high = _welch([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert (diff, low, high) == pytest.approx(
+        (-1, -1 - 2.7764451 * math.sqrt(2 / 3), -1 + 2.7764451 * math.sqrt(2 / 3))
+    )
 
 
 # docs/reproduce.md quotes the tables of results folders: which column holds which number

@@ -341,12 +341,12 @@ def _reproduce(args) -> int:
     from .studies.reproduce import (
         TABLES,
         _check_steal_after,
-        format_markdown,
         format_status,
         rebuild_table,
         run_table,
         table_status,
     )
+    from .studies.tables import format_markdown
 
     if args.list:
         for name in TABLES.names():

@@ -11,15 +11,8 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from nsm.studies.reproduce import (
-    aggregate,
-    format_csv,
-    format_markdown,
-    format_status,
-    rebuild_table,
-    run_table,
-    table_status,
-)
+from nsm.studies.reproduce import format_status, rebuild_table, run_table, table_status
+from nsm.studies.tables import aggregate, format_csv, format_markdown
 from toys import toy_dataset
 
 OPTS = {"epochs": 2, "batch_size": 30, "samples": 2, "threads": 1, "progress": False, "compile": "off"}

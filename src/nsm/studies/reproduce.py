@@ -3,14 +3,16 @@
 ``nsm reproduce mnist`` trains every model of the MNIST comparison on the paper's protocol (docs/design.md §5)
 (overridable: epochs, seeds, samples), one run directory per (model, dataset, seed) under
 ``OUT/runs/``, skipping runs that already finished there with the same protocol, and writes
-``OUT/table.md`` and ``OUT/table.csv``:
+``OUT/table.md`` and ``OUT/table.csv`` (:mod:`nsm.studies.tables`):
 
 - each seed's error is the mean test error over its last 5 evaluated epochs at the full S
   (SI 4.7; the cheaper evaluations of ``eval_samples`` do not count; fewer if fewer were
   evaluated, as the table says);
 - each cell is the mean +- sample standard deviation of those over seeds;
 - beside it the paper's number for that cell (docs/design.md §7), where the paper gives one,
-  and the training + test wall time summed over seeds.
+  and the training + test wall time summed over seeds;
+- each model against the dCNN of its dataset: the difference of the means with its 95% Welch
+  interval over seeds, and whether the model beats it, trails it or neither.
 
 An interrupted run (a run directory without ``summary.json``) is resumed from its checkpoint
 (``fit(..., resume=RUN_DIR)``; from its start if it has none) when its ``config.json`` is this
@@ -27,25 +29,21 @@ N-th run of the plan, starting at the K-th (a fixed split, claims still apply).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
-import math
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..models import MODELS
 from ..training.checkpoint import config_differences, open_own_file
 from ..training.config import TrainConfig
-from ..utils.io import atomic_write, read_json, read_json_object, save_figure
+from ..utils.io import read_json, read_json_object, save_figure
 from ..utils.registry import Registry
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
+from .tables import PAPER_ERRORS, aggregate, format_csv, format_markdown, write_table  # noqa: F401 (their old home)
 
 __all__ = [
     "PaperTable",
@@ -59,25 +57,6 @@ __all__ = [
     "write_table",
     "PROTOCOL_FIELDS",
 ]
-
-# Test error (%) the paper reports (docs/design.md §7), by dataset then model.
-PAPER_ERRORS: dict[str, dict[str, float]] = {
-    "mnist": {
-        "dcnn": 0.880,
-        "bnsm": 0.775,
-        "gnsm": 0.805,
-        "ste": 2.13,
-        "bd": 3.11,
-        "wbd": 2.72,
-        "sn": 2.05,
-        "bn": 1.10,
-    },
-    "emnist": {"dcnn": 6.938, "bnsm": 6.185, "gnsm": 6.256},
-    "nmnist": {"dcnn": 0.927, "bnsm": 0.689, "gnsm": 0.701},
-    "dvs-gesture": {"dcnn": 9.16, "bnsm": 8.56, "gnsm": 8.83},
-    "cifar10": {"dcnn": 10.47, "bnsm": 9.98, "gnsm": 10.35},
-    "cifar100": {"dcnn": 34.37, "bnsm": 34.85, "gnsm": 34.84},
-}
 
 # The config fields that define a run; a finished run is reused only if they all match.
 PROTOCOL_FIELDS = (
@@ -588,166 +567,3 @@ def _write_curves(out: Path, cells, seeds) -> None:
     fig = plot_table_curves(out / "runs", cells, seeds, PAPER_ERRORS)
     if fig is not None:
         save_figure(out / "curves.png", fig)
-
-
-_SUMMARY_NUMBERS = ("last5_test_error", "final_test_error", "wall_seconds", "n_last", "epochs", "samples")
-
-
-def _read_summary(path: Path) -> dict:
-    """A finished run's summary.json, with the numbers a table is made of."""
-    summary = read_json_object(path, "a finished run's summary", _SUMMARY_NUMBERS)
-    wrong = [
-        k
-        for k in (*_SUMMARY_NUMBERS, "best_test_error")
-        if k in summary and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))
-    ]
-    if wrong:
-        raise ValueError(f"{path}: {', '.join(wrong)} should be numbers; expected a finished run's summary")
-    return summary
-
-
-def aggregate(
-    runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int], *, partial: bool = False
-) -> list[dict]:
-    """One row per (dataset, model) from the finished runs' summaries (errors in %).
-
-    A seed without a finished run raises ``FileNotFoundError``; with ``partial=True`` the row
-    is made from the seeds that finished (``seeds``) and names the others (``pending_seeds``),
-    its numbers (wall time included) NaN and its epochs/samples/n_last None when none has finished."""
-    rows = []
-    for dataset, model in cells:
-        summaries, done, pending = [], [], []
-        for seed in seeds:
-            path = Path(runs) / f"{model}-{dataset}-seed{seed}" / "summary.json"
-            if not path.exists():
-                if not partial:
-                    raise FileNotFoundError(f"missing finished run {path.parent}")
-                pending.append(seed)
-                continue
-            summaries.append(_read_summary(path))
-            done.append(seed)
-        errs = [100 * s["last5_test_error"] for s in summaries]
-        first = summaries[0] if summaries else {}
-        rows.append(
-            {
-                "dataset": dataset,
-                "model": model,
-                "description": MODELS.get(model).description if model in MODELS else "",
-                "seeds": done,
-                "pending_seeds": pending,
-                "epochs": first.get("epochs"),
-                "samples": first.get("samples"),
-                "n_last": min(s["n_last"] for s in summaries) if summaries else None,
-                "error_pct": errs,
-                "error_mean_pct": statistics.fmean(errs) if errs else math.nan,
-                "error_std_pct": statistics.stdev(errs) if len(errs) > 1 else math.nan,
-                "final_error_mean_pct": (
-                    statistics.fmean(100 * s["final_test_error"] for s in summaries) if summaries else math.nan
-                ),
-                "best_error_mean_pct": (
-                    statistics.fmean(100 * s["best_test_error"] for s in summaries)
-                    if summaries and all("best_test_error" in s for s in summaries)
-                    else math.nan
-                ),
-                "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
-                "wall_seconds": sum(s["wall_seconds"] for s in summaries) if summaries else math.nan,
-            }
-        )
-    return rows
-
-
-def _pct(x: float, digits: int = 2) -> str:
-    return "–" if math.isnan(x) else f"{x:.{digits}f}"
-
-
-def format_markdown(rows: list[dict], title: str, command: str) -> str:
-    lines = [f"# {title}", "", f"Made by: `{command}`", ""]
-    n_pending = sum(len(r.get("pending_seeds", ())) for r in rows)
-    if n_pending:
-        n_all = n_pending + sum(len(r["seeds"]) for r in rows)
-        lines += [
-            f"**Incomplete**: {n_all - n_pending} of {n_all} runs finished; `seeds` reads "
-            f"finished/asked where a cell lacks some. Run the same command again (or let the "
-            f"other workers end) to complete the table.",
-            "",
-        ]
-    lines += [
-        "Test error (%): mean ± std over seeds of each seed's mean over its last "
-        "evaluated epochs at the full S (SI 4.7); `final` is the last epoch's error and `best` the lowest among "
-        "the evaluations at the full S (means over seeds; `best` is chosen on the test set, so it "
-        "flatters); "
-        "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
-        "Wall time: training + testing, summed over seeds.",
-        "",
-        "| dataset | model | ours | final | best | paper | seeds | epochs | last-n | S | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        ours = _pct(r["error_mean_pct"]) + ("" if math.isnan(r["error_std_pct"]) else f" ± {_pct(r['error_std_pct'])}")
-        pending = len(r.get("pending_seeds", ()))
-        seeds = f"{len(r['seeds'])}/{len(r['seeds']) + pending}" if pending else f"{len(r['seeds'])}"
-        lines.append(
-            f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
-            f"{_pct(r.get('best_error_mean_pct', math.nan))} | "
-            f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
-            f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {_pct(r['wall_seconds'], 0)} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _or_dash(x) -> str:
-    return "–" if x is None else str(x)
-
-
-CSV_COLUMNS = (
-    "dataset",
-    "model",
-    "error_mean_pct",
-    "error_std_pct",
-    "error_pct",
-    "final_error_mean_pct",
-    "best_error_mean_pct",
-    "paper_error_pct",
-    "seeds",
-    "epochs",
-    "n_last",
-    "samples",
-    "wall_seconds",
-    "description",
-    "pending_seeds",
-)
-
-
-def format_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow(
-            [
-                ";".join(f"{v:.4f}" for v in r[c])
-                if c == "error_pct"
-                else ";".join(map(str, r.get(c, ())))
-                if c in ("seeds", "pending_seeds")
-                else f"{r[c]:.4f}"
-                if isinstance(r[c], float)
-                else r[c]
-                for c in CSV_COLUMNS
-            ]
-        )
-    return buf.getvalue()
-
-
-def write_table(
-    rows: list[dict], out: str | os.PathLike, title: str, command: Optional[str] = None
-) -> tuple[Path, Path]:
-    """Write ``out/table.md`` and ``out/table.csv`` atomically; returns their paths."""
-    out = Path(out)
-    command = command or "nsm " + " ".join(sys.argv[1:])
-
-    def text(s: str):
-        return lambda tmp: Path(tmp).write_text(s)
-
-    md = atomic_write(out / "table.md", text(format_markdown(rows, title, command)))
-    cs = atomic_write(out / "table.csv", text(format_csv(rows)))
-    return md, cs

@@ -1,0 +1,319 @@
+"""The table of a sweep: its rows from the finished runs' summaries, and ``table.md`` /
+``table.csv``.
+
+- :func:`aggregate`: one row per (dataset, model): each seed's error (the mean over its last
+  evaluated epochs at the full S, SI 4.7), their mean and sample std, the final and best
+  epochs' means, the paper's number (:data:`PAPER_ERRORS`) and the wall time;
+- :func:`compare_to_reference`: each row against the reference model of its dataset (the
+  dCNN): the difference of the means with its 95% Welch interval over seeds and what it says
+  (:mod:`nsm.studies.compare`): the rule that reads the paper's claim;
+- :func:`format_markdown`, :func:`format_csv`, :func:`write_table`: the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..models import MODELS
+from ..utils.io import atomic_write, read_json_object
+from .compare import verdict, welch_interval
+
+__all__ = [
+    "PAPER_ERRORS",
+    "REFERENCE_MODEL",
+    "COMPARISON_LEVEL",
+    "aggregate",
+    "compare_to_reference",
+    "format_comparisons",
+    "format_markdown",
+    "format_csv",
+    "write_table",
+]
+
+# Test error (%) the paper reports (docs/design.md §7), by dataset then model.
+PAPER_ERRORS: dict[str, dict[str, float]] = {
+    "mnist": {
+        "dcnn": 0.880,
+        "bnsm": 0.775,
+        "gnsm": 0.805,
+        "ste": 2.13,
+        "bd": 3.11,
+        "wbd": 2.72,
+        "sn": 2.05,
+        "bn": 1.10,
+    },
+    "emnist": {"dcnn": 6.938, "bnsm": 6.185, "gnsm": 6.256},
+    "nmnist": {"dcnn": 0.927, "bnsm": 0.689, "gnsm": 0.701},
+    "dvs-gesture": {"dcnn": 9.16, "bnsm": 8.56, "gnsm": 8.83},
+    "cifar10": {"dcnn": 10.47, "bnsm": 9.98, "gnsm": 10.35},
+    "cifar100": {"dcnn": 34.37, "bnsm": 34.85, "gnsm": 34.84},
+}
+
+# Every model of a dataset is compared with this one (when the table has it), at this level.
+REFERENCE_MODEL = "dcnn"
+COMPARISON_LEVEL = 0.95
+# What a comparison's reading means, as table.md says it (the CSV keeps the first words).
+_READINGS = {
+    "lower": "beats {ref}",
+    "higher": "trails {ref}",
+    "no difference": "no difference",
+    "too few seeds": "too few seeds",
+}
+
+
+_SUMMARY_NUMBERS = ("last5_test_error", "final_test_error", "wall_seconds", "n_last", "epochs", "samples")
+
+
+def _read_summary(path: Path) -> dict:
+    """A finished run's summary.json, with the numbers a table is made of."""
+    summary = read_json_object(path, "a finished run's summary", _SUMMARY_NUMBERS)
+    wrong = [
+        k
+        for k in (*_SUMMARY_NUMBERS, "best_test_error")
+        if k in summary and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))
+    ]
+    if wrong:
+        raise ValueError(f"{path}: {', '.join(wrong)} should be numbers; expected a finished run's summary")
+    return summary
+
+
+def aggregate(
+    runs: Path, cells: Sequence[tuple[str, str]], seeds: Sequence[int], *, partial: bool = False
+) -> list[dict]:
+    """One row per (dataset, model) from the finished runs' summaries (errors in %).
+
+    A seed without a finished run raises ``FileNotFoundError``; with ``partial=True`` the row
+    is made from the seeds that finished (``seeds``) and names the others (``pending_seeds``),
+    its numbers (wall time included) NaN and its epochs/samples/n_last None when none has finished."""
+    rows = []
+    for dataset, model in cells:
+        summaries, done, pending = [], [], []
+        for seed in seeds:
+            path = Path(runs) / f"{model}-{dataset}-seed{seed}" / "summary.json"
+            if not path.exists():
+                if not partial:
+                    raise FileNotFoundError(f"missing finished run {path.parent}")
+                pending.append(seed)
+                continue
+            summaries.append(_read_summary(path))
+            done.append(seed)
+        errs = [100 * s["last5_test_error"] for s in summaries]
+        first = summaries[0] if summaries else {}
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "description": MODELS.get(model).description if model in MODELS else "",
+                "seeds": done,
+                "pending_seeds": pending,
+                "epochs": first.get("epochs"),
+                "samples": first.get("samples"),
+                "n_last": min(s["n_last"] for s in summaries) if summaries else None,
+                "error_pct": errs,
+                "error_mean_pct": statistics.fmean(errs) if errs else math.nan,
+                "error_std_pct": statistics.stdev(errs) if len(errs) > 1 else math.nan,
+                "final_error_mean_pct": (
+                    statistics.fmean(100 * s["final_test_error"] for s in summaries) if summaries else math.nan
+                ),
+                "best_error_mean_pct": (
+                    statistics.fmean(100 * s["best_test_error"] for s in summaries)
+                    if summaries and all("best_test_error" in s for s in summaries)
+                    else math.nan
+                ),
+                "paper_error_pct": PAPER_ERRORS.get(dataset, {}).get(model, math.nan),
+                "wall_seconds": sum(s["wall_seconds"] for s in summaries) if summaries else math.nan,
+            }
+        )
+    return compare_to_reference(rows)
+
+
+def compare_to_reference(
+    rows: list[dict], reference: str = REFERENCE_MODEL, level: float = COMPARISON_LEVEL
+) -> list[dict]:
+    """Add to each row (in place; returns ``rows``) its comparison with the ``reference`` model's
+    row of the same dataset, over the seeds each has finished:
+
+    - ``reference``: that model's name, or ``""`` where the row is the reference itself or its
+      dataset has no reference row (then the other fields are NaN and ``reading`` is ``""``);
+    - ``diff_pct``: the row's mean error minus the reference's, in points;
+    - ``diff_low_pct``, ``diff_high_pct``, ``diff_df``: the two-sided Welch interval at
+      ``level`` (each model's sample std, Welch-Satterthwaite degrees of freedom;
+      :func:`nsm.studies.compare.welch_interval`);
+    - ``reading``: ``"lower"`` if the whole interval is below 0 (the model beats the reference),
+      ``"higher"`` if above 0 (it trails), ``"no difference"`` if it contains 0, and
+      ``"too few seeds"`` (interval NaN) while either has fewer than two finished seeds.
+    """
+    refs = {r["dataset"]: r for r in rows if r["model"] == reference}
+    for r in rows:
+        ref = refs.get(r["dataset"])
+        r.update(reference="", diff_pct=math.nan, diff_low_pct=math.nan, diff_high_pct=math.nan, diff_df=math.nan)
+        r["reading"] = ""
+        if ref is None or ref is r:
+            continue
+        r["reference"] = reference
+        if len(r["error_pct"]) < 2 or len(ref["error_pct"]) < 2:
+            r["reading"] = "too few seeds"
+            if r["error_pct"] and ref["error_pct"]:
+                r["diff_pct"] = r["error_mean_pct"] - ref["error_mean_pct"]
+            continue
+        interval = welch_interval(r["error_pct"], ref["error_pct"], level)
+        r.update(
+            diff_pct=interval["diff"],
+            diff_low_pct=interval["low"],
+            diff_high_pct=interval["high"],
+            diff_df=interval["df"],
+            reading=verdict(interval),
+        )
+    return rows
+
+
+def _signed(x: float) -> str:
+    """A difference in points with its sign, 0.00 without one (not -0.00 for -0.003)."""
+    if math.isnan(x):
+        return "–"
+    text = f"{x:+.2f}"
+    return "0.00" if text in ("+0.00", "-0.00") else text
+
+
+def format_comparisons(rows: list[dict], level: float = COMPARISON_LEVEL) -> list[str]:
+    """The lines of table.md's comparison with the reference model (none if no row has one)."""
+    compared = [r for r in rows if r.get("reference")]
+    if not compared:
+        return []
+    refs = sorted({r["reference"] for r in compared})
+    pct = f"{100 * level:g}%"
+    lines = [
+        "",
+        f"Against the {', '.join(refs)}: each model's mean error minus the {', '.join(refs)}'s, in points, "
+        f"with its {pct} Welch interval over seeds (each model's sample std over its seeds, "
+        "Welch–Satterthwaite degrees of freedom). The reading: `beats` if the "
+        "whole interval is below 0, `trails` if it is above 0, `no difference` if it contains 0 "
+        "(neither is better at this precision); it needs two finished seeds of each.",
+        "",
+        f"| dataset | model | minus | difference | {pct} interval | df | reading |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in compared:
+        interval = (
+            "–" if math.isnan(r["diff_low_pct"]) else f"[{_signed(r['diff_low_pct'])}, {_signed(r['diff_high_pct'])}]"
+        )
+        df = "–" if math.isnan(r["diff_df"]) else ("∞" if math.isinf(r["diff_df"]) else f"{r['diff_df']:.1f}")
+        reading = _READINGS[r["reading"]].format(ref=r["reference"])
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['reference']} | {_signed(r['diff_pct'])} | {interval} | "
+            f"{df} | {reading} |"
+        )
+    return lines
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return "–" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def format_markdown(rows: list[dict], title: str, command: str) -> str:
+    lines = [f"# {title}", "", f"Made by: `{command}`", ""]
+    n_pending = sum(len(r.get("pending_seeds", ())) for r in rows)
+    if n_pending:
+        n_all = n_pending + sum(len(r["seeds"]) for r in rows)
+        lines += [
+            f"**Incomplete**: {n_all - n_pending} of {n_all} runs finished; `seeds` reads "
+            f"finished/asked where a cell lacks some. Run the same command again (or let the "
+            f"other workers end) to complete the table.",
+            "",
+        ]
+    lines += [
+        "Test error (%): mean ± std over seeds of each seed's mean over its last "
+        "evaluated epochs at the full S (SI 4.7); `final` is the last epoch's error and `best` the lowest among "
+        "the evaluations at the full S (means over seeds; `best` is chosen on the test set, so it "
+        "flatters); "
+        "`paper` is the paper's number (docs/design.md §7), – where it gives none. "
+        "Wall time: training + testing, summed over seeds.",
+        "",
+        "| dataset | model | ours | final | best | paper | seeds | epochs | last-n | S | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ours = _pct(r["error_mean_pct"]) + ("" if math.isnan(r["error_std_pct"]) else f" ± {_pct(r['error_std_pct'])}")
+        pending = len(r.get("pending_seeds", ()))
+        seeds = f"{len(r['seeds'])}/{len(r['seeds']) + pending}" if pending else f"{len(r['seeds'])}"
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {ours} | {_pct(r['final_error_mean_pct'])} | "
+            f"{_pct(r.get('best_error_mean_pct', math.nan))} | "
+            f"{_pct(r['paper_error_pct'], 3)} | {seeds} | {_or_dash(r['epochs'])} | "
+            f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {_pct(r['wall_seconds'], 0)} |"
+        )
+    lines += format_comparisons(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _or_dash(x) -> str:
+    return "–" if x is None else str(x)
+
+
+CSV_COLUMNS = (
+    "dataset",
+    "model",
+    "error_mean_pct",
+    "error_std_pct",
+    "error_pct",
+    "final_error_mean_pct",
+    "best_error_mean_pct",
+    "paper_error_pct",
+    "seeds",
+    "epochs",
+    "n_last",
+    "samples",
+    "wall_seconds",
+    "description",
+    "pending_seeds",
+    "reference",
+    "diff_pct",
+    "diff_low_pct",
+    "diff_high_pct",
+    "diff_df",
+    "reading",
+)
+
+
+def format_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        if "reading" not in r:  # rows made without their comparison
+            r = compare_to_reference([dict(r)])[0]
+        writer.writerow(
+            [
+                ";".join(f"{v:.4f}" for v in r[c])
+                if c == "error_pct"
+                else ";".join(map(str, r.get(c, ())))
+                if c in ("seeds", "pending_seeds")
+                else f"{r[c]:.4f}"
+                if isinstance(r[c], float)
+                else r[c]
+                for c in CSV_COLUMNS
+            ]
+        )
+    return buf.getvalue()
+
+
+def write_table(
+    rows: list[dict], out: str | os.PathLike, title: str, command: Optional[str] = None
+) -> tuple[Path, Path]:
+    """Write ``out/table.md`` and ``out/table.csv`` atomically; returns their paths."""
+    out = Path(out)
+    command = command or "nsm " + " ".join(sys.argv[1:])
+
+    def text(s: str):
+        return lambda tmp: Path(tmp).write_text(s)
+
+    md = atomic_write(out / "table.md", text(format_markdown(rows, title, command)))
+    cs = atomic_write(out / "table.csv", text(format_csv(rows)))
+    return md, cs

@@ -1,0 +1,132 @@
+"""A sweep's table against the dCNN (nsm.studies.tables.compare_to_reference): each model's mean
+minus the reference's with its 95% Welch interval, the reading, and how table.md and table.csv
+show them. Intervals are checked against the formula worked by hand with t from published tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from nsm.studies.tables import aggregate, compare_to_reference, format_csv, format_markdown
+
+T_975_DF4 = 2.776445105  # Student's t, 97.5% quantile, 4 degrees of freedom (standard tables)
+
+
+def _row(model: str, errs: list[float], dataset: str = "mnist") -> dict:
+    return {
+        "dataset": dataset,
+        "model": model,
+        "description": "",
+        "seeds": list(range(len(errs))),
+        "pending_seeds": [],
+        "epochs": 3,
+        "samples": 20,
+        "n_last": 1,
+        "error_pct": errs,
+        "error_mean_pct": sum(errs) / len(errs) if errs else math.nan,
+        "error_std_pct": math.nan,
+        "final_error_mean_pct": math.nan,
+        "best_error_mean_pct": math.nan,
+        "paper_error_pct": math.nan,
+        "wall_seconds": 1.0,
+    }
+
+
+def test_each_model_against_the_dcnn_by_hand():
+    rows = compare_to_reference(
+        [
+            _row("dcnn", [4.0, 5.0, 6.0]),
+            _row("bnsm", [3.0, 4.0, 5.0]),  # equal spreads and sizes: df = 4
+            _row("gnsm", [0.50, 0.52, 0.51]),  # -4.49 +- 2.49
+            _row("ste", [9.0, 9.2, 9.1]),
+        ]
+    )
+    dcnn, bnsm, gnsm, ste = rows
+    assert dcnn["reference"] == "" and dcnn["reading"] == "" and math.isnan(dcnn["diff_pct"])
+    half = T_975_DF4 * math.sqrt(1 / 3 + 1 / 3)  # each sample variance is 1
+    assert bnsm["reference"] == "dcnn"
+    assert bnsm["diff_pct"] == pytest.approx(-1.0, abs=1e-12)
+    assert bnsm["diff_df"] == pytest.approx(4.0, rel=1e-12)
+    assert (bnsm["diff_low_pct"], bnsm["diff_high_pct"]) == pytest.approx((-1 - half, -1 + half), rel=1e-8)
+    assert bnsm["reading"] == "no difference"  # -1 +- 2.27 contains 0
+    assert gnsm["reading"] == "lower" and gnsm["diff_high_pct"] < 0
+    assert ste["reading"] == "higher" and ste["diff_low_pct"] > 0
+
+
+def test_too_few_seeds_and_no_reference():
+    rows = compare_to_reference(
+        [
+            _row("dcnn", [0.7, 0.8]),
+            _row("bnsm", [0.6]),  # one seed: a difference but no interval
+            _row("gnsm", []),  # none finished
+            _row("bnsm", [1.0, 2.0], dataset="emnist"),  # its dataset has no dCNN row
+        ]
+    )
+    _, one, none, alone = rows
+    assert one["reading"] == "too few seeds" and one["diff_pct"] == pytest.approx(0.6 - 0.75, abs=1e-12)
+    assert math.isnan(one["diff_low_pct"]) and math.isnan(one["diff_df"])
+    assert none["reading"] == "too few seeds" and math.isnan(none["diff_pct"])
+    assert alone["reference"] == "" and alone["reading"] == "" and math.isnan(alone["diff_pct"])
+
+
+def test_another_reference_and_level():
+    rows = compare_to_reference(
+        [_row("dcnn-150", [1.0, 2.0, 3.0]), _row("dcnn", [2.0, 3.0, 4.0])], reference="dcnn-150", level=0.9
+    )
+    t_95_df4 = 2.131846786  # the 95% quantile: a two-sided 90% interval
+    assert rows[1]["reference"] == "dcnn-150" and rows[1]["diff_pct"] == pytest.approx(1.0, abs=1e-12)
+    assert rows[1]["diff_high_pct"] == pytest.approx(1 + t_95_df4 * math.sqrt(2 / 3), rel=1e-8)
+
+
+def test_table_md_and_csv_show_the_comparison():
+    rows = compare_to_reference(
+        [_row("dcnn", [4.0, 5.0, 6.0]), _row("bnsm", [3.0, 4.0, 5.0]), _row("gnsm", [0.50, 0.52, 0.51])]
+    )
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    half = T_975_DF4 * math.sqrt(2 / 3)
+    assert "| dataset | model | minus | difference | 95% interval | df | reading |" in md
+    assert f"| mnist | bnsm | dcnn | -1.00 | [{-1 - half:+.2f}, {-1 + half:+.2f}] | 4.0 | no difference |" in md
+    assert "| mnist | gnsm | dcnn | -4.49 | [" in md and md.rstrip().endswith("beats dcnn |")
+    table = list(csv.DictReader(io.StringIO(format_csv(rows))))
+    assert [r["reading"] for r in table] == ["", "no difference", "lower"]
+    assert float(table[1]["diff_low_pct"]) == pytest.approx(-1 - half, abs=1e-4)
+    assert table[1]["reference"] == "dcnn" and table[0]["diff_pct"] == "nan"
+
+
+def test_no_comparison_section_without_a_reference():
+    rows = compare_to_reference([_row("bnsm", [1.0, 2.0]), _row("gnsm", [1.0, 1.5])])
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    assert "Welch" not in md and md.count("| dataset |") == 1
+
+
+def test_rows_without_their_comparison_get_one_in_the_csv():
+    """format_csv takes rows made by hand (older callers) and compares each within itself only."""
+    table = list(csv.DictReader(io.StringIO(format_csv([_row("bnsm", [1.0, 2.0])]))))
+    assert table[0]["reading"] == "" and table[0]["reference"] == ""
+
+
+def test_aggregate_compares_the_finished_runs(tmp_path):
+    """From run folders: the seeds' errors (mean of the last evaluations, in %) go into the
+    interval, and an unfinished seed is left out of it."""
+    errs = {"dcnn": [0.020, 0.030, 0.040], "bnsm": [0.010, 0.020, None]}
+    for model, values in errs.items():
+        for seed, err in enumerate(values):
+            if err is None:
+                continue
+            run = tmp_path / f"{model}-mnist-seed{seed}"
+            run.mkdir()
+            summary = dict(last5_test_error=err, final_test_error=err, wall_seconds=1.0, n_last=1, epochs=3, samples=20)
+            (run / "summary.json").write_text(json.dumps(summary))
+    rows = aggregate(tmp_path, [("mnist", "dcnn"), ("mnist", "bnsm")], [0, 1, 2], partial=True)
+    bnsm = rows[1]
+    assert bnsm["pending_seeds"] == [2] and bnsm["reading"] == "no difference"
+    assert bnsm["diff_pct"] == pytest.approx(1.5 - 3.0, abs=1e-12)
+    # Welch: variances 0.5 (n=2) and 1 (n=3): se^2 = 0.25 + 1/3
+    q = 0.25 + 1 / 3
+    df = q * q / (0.25**2 / 1 + (1 / 3) ** 2 / 2)
+    assert bnsm["diff_df"] == pytest.approx(df, rel=1e-12)
+    assert bnsm["diff_high_pct"] - bnsm["diff_pct"] == pytest.approx(bnsm["diff_pct"] - bnsm["diff_low_pct"], rel=1e-12)
