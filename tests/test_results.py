@@ -370,3 +370,16 @@ def test_the_status_page_counts_the_finished_runs_of_the_mnist_table():
             assert shown == _fmt(100 * runs[run][0]["last5_test_error"]), run
             quoted += 1
     assert quoted >= 3
+
+
+def test_the_candidates_plan_quotes_the_epoch_10_errors_of_the_100_epoch_runs():
+    """results/mnist-candidates/README.md gives epoch 10 of the 100-epoch runs (at S = 10) as the
+    reason a 10-epoch budget can still tell the models apart: those are the runs' numbers."""
+    text = (RESULTS / "mnist-candidates" / "README.md").read_text()
+    m = re.search(r"bNSM ([\d.]+)% and ([\d.]+)%, dCNN ([\d.]+)% and ([\d.]+)%,\s+seeds 0 and 1", text)
+    assert m, "the candidates' README no longer quotes epoch 10 of the 100-epoch runs"
+    runs = _runs(RESULTS / "mnist-paper")
+    for shown, run in zip(m.groups(), ("bnsm-mnist-seed0", "bnsm-mnist-seed1", "dcnn-mnist-seed0", "dcnn-mnist-seed1")):
+        [epoch10] = [x for x in runs[run][1] if x["epoch"] == 10 and "test_error" in x]
+        assert epoch10.get("samples", 10) == (1 if run.startswith("dcnn") else 10), run
+        assert shown == _fmt(100 * epoch10["test_error"]), run
