@@ -26,6 +26,18 @@ def _restore_denormal_mode():
     torch.set_flush_denormal(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _thread_mode_warning_given():
+    """The suite calls `nsm train` in-process, after torch started its threads in the suite's
+    denormal mode, so the first run of a process (whichever test it is) would warn that those
+    threads do not share the run's mode (the `nsm` command sets it before they start). The
+    warning is tested on its own in tests/training/test_denormals.py; elsewhere it is taken as
+    given, so that a test's output does not depend on which test ran first."""
+    import nsm.training.loop
+
+    nsm.training.loop._WARNED_THREAD_MODES = True
+
+
 @pytest.fixture
 def one_thread():
     """torch at one thread for the test, then as it was: steps of a few examples are tiny, and

@@ -306,7 +306,9 @@ def serve(small, monkeypatch):
 
     def set_archive(k: int, archive: bytes, md5: str | None = None):
         monkeypatch.setitem(CIFAR, k, dict(CIFAR[k], md5=md5 or hashlib.md5(archive).hexdigest()))
-        monkeypatch.setattr(cifar_mod, "_download", lambda url, dest, t, p: (calls.append(url), dest.write(archive)))
+        monkeypatch.setattr(
+            cifar_mod, "_download", lambda url, dest, t, p, max_bytes=None: (calls.append(url), dest.write(archive))
+        )
         return calls
 
     return set_archive
@@ -332,7 +334,7 @@ def test_fetch_wrong_md5_and_unreachable(serve, monkeypatch, tmp_path):
     assert os.listdir(tmp_path / "cifar10") == ["cifar-10-batches-py"]
     assert os.listdir(tmp_path / "cifar10" / "cifar-10-batches-py") == []
 
-    def unreachable(url, dest, timeout, progress):
+    def unreachable(url, dest, timeout, progress, max_bytes=None):
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(cifar_mod, "_download", unreachable)

@@ -154,7 +154,7 @@ def served(small, monkeypatch):
     monkeypatch.setattr(emnist_mod, "EMNIST_MD5", hashlib.md5(archive).hexdigest())
     calls = []
 
-    def download(url, dest, timeout, progress):
+    def download(url, dest, timeout, progress, max_bytes=None):
         calls.append(url)
         dest.write(archive)
 
@@ -207,12 +207,12 @@ def test_fetch_local_archive_no_keep(served, monkeypatch, tmp_path):
 def test_fetch_member_missing_and_unreachable(served, monkeypatch, tmp_path):
     archive = make_zip(split_files("digits"))
     monkeypatch.setattr(emnist_mod, "EMNIST_MD5", hashlib.md5(archive).hexdigest())
-    monkeypatch.setattr(emnist_mod, "_download", lambda u, d, t, p: d.write(archive))
+    monkeypatch.setattr(emnist_mod, "_download", lambda u, d, t, p, max_bytes=None: d.write(archive))
     with pytest.raises(DataError, match="emnist-letters-train-images-idx3-ubyte.gz"):
         fetch_emnist(tmp_path / "a", "letters", progress=False, keep_archive=False)
     assert os.listdir(tmp_path / "a" / "emnist") == ["gzip"]
 
-    def unreachable(url, dest, timeout, progress):
+    def unreachable(url, dest, timeout, progress, max_bytes=None):
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(emnist_mod, "_download", unreachable)

@@ -280,7 +280,7 @@ def fake_server(monkeypatch):
     )
     calls: list[str] = []
 
-    def download(url, dest, timeout, progress):
+    def download(url, dest, timeout, progress, max_bytes=None):
         calls.append(url)
         dest.write(blobs[url])
 
@@ -315,7 +315,7 @@ def test_load_nmnist_download_true(tmp_path, fake_server):
 
 
 def test_fetch_nmnist_failures(tmp_path, monkeypatch, fake_server):
-    def offline(url, dest, timeout, progress):
+    def offline(url, dest, timeout, progress, max_bytes=None):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(nmnist_mod, "_download", offline)
@@ -324,7 +324,7 @@ def test_fetch_nmnist_failures(tmp_path, monkeypatch, fake_server):
     assert "Train.zip" in str(err.value) and "garrickorchard.com" in str(err.value)
     assert list((tmp_path / "nmnist").iterdir()) == []  # no partial download left behind
 
-    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p: dest.write(b"junk"))
+    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p, max_bytes=None: dest.write(b"junk"))
     with pytest.raises(DataError, match="md5 mismatch"):
         fetch_nmnist(tmp_path, progress=False)
     assert list((tmp_path / "nmnist").iterdir()) == []

@@ -179,7 +179,7 @@ def emnist_zip(monkeypatch, members: dict[str, bytes]) -> bytes:
             zf.writestr(name, data)
     archive = buf.getvalue()
     monkeypatch.setattr(emnist_mod, "EMNIST_MD5", hashlib.md5(archive).hexdigest())
-    monkeypatch.setattr(emnist_mod, "_download", lambda url, dest, t, p: dest.write(archive))
+    monkeypatch.setattr(emnist_mod, "_download", lambda url, dest, t, p, max_bytes=None: dest.write(archive))
     return archive
 
 
@@ -346,7 +346,7 @@ def test_dataset_folder_that_is_a_file(case, monkeypatch, tmp_path, request):
 
 
 def test_nmnist_split_folder_dangling_symlink(tmp_path, monkeypatch):
-    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p: dest.write(b"zip"))
+    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p, max_bytes=None: dest.write(b"zip"))
     split = tmp_path / "nmnist" / "Train"
     make_entry(split, "dangling")
     before = snapshot(split)
@@ -503,7 +503,7 @@ def test_oversized_nmnist_zip_member(tmp_path, monkeypatch):
     monkeypatch.setattr(
         nmnist_mod, "NMNIST_ARCHIVES", {"Train": ("https://example.invalid/Train.zip", hashlib.md5(blob).hexdigest())}
     )
-    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p: dest.write(blob))
+    monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p, max_bytes=None: dest.write(blob))
     with pytest.raises(ValueError) as err:
         fetch_nmnist(tmp_path, progress=False)
     msg = str(err.value)

@@ -184,9 +184,9 @@ def test_a_claim_of_this_host_whose_process_still_runs_keeps_it_without_its_lock
     """A holder can lose its lock without dying (an expired NFS lease): its claim records the
     boot id and its start time, so while that very process runs the claim stands; the same
     pid with another start time (handed out again after a restart) does not keep it."""
-    from nsm.studies.claim import _identity
+    from nsm.utils.process import identity
 
-    me = _identity(os.getpid())
+    me = identity(os.getpid())
     assert me and ":" in me
     line = f"pid {os.getpid()} on host {socket.gethostname()} since 2026-01-01T00:00:00+0000"
     live = tmp_path / "live.claim"

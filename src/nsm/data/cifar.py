@@ -11,12 +11,14 @@ Layout (the official archives' own)::
     <data_dir>/cifar10/cifar-10-batches-py/data_batch_1 .. data_batch_5, test_batch, batches.meta
     <data_dir>/cifar100/cifar-100-python/train, test, meta
 
-Download: :func:`fetch_cifar` takes the archive (:data:`CIFAR`: URL and md5) from the
-dataset folder if you put it there, else downloads it; the md5 is checked, then only the
-files above are extracted, each by its exact member name into a path nsm builds (never a
+Download: :func:`fetch_cifar` takes the archive (:data:`CIFAR`: URL, md5 and size) from the
+dataset folder if you put it there, else downloads it (a server sending more than the
+archive's size is cut off there, naming the URL and the size); the md5 is checked, then only
+the files above are extracted, each by its exact member name into a path nsm builds (never a
 path from the archive), through a temporary file moved atomically into place.  Present
 files are never overwritten; an entry that is not a regular file in place of one is an
-error, left alone (see :mod:`nsm.data.files`).
+error, left alone (see :mod:`nsm.data.files`).  The temporary files of a fetch that was killed
+are removed by the next one.
 
 Sizes: a batch file holds its images (3072 bytes each) plus labels and file names (about 33
 bytes per image in the official files). A batch pickled by Python 3 under protocol 2 stores
@@ -47,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import check_file, make_folder, new_part, place_new, read_bytes
+from .files import check_file, make_folder, new_part, place_new, read_bytes, remove_leftovers
 from .idx import DataError, md5_file
 from .mnist import _copy_member, _download, _say, default_data_dir
 
@@ -62,11 +64,12 @@ __all__ = ["CIFAR", "CIFAR_MAX_ELEMENTS", "fetch_cifar", "file_bound", "load_cif
 #: largest official batch, CIFAR-100's train, holds 50000).
 CIFAR_MAX_ELEMENTS = 60000 * 3072
 
-#: num_classes -> archive, its md5, folders, files per split, label keys, split sizes.
+#: num_classes -> archive, its md5 and size in bytes, folders, files per split, label keys, split sizes.
 CIFAR: dict[int, dict] = {
     10: {
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "md5": "c58f30108f718f92721af3b95e74349a",
+        "bytes": 170498071,
         "folder": "cifar10",
         "subdir": "cifar-10-batches-py",
         "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -78,6 +81,7 @@ CIFAR: dict[int, dict] = {
     100: {
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "bytes": 169001437,
         "folder": "cifar100",
         "subdir": "cifar-100-python",
         "train": ("train",),
@@ -301,11 +305,15 @@ def fetch_cifar(
     """Make sure CIFAR-``num_classes``'s files are present; return the folder holding them.
 
     Uses the archive when it lies in ``<data_dir>/cifar10`` (``cifar100``), else
-    downloads it (and deletes it after extraction).  A wrong md5 raises
-    :class:`DataError`; an unreachable server :class:`FileNotFoundError`.
+    downloads it (and deletes it after extraction).  A wrong md5, or a server sending more
+    than the archive's size, raises :class:`DataError`; an unreachable server
+    :class:`FileNotFoundError`.  Temporary files that a killed fetch left are removed first.
     """
     spec = _spec(num_classes)
     root, folder = _paths(spec, data_dir)
+    for where in (root, folder):
+        for path in remove_leftovers(where):
+            _say(progress, f"nsm: removed {path}, left by a fetch that was killed")
     missing = [n for n in (*spec["train"], *spec["test"], spec["meta"]) if check_file(folder / n) is None]
     if not missing:
         return folder
@@ -316,11 +324,13 @@ def fetch_cifar(
         fd, archive = new_part(root, f".{archive.name}.", ".part")
         try:
             with os.fdopen(fd, "wb") as out:
-                _download(url, out, timeout, progress)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
+                _download(url, out, timeout, progress, max_bytes=spec["bytes"])
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
             archive.unlink(missing_ok=True)
             reason = getattr(exc, "reason", None) or exc
             _say(progress, f"nsm: {url}: failed ({reason})")
+            if isinstance(exc, DataError):  # more than the archive holds: not a missing file
+                raise
             raise FileNotFoundError(
                 _missing_message(spec, root, folder, missing, f"downloading failed: {reason}")
             ) from exc

@@ -9,16 +9,19 @@ reading gives the character mirrored along its diagonal).  :func:`load_emnist`
 transposes each image back, so that characters are upright like MNIST digits.
 
 Layout: the official archive ``gzip.zip`` (:data:`EMNIST_URL`, md5 :data:`EMNIST_MD5`,
-about 536 MB) unpacks to ``gzip/emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte.gz``;
-nsm uses ``<data_dir>/emnist/gzip/`` (decompressed files, without ``.gz``, win when both
-exist).  No md5 is published per file; each file's image count is checked against the
-official size, and a disagreement raises :class:`DataError`.
+:data:`EMNIST_BYTES` bytes, about 536 MiB) unpacks to
+``gzip/emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte.gz``; nsm uses
+``<data_dir>/emnist/gzip/`` (decompressed files, without ``.gz``, win when both exist).  No
+md5 is published per file; each file's image count is checked against the official size,
+and a disagreement raises :class:`DataError`.
 
 Download: :func:`fetch_emnist` takes ``<data_dir>/emnist/gzip.zip`` if it is there (put it
-there yourself to work offline), else downloads it; the archive is md5-verified, then only
-the requested split's files are extracted, each through a temporary file moved atomically
-into place.  Present files are never overwritten; the archive is kept (``keep_archive``)
-so that other splits need no second download.
+there yourself to work offline), else downloads it (a server sending more than
+:data:`EMNIST_BYTES` is cut off there, naming the URL and the size); the archive is
+md5-verified, then only the requested split's files are extracted, each through a temporary
+file moved atomically into place.  Present files are never overwritten; the archive is kept
+(``keep_archive``) so that other splits need no second download.  The temporary files of a
+fetch that was killed are removed by the next one.
 
 Sizes: every file's size follows from the split's official image count (images
 ``16 + 784 n`` bytes, labels ``8 + n``); a file, an archive member or a decompressed
@@ -38,14 +41,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, place_new, too_big
+from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, place_new, remove_leftovers, too_big
 from .idx import DataError, idx_size, md5_file, read_idx
 from .mnist import _download, _find, _place, _say, default_data_dir
 
-__all__ = ["EMNIST_MD5", "EMNIST_SPLITS", "EMNIST_URL", "emnist_files", "fetch_emnist", "load_emnist"]
+__all__ = ["EMNIST_BYTES", "EMNIST_MD5", "EMNIST_SPLITS", "EMNIST_URL", "emnist_files", "fetch_emnist", "load_emnist"]
 
 EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 EMNIST_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"
+#: The size of the official ``gzip.zip`` in bytes: a download is cut off past it.
+EMNIST_BYTES = 561753746
 ARCHIVE_NAME = "gzip.zip"
 MEMBER_DIR = "gzip"
 
@@ -99,7 +104,7 @@ def _download_archive(root: Path, timeout: float, progress: bool) -> Path:
     fd, tmp = new_part(root, f".{ARCHIVE_NAME}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            _download(EMNIST_URL, out, timeout, progress)
+            _download(EMNIST_URL, out, timeout, progress, max_bytes=EMNIST_BYTES)
         _check_archive(tmp, EMNIST_URL)
     except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
         tmp.unlink(missing_ok=True)
@@ -155,14 +160,18 @@ def fetch_emnist(
     """Make sure ``split``'s (or each of the splits') four files are present; return their folder.
 
     Uses ``<data_dir>/emnist/gzip.zip`` when present, else downloads it from
-    :data:`EMNIST_URL`; a wrong md5 raises :class:`DataError`, an unreachable
-    server :class:`FileNotFoundError` saying what to download and where.
+    :data:`EMNIST_URL`; a wrong md5, or a server sending more than :data:`EMNIST_BYTES`,
+    raises :class:`DataError`, an unreachable server :class:`FileNotFoundError` saying what
+    to download and where.  Temporary files that a killed fetch left are removed first.
     """
     splits = [split] if isinstance(split, str) else list(split)
     for s in splits:
         _check_split(s)
     root = _root(data_dir)
     folder = root / MEMBER_DIR
+    for where in (root, folder):
+        for path in remove_leftovers(where):
+            _say(progress, f"nsm: removed {path}, left by a fetch that was killed")
     missing = {
         name: size
         for s in splits

@@ -15,6 +15,11 @@ Rules (the README's promise that nothing in the data folder is ever replaced):
   bound, in bounded memory: :func:`read_bytes`, :func:`copy_bounded`.
 - A finished temporary file is moved into place only where nothing is (a hard link, which
   fails when the name exists): :func:`place_new`.
+- A temporary file (``.NAME.<owner>-XXXXXXXX.part``) or extraction folder
+  (``.NAME.extract-<owner>-XXXXXXXX``) names the process that writes it: host, boot, pid and
+  the pid's start time (:func:`new_part`, :func:`new_part_folder`).  What a process that is gone
+  left (killed, e.g. by ``kill -9``, before it could remove it) is removed by the next fetch in
+  that folder, and nothing else: :func:`remove_leftovers`.
 - nsm's own ``.npz`` caches are read back only as :func:`numpy.savez` wrote them: the
   expected members, stored uncompressed, with the expected dtypes and shapes, checked before
   anything is read or allocated: :func:`read_npz`.
@@ -24,8 +29,12 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import math
 import os
+import re
+import shutil
+import socket
 import stat
 import struct
 import tempfile
@@ -35,18 +44,26 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..utils.io import place_new
+from ..utils.process import boot_id, start_time
+
 __all__ = [
     "DataError",
     "check_file",
+    "check_zip_directory",
+    "npy_header",
     "check_folder",
     "check_replaceable",
     "copy_bounded",
     "gz_bound",
     "make_folder",
+    "new_part",
+    "new_part_folder",
     "open_regular",
     "place_new",
     "read_bytes",
     "read_npz",
+    "remove_leftovers",
     "too_big",
 ]
 
@@ -265,36 +282,122 @@ def read_bytes(
                     raise too_big(shown, max_bytes, "decompresses to", hint)
 
 
+def _boot() -> str | None:
+    """The first 8 hex digits of this boot's id; None where /proc does not tell it."""
+    boot = (boot_id() or "").replace("-", "")
+    return boot[:8] if re.fullmatch(r"[0-9a-f]{32}", boot) else None
+
+
+def _machine() -> str:
+    """8 hex digits for this host name and pid namespace: only a process that shares both may
+    judge whether the pid a temporary file names still runs (a container's pids are its own)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _owner() -> str | None:
+    """``nsm-MACHINE-BOOT-PID-START`` for this process, put in the names of its temporary files
+    and folders; None where /proc cannot tell the boot and start time (not Linux): such names
+    carry no owner and are never removed as leftovers."""
+    boot, start = _boot(), start_time(os.getpid())
+    return f"nsm-{_machine()}-{boot}-{os.getpid()}-{start}" if boot and start else None
+
+
+#: The names :func:`new_part` (``.part`` files) and :func:`new_part_folder` (``extract-``
+#: folders) give, with an owner; ``XXXXXXXX`` as :mod:`tempfile` makes it.
+_LEFTOVER = re.compile(
+    r"\.(?P<name>.+)\.(?P<folder>extract-)?nsm-(?P<machine>[0-9a-f]{8})-(?P<boot>[0-9a-f]{8})-"
+    r"(?P<pid>[1-9][0-9]{0,9})-(?P<start>[0-9]{1,20})-[a-z0-9_]{8}(?P<suffix>(?:\.[a-z]{1,4})*\.part)?"
+)
+_PID_MAX = 1 << 22  # the largest pid Linux hands out
+
+
+def _gone(m: re.Match) -> bool:
+    """Whether the process a leftover's name ``m`` names is known to be gone: it ran on this
+    host (and pid namespace) and the machine has restarted since, or its pid no longer runs, or
+    runs another process (another start time).  Where that cannot be told: False (kept)."""
+    if m["machine"] != _machine() or int(m["pid"]) > _PID_MAX:
+        return False
+    boot = _boot()
+    if boot is None:
+        return False
+    if m["boot"] != boot:
+        return True
+    pid = int(m["pid"])
+    start = start_time(pid)
+    if start is not None:
+        return start != m["start"]
+    try:  # /proc hides it (hidepid) or it is gone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it runs, as another user
+        return False
+    return False
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove, from ``folder``, the temporary files and extraction folders that a process which
+    is gone left there (one killed by ``kill -9`` cannot remove them); return what was removed.
+
+    Only entries named exactly as :func:`new_part` (a regular file) or :func:`new_part_folder`
+    (a folder) name them are removed, and only when the process the name records is known to
+    be gone: it ran on this host and pid namespace, and the machine has restarted since, or its
+    pid runs no process, or another one (another start time).  Another host's, or where that
+    cannot be told: kept.  A symbolic link, or an entry of another kind, is never followed nor
+    removed; what cannot be removed (another user's file) is left.  Never raises.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _LEFTOVER.fullmatch(entry.name)
+        if m is None or bool(m["folder"]) == bool(m["suffix"]) or not _gone(m):
+            continue
+        path = Path(entry.path)
+        try:
+            st = os.lstat(path)
+            if m["suffix"] and stat.S_ISREG(st.st_mode):
+                path.unlink()
+            elif m["folder"] and stat.S_ISDIR(st.st_mode) and shutil.rmtree.avoids_symlink_attacks:
+                shutil.rmtree(path)  # refuses a symlink; never follows one inside
+            else:
+                continue
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def new_part(folder: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, Path]:
     """A new temporary file in ``folder`` for a download or an extraction: (fd, path), with the
     mode an ordinary new file gets (``mkstemp`` makes 0600, which :func:`place_new` would keep:
-    a shared data folder's files were unreadable to its other users)."""
+    a shared data folder's files were unreadable to its other users).
+
+    With ``prefix`` ``.NAME.`` and ``suffix`` ending in ``.part`` (as every caller passes), the
+    name also says which process writes it, so that once that process is gone the file is
+    removed by :func:`remove_leftovers`, which is first run on ``folder``."""
     from ..utils.io import _umask
 
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    remove_leftovers(folder)
+    owner = _owner()
+    fd, name = tempfile.mkstemp(prefix=f"{prefix}{owner}-" if owner else prefix, suffix=suffix, dir=folder)
     os.fchmod(fd, 0o666 & ~_umask())
     return fd, Path(name)
 
 
-def place_new(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:
-    """Move the finished temporary file ``tmp`` to ``final`` unless something (anything, even a
-    dangling symlink) is at ``final``: True when placed, False when ``final`` was taken (then
-    ``tmp`` is left for the caller to remove).  Never replaces an entry."""
-    tmp, final = os.fspath(tmp), os.fspath(final)
-    try:
-        os.link(tmp, final, follow_symlinks=False)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-        # a file system without hard links: check, then rename (a narrow race remains)
-        if os.path.lexists(final):
-            return False
-        os.rename(tmp, final)
-        return True
-    os.unlink(tmp)
-    return True
+def new_part_folder(folder: str | os.PathLike, name: str) -> Path:
+    """A new temporary folder ``.NAME.extract-<owner>-XXXXXXXX`` in ``folder`` to unpack an
+    archive into; once the process that made it is gone it is removed (with what it holds) by
+    :func:`remove_leftovers`, which is first run on ``folder``."""
+    remove_leftovers(folder)
+    owner = _owner()
+    return Path(tempfile.mkdtemp(prefix=f".{name}.extract-{owner}-" if owner else f".{name}.extract-", dir=folder))
 
 
 #: The largest ``.npy`` header :func:`read_npz` parses (numpy's own default bound).
@@ -328,7 +431,7 @@ def read_npz(
         size = os.fstat(fh.fileno()).st_size
         if size > bound:
             raise too_big(shown, bound, f"is {size} bytes:")
-        _check_zip_directory(fh, size, len(want), shown)
+        check_zip_directory(fh, size, len(want), shown)
         try:
             with zipfile.ZipFile(fh) as zf:
                 infos = zf.infolist()
@@ -353,7 +456,7 @@ def read_npz(
             raise DataError(f"{shown}: expected an .npz file, found a bad one ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_zip_directory(fh: BinaryIO, size: int, n: int, shown: str) -> None:
+def check_zip_directory(fh: BinaryIO, size: int, n: int, shown: str) -> None:
     """Before :mod:`zipfile` parses it (one object per entry): the zip's central directory, as
     its end record (and a zip64 one, where :mod:`zipfile` looks for it) declares it, holds
     ``n`` entries in at most 1 KiB each, as :func:`numpy.savez` writes it."""
@@ -379,27 +482,41 @@ def _check_zip_directory(fh: BinaryIO, size: int, n: int, shown: str) -> None:
     fh.seek(0)
 
 
-def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, want: tuple, size: int, shown: str) -> np.ndarray:
-    """One member of :func:`read_npz`, checked against ``want`` = (key, dtype, shape, nbytes)."""
-    key, dtype, shape, nbytes = want
-    where = f"{shown}: member {info.filename}"
+def npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, where: str, writer: str = "nsm writes it"):
+    """Open the ``.npy`` member ``info`` of an ``.npz`` of ``size`` bytes and read its header
+    alone: (the open member, positioned at its data; shape; Fortran order; dtype). A member that
+    is compressed or encrypted, declares more bytes than the file holds, or has another format
+    version is refused unread (:class:`DataError` beginning with ``where``)."""
     if info.compress_type != zipfile.ZIP_STORED:
         raise DataError(
-            f"{where} is compressed (zip method {info.compress_type}); nsm writes it uncompressed, "
+            f"{where} is compressed (zip method {info.compress_type}); {writer} uncompressed, "
             f"so it is refused unread (not nsm's file, or a decompression bomb)"
         )
     if info.flag_bits & 0x1:
         raise DataError(f"{where} is encrypted; nsm never writes that")
     if max(info.file_size, info.compress_size) > size:
         raise DataError(f"{where} declares {info.file_size} bytes, more than the whole file ({size} bytes)")
-    with zf.open(info) as fp:
+    fp = zf.open(info)
+    try:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
-            found_shape, fortran, found = np.lib.format.read_array_header_1_0(fp, max_header_size=NPY_MAX_HEADER)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=NPY_MAX_HEADER)
         elif version == (2, 0):
-            found_shape, fortran, found = np.lib.format.read_array_header_2_0(fp, max_header_size=NPY_MAX_HEADER)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=NPY_MAX_HEADER)
         else:
             raise DataError(f"{where}: .npy format version {version}, expected 1.0 or 2.0")
+    except BaseException:
+        fp.close()
+        raise
+    return fp, tuple(shape), fortran, dtype
+
+
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, want: tuple, size: int, shown: str) -> np.ndarray:
+    """One member of :func:`read_npz`, checked against ``want`` = (key, dtype, shape, nbytes)."""
+    key, dtype, shape, nbytes = want
+    where = f"{shown}: member {info.filename}"
+    fp, found_shape, fortran, found = npy_header(zf, info, size, where)
+    with fp:
         text = dtype.kind == "U" and found.kind == "U" and found.itemsize <= dtype.itemsize
         if (found != dtype and not (text and found == np.dtype(f"U{found.itemsize // 4}"))) or fortran:
             order = " in Fortran order" if fortran else ""

@@ -31,7 +31,9 @@ typical one, e.g. 21625 bytes) is refused, on disk and as an archive member, and
 archive unpacking to more than :data:`NMNIST_MAX_SPLIT_BYTES` is refused, naming the file
 and the bound.  Anything but a regular file among the recordings (a FIFO, a directory named
 ``*.bin``, a dangling symlink...) is an error naming it; nothing existing is replaced (see
-:mod:`nsm.data.files`).
+:mod:`nsm.data.files`).  A download sending more than :data:`NMNIST_ARCHIVE_BYTES` is cut off
+there, naming the archive and the bound; the temporary files and extraction folders of a
+fetch that was killed are removed by the next one.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 import urllib.error
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -59,8 +60,10 @@ from .files import (
     copy_bounded,
     make_folder,
     new_part,
+    new_part_folder,
     read_bytes,
     read_npz,
+    remove_leftovers,
     too_big,
 )
 from .idx import DataError
@@ -68,6 +71,7 @@ from .mnist import _download, default_data_dir
 
 __all__ = [
     "NMNIST_ARCHIVES",
+    "NMNIST_ARCHIVE_BYTES",
     "NMNIST_MAX_FILE_BYTES",
     "NMNIST_MAX_SPLIT_BYTES",
     "NMNIST_SIZE",
@@ -103,6 +107,10 @@ NMNIST_ARCHIVES: dict[str, tuple[str, str]] = {
         "69ca8762b2fe404d9b9bad1103e97832",
     ),
 }
+#: Split folder -> the most bytes its zip may take when downloaded.  Upper bounds, not exact
+#: sizes (nsm does not record those): Train.zip is about 1.0 GB and Test.zip about 170 MB; a
+#: server sending more is cut off there (a stream that never ends would fill the disk).
+NMNIST_ARCHIVE_BYTES: dict[str, int] = {"Train": 1200 << 20, "Test": 200 << 20}
 
 
 def _nmnist_folder(data_dir: str | os.PathLike | None) -> Path:
@@ -326,7 +334,7 @@ def _unzip(zip_path: Path, work: Path, split: str) -> None:
 
 def _extract(zip_path: Path, folder: Path, split: str) -> None:
     """Unzip into a temp dir inside ``folder``, then rename its ``split`` folder into place."""
-    work = Path(tempfile.mkdtemp(prefix=f".{split}.extract-", dir=folder))
+    work = new_part_folder(folder, split)  # removed by the next fetch if this process is killed
     try:
         try:
             _unzip(zip_path, work, split)
@@ -351,9 +359,14 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
 
     A split whose folder already exists is left alone (never overwritten).  Archives come
     from :data:`NMNIST_ARCHIVES` and are md5-checked; a failed download raises
-    :class:`RuntimeError` with instructions for doing it by hand.
+    :class:`RuntimeError` with instructions for doing it by hand, one sending more than
+    :data:`NMNIST_ARCHIVE_BYTES` a :class:`DataError`.  Temporary files and extraction folders
+    that a killed fetch left are removed first.
     """
     folder = _nmnist_folder(data_dir)
+    for path in remove_leftovers(folder):
+        if progress:
+            print(f"nsm: removed {path}, left by a fetch that was killed", file=sys.stderr)
     for split, (url, md5) in NMNIST_ARCHIVES.items():
         if check_folder(folder) and check_folder(folder / split):  # else a DataError naming it
             continue
@@ -362,10 +375,12 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
         try:
             try:
                 with os.fdopen(fd, "wb") as out:
-                    _download(url, out, timeout, progress)
+                    _download(url, out, timeout, progress, max_bytes=NMNIST_ARCHIVE_BYTES[split])
             except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise RuntimeError(f"cannot fetch N-MNIST {split}.zip from {url}: {reason}. {_manual(folder)}") from exc
+            except DataError as exc:  # more than the archive can hold
+                raise DataError(f"N-MNIST {split}.zip: {exc}. {_manual(folder)}") from exc
             h = hashlib.md5()
             with open(tmp, "rb") as fh:
                 while chunk := fh.read(1 << 20):

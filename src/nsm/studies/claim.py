@@ -41,28 +41,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..utils.process import identity
+
 __all__ = ["RunClaim", "claim_run", "live_holder", "HEARTBEAT_SECONDS"]
 
 HEARTBEAT_SECONDS = 30.0
 
 
-def _identity(pid: int) -> Optional[str]:
-    """``BOOT:START`` for a running process of this machine: the kernel's boot id and the
-    process's start time (field 22 of /proc/PID/stat), which a pid handed out again after a
-    restart does not share; None where /proc has neither (not Linux) or the pid is not running."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
-    return f"{boot}:{fields[19]}" if len(fields) > 19 and boot else None
-
-
 def _line() -> bytes:
     line = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
-    identity = _identity(os.getpid())
-    return (line + (f" process {identity}" if identity else "") + "\n").encode()
+    me = identity(os.getpid())
+    return (line + (f" process {me}" if me else "") + "\n").encode()
 
 
 def _holder(text: str) -> tuple[Optional[int], Optional[str]]:
@@ -79,7 +68,7 @@ def _alive_here(text: str) -> bool:
     pid, _ = _holder(text)
     words = text.split()
     recorded = words[8] if len(words) >= 9 and words[7] == "process" else None
-    return pid is not None and recorded is not None and _identity(pid) == recorded
+    return pid is not None and recorded is not None and identity(pid) == recorded
 
 
 class RunClaim:

@@ -521,18 +521,16 @@ def rebuild_table(
 def _check_table_files(out: Path) -> None:
     """The table files in ``out`` are nsm's to rewrite only if nsm wrote them: a ``table.md``
     that does not begin as nsm's tables do, a ``table.csv`` without their header, or a
-    ``curves.png`` without a table beside it is someone else's, and is not overwritten."""
+    ``curves.png`` without a table beside it is someone else's, and is not overwritten.
+    Anything but a regular file there (a FIFO, a device, a directory, a link) is someone
+    else's too, and is never opened in a way that could wait on it."""
     foreign = []
     for name, start in (("table.md", "# nsm reproduce "), ("table.csv", "dataset,model,error_mean_pct,")):
         path = out / name
         if os.path.lexists(path):
-            try:
-                with open(path, "rb") as f:
-                    head = f.read(len(start)).decode("utf-8", "replace")
-            except OSError:
-                head = ""
-            if path.is_symlink() or not path.is_file() or head != start:
-                foreign.append(name)
+            kind = _table_file_kind(path, start)
+            if kind is not None:
+                foreign.append(f"{name} ({kind})" if kind else name)
     if os.path.lexists(out / "curves.png") and not os.path.lexists(out / "table.md"):
         foreign.append("curves.png")
     if foreign:
@@ -540,6 +538,29 @@ def _check_table_files(out: Path) -> None:
             f"{out} holds {', '.join(foreign)}, which nsm did not write; nsm does not overwrite "
             f"them: choose another --out or move them away"
         )
+
+
+def _table_file_kind(path: Path, start: str) -> Optional[str]:
+    """None when ``path`` is a regular file (not a symbolic link) that begins with ``start``,
+    as nsm's table files do; else what is there instead ('' for a file that begins otherwise).
+    The file is opened without blocking and checked on its descriptor
+    (:func:`nsm.data.files.open_regular`): a FIFO never hangs the check."""
+    import stat
+
+    from ..data.files import describe, open_regular
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    if not stat.S_ISREG(st.st_mode):
+        return describe(st)
+    try:
+        with open_regular(path) as f:
+            head = f.read(len(start.encode())).decode("utf-8", "replace")
+    except (OSError, ValueError):  # ValueError: DataError, swapped for something else since lstat
+        return ""
+    return None if head == start else ""
 
 
 def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:

@@ -32,11 +32,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import torch
 from torch import Tensor
 
+from ..data.files import DataError, open_regular
 from ..utils.io import read_json, save_torch
 from .config import TrainConfig
 
@@ -178,21 +179,24 @@ def open_own_file(path: Path, what: str) -> int:
     return fd
 
 
-def _check_stored(path: Path) -> None:
+def _check_stored(fh: BinaryIO, path: Path) -> None:
     """A torch checkpoint is a zip whose members are stored, not compressed: its contents are
     then no larger than the file. A compressed member could expand without bound (a 1 MB file
     to gigabytes) before anything is checked, so it is refused; so is a member larger than
-    the file. (The legacy, non-zip format cannot expand either.)"""
+    the file. (The legacy, non-zip format cannot expand either.) ``fh`` is the open file,
+    left at its start."""
     import zipfile
 
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(fh):
             return
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(fh) as archive:
             members = archive.infolist()
     except (OSError, zipfile.BadZipFile, ValueError):
         return  # torch.load says what is wrong with it
-    size = path.stat().st_size
+    finally:
+        fh.seek(0)
+    size = os.fstat(fh.fileno()).st_size
     for m in members:
         if m.compress_type != zipfile.ZIP_STORED or m.file_size > size:
             how = "compressed" if m.compress_type != zipfile.ZIP_STORED else f"of {m.file_size:,} bytes"
@@ -205,13 +209,27 @@ def _check_stored(path: Path) -> None:
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """``torch.load`` of a checkpoint with ``weights_only=True``: tensors and plain Python data
     only, so a file that carries code (a pickled object with a ``__reduce__``) is refused before
-    anything in it runs. Every problem is a ``ValueError`` naming the file."""
+    anything in it runs. The file is opened once, without blocking
+    (:func:`nsm.data.files.open_regular`): a FIFO, a device or a directory in its place is
+    refused, never waited on. Every problem is a ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        fh = open_regular(path)
+    except FileNotFoundError:
+        raise ValueError(f"cannot read checkpoint {path}: there is no such file") from None
+    except DataError as exc:  # not a regular file, or unopenable: its message begins with the path
+        raise ValueError(f"cannot read checkpoint {exc}") from None
+    with fh:
+        _check_stored(fh, path)
+        return _load_open(fh, path, map_location)
+
+
+def _load_open(fh: BinaryIO, path: Path, map_location) -> dict:
+    """:func:`read_checkpoint`'s ``torch.load`` of the open file ``fh``."""
     import pickle
 
-    path = Path(path)
-    _check_stored(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(fh, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message wraps the reason in advice about weights_only=False: keep the reason only
         text = str(exc)

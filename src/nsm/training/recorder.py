@@ -43,6 +43,8 @@ import contextlib
 import csv
 import io
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -485,7 +487,7 @@ class Recorder:
         return seen[0]
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _own_folder(self.dir)
         write_json(
             self.dir / "layers.json",
             {
@@ -535,6 +537,21 @@ class Recorder:
                 np.savez(f, **arrays)
 
         atomic_write(self.dir / "histograms.npz", write)
+
+
+def _own_folder(path: Path) -> None:
+    """Make ``path`` (a run's ``record/``) if missing; refuse anything there that is not a plain
+    folder, a symbolic link above all: nsm would write through it into a folder it did not make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        found = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise ValueError(
+            f"{path} is {found}; nsm writes a run's record only into a folder it made there "
+            "(it does not write through links): move it away and run again"
+        )
 
 
 def make_recorder(

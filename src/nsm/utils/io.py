@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,6 +27,7 @@ __all__ = [
     "read_json_object",
     "stale_temporaries",
     "check_new_outputs",
+    "place_new",
     "MAX_TEXT_BYTES",
 ]
 
@@ -39,16 +41,29 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, new: bool = False) -> Path:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one rename.
+
+    A file replaced keeps its permissions (a new one gets ``0666 & ~umask``). With ``new=True``
+    the file is a result that must not replace anything: if something is at ``path`` by the time
+    it is placed (a user's file that appeared while nsm worked), ``FileExistsError`` names it and
+    that file is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+    os.chmod(tmp, _mode_for(path, new))  # mkstemp makes 0600
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if not new:
+            os.replace(tmp, path)
+        elif not _place_new(tmp, path):
+            raise FileExistsError(
+                errno.EEXIST,
+                f"{path} appeared while nsm was working; nsm does not overwrite it, so this result was not "
+                "written: move it away and run again",
+                str(path),
+            )
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -56,6 +71,47 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             raise DiskFull(path) from None
         raise
     return path
+
+
+def _mode_for(path: Path, new: bool) -> int:
+    """The permissions of the regular file at ``path`` that a rewrite replaces, else the usual."""
+    if not new:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~_umask()
+
+
+def _place_new(tmp: str, path: Path) -> bool:
+    placed = place_new(tmp, path)
+    if not placed:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return placed
+
+
+def place_new(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:
+    """Move the finished temporary file ``tmp`` to ``final`` unless something (anything, even a
+    dangling symlink) is at ``final``: True when placed, False when ``final`` was taken (then
+    ``tmp`` is left for the caller to remove).  Never replaces an entry."""
+    tmp, final = os.fspath(tmp), os.fspath(final)
+    try:
+        os.link(tmp, final, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        # a file system without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(final):
+            return False
+        os.rename(tmp, final)
+        return True
+    os.unlink(tmp)
+    return True
 
 
 class DiskFull(OSError):
@@ -72,13 +128,15 @@ class DiskFull(OSError):
         return self.strerror
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, *, new: bool = False) -> Path:
+    """``obj`` as indented JSON, atomically (``new``: as :func:`atomic_write`)."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, new=new)
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
@@ -101,9 +159,10 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, write)
 
 
-def save_figure(path: str | os.PathLike, fig) -> Path:
+def save_figure(path: str | os.PathLike, fig, *, new: bool = False) -> Path:
+    """``fig`` saved atomically, its format from the suffix (``new``: as :func:`atomic_write`)."""
     suffix = Path(path).suffix.lstrip(".") or "png"
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"), new=new)
 
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")  # atomic_write's mkstemp names
@@ -126,7 +185,8 @@ def stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[P
 
 def check_new_outputs(out: str | os.PathLike, names: Iterable[str], option: str = "--out") -> Path:
     """``out`` as a folder that holds none of ``names`` yet (it may not exist): a result is never
-    overwritten. Otherwise a ``ValueError`` naming what is in the way; call it before the work."""
+    overwritten. Otherwise a ``ValueError`` naming what is in the way; call it before the work,
+    and write the results with ``new=True`` (a file that appears meanwhile is not replaced)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{option} {out} exists and is not a folder")
@@ -140,9 +200,10 @@ def check_new_outputs(out: str | os.PathLike, names: Iterable[str], option: str 
 
 
 def read_text(path: str | os.PathLike, what: str = "a text file", *, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of ``path``, read up to ``max_bytes``; a larger file or one that is not
-    text is a ``ValueError`` naming it."""
-    with open(path, "rb") as f:
+    """The UTF-8 text of ``path``, read up to ``max_bytes``; a larger file, one that is not text,
+    or something that is not a regular file (a FIFO would block the read forever) is a
+    ``ValueError`` naming it."""
+    with _open_regular(path, what) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"{path} is larger than {max_bytes:,} bytes; expected {what}")
@@ -150,6 +211,23 @@ def read_text(path: str | os.PathLike, what: str = "a text file", *, max_bytes: 
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected {what}") from None
+
+
+def _open_regular(path: str | os.PathLike, what: str):
+    """``path`` opened for binary reading if it is a regular file (or a link to one), without
+    ever blocking (opening a FIFO for reading waits for a writer); else a ``ValueError``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise ValueError(f"{path} is {kind}, not a regular file; expected {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON", *, max_bytes: int = MAX_TEXT_BYTES) -> Any:

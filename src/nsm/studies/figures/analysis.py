@@ -113,7 +113,7 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
     written: dict[str, Path] = {}
 
     def save(name: str, fig) -> None:
-        written[name] = save_figure(out / f"{name}.png", fig)
+        written[name] = save_figure(out / f"{name}.png", fig, new=True)
         fig.clear()
 
     fig, (ax,) = _figure(1, pyplot=False)
@@ -149,5 +149,6 @@ def analyze(run_dirs: Sequence[PathLike], out: PathLike, layer: str = "W3") -> d
     written["analysis"] = write_json(
         out / "analysis.json",
         _json_safe({"layer": layer, "runs": summaries, "figures": {k: str(v) for k, v in written.items()}}),
+        new=True,
     )
     return written

@@ -20,9 +20,11 @@ built on. Nothing here imports matplotlib.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from ...data.files import DataError, check_zip_directory, npy_header, open_regular, read_npz
 from ...training.recorder import STATS_COLUMNS
 from ...utils.io import read_json, read_text
 
@@ -107,37 +110,24 @@ class RunRecord:
 def _read_csv(
     path: Path, columns: Sequence[str], text: Sequence[str] = ("layer",), integer: Sequence[str] = ("step",)
 ) -> dict[str, np.ndarray]:
-    """Read a CSV with at least ``columns`` into column arrays; ValueError naming the file."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file, expected a header row {','.join(columns)}")
-        header = [h.strip() for h in header]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header is {header}")
-        index = {c: header.index(c) for c in columns}
-        data: dict[str, list] = {c: [] for c in columns}
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
-            for c in columns:
-                value = row[index[c]].strip()
-                try:
-                    if c in text:
-                        data[c].append(value)
-                    elif c in integer:
-                        data[c].append(int(value))
-                    else:
-                        data[c].append(float(value) if value != "" else math.nan)
-                except ValueError:
-                    raise ValueError(
-                        f"{path}, line {line}: column {c!r} has {value!r}, "
-                        f"expected a{'n integer' if c in integer else ' number'}"
-                    ) from None
+    """Read a CSV with at least ``columns`` into column arrays; ValueError naming the file.
+
+    The file is opened without blocking (:func:`~nsm.data.files.open_regular`: a FIFO in its
+    place is refused, never waited on) and read as UTF-8; a malformed CSV (a field longer than
+    :func:`csv.field_size_limit`, ...) or bytes that are not UTF-8 are a ValueError naming the
+    file."""
+    try:
+        with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            try:
+                data = _csv_columns(path, reader, columns, text, integer)
+            except csv.Error as exc:
+                raise ValueError(f"{path}, line {reader.line_num}: not a CSV file nsm wrote ({exc})") from None
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
+        raise ValueError(
+            f"{path}: not UTF-8 text ({exc.reason}: byte {bad!r}); nsm writes its CSV files in UTF-8"
+        ) from None
     out: dict[str, np.ndarray] = {}
     for c in columns:
         if c in text:
@@ -147,6 +137,39 @@ def _read_csv(
         else:
             out[c] = np.array(data[c], dtype=np.float64)
     return out
+
+
+def _csv_columns(path: Path, reader, columns: Sequence[str], text: Sequence[str], integer: Sequence[str]) -> dict:
+    """The values of ``columns``, a list per column, from an open ``csv.reader`` of ``path``."""
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path}: empty file, expected a header row {','.join(columns)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; the header is {header}")
+    index = {c: header.index(c) for c in columns}
+    data: dict[str, list] = {c: [] for c in columns}
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
+        for c in columns:
+            value = row[index[c]].strip()
+            try:
+                if c in text:
+                    data[c].append(value)
+                elif c in integer:
+                    data[c].append(int(value))
+                else:
+                    data[c].append(float(value) if value != "" else math.nan)
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {line}: column {c!r} has {value[:80]!r}, "
+                    f"expected a{'n integer' if c in integer else ' number'}"
+                ) from None
+    return data
 
 
 def _select(table: dict[str, np.ndarray], mask: np.ndarray, drop: Iterable[str] = ()) -> dict[str, np.ndarray]:
@@ -173,6 +196,11 @@ def _load_record(folder: Path) -> Record:
     for i, entry in enumerate(layers["layers"]):
         if not isinstance(entry, dict) or not {"name", "init_mean", "init_std"} <= entry.keys():
             raise ValueError(f"{path}: layers[{i}] needs 'name', 'init_mean' and 'init_std'")
+        if not isinstance(entry["name"], str) or not entry["name"]:
+            raise ValueError(f"{path}: layers[{i}]['name'] is {entry['name']!r:.80}, expected a layer name (a string)")
+        for key in ("init_mean", "init_std"):
+            if not isinstance(entry[key], (int, float)) or isinstance(entry[key], bool):
+                raise ValueError(f"{path}: layers[{i}][{key!r}] is {entry[key]!r:.80}, expected a number")
     names = [entry["name"] for entry in layers["layers"]]
 
     table = _read_csv(required("stats.csv"), STATS_COLUMNS)
@@ -182,30 +210,9 @@ def _load_record(folder: Path) -> Record:
     }
 
     path = required("histograms.npz")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    for key in ("steps", "epochs"):
-        if key not in arrays:
-            raise ValueError(f"{path}: no array {key!r}; it has {sorted(arrays)}")
+    arrays = _read_histograms(path, names)
     steps, epochs = arrays["steps"].astype(np.int64), arrays["epochs"].astype(np.float64)
-    if steps.ndim != 1 or steps.shape != epochs.shape:
-        raise ValueError(f"{path}: 'steps' {steps.shape} and 'epochs' {epochs.shape} must be equal 1-d shapes")
-    hist = {}
-    for name in names:
-        if f"{name}_edges" not in arrays or f"{name}_counts" not in arrays:
-            raise ValueError(
-                f"{path}: no histogram for layer {name!r} (expected arrays {name}_edges and {name}_counts)"
-            )
-        edges, counts = arrays[f"{name}_edges"].astype(np.float64), arrays[f"{name}_counts"]
-        if edges.ndim != 1 or counts.shape != (len(steps), len(edges) - 1):
-            raise ValueError(
-                f"{path}: layer {name!r} has edges {edges.shape} and counts {counts.shape}; "
-                f"expected (B+1,) and ({len(steps)}, B)"
-            )
-        hist[name] = (edges, counts)
+    hist = {name: (arrays[f"{name}_edges"].astype(np.float64), arrays[f"{name}_counts"].copy()) for name in names}
 
     percentiles = None
     path = folder / "percentiles.csv"
@@ -226,6 +233,83 @@ def _load_record(folder: Path) -> Record:
     return Record(
         layers=layers, stats=stats, hist=hist, steps=steps, epochs=epochs, percentiles=percentiles, cosine=cosine
     )
+
+
+def _read_histograms(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays of ``histograms.npz`` for the layers ``names``: ``steps`` and ``epochs``
+    (R,), and per layer L ``L_edges`` (B+1,) and ``L_counts`` (R, B), read in bounded memory.
+
+    The file must be as the recorder writes it (:func:`numpy.savez`): exactly those members,
+    stored uncompressed, numeric C-order arrays of those consistent shapes, each declaring no
+    more data than its member holds. All of it is checked on the ``.npy`` headers before any
+    data is read, then :func:`~nsm.data.files.read_npz` reads them (checking it all again), so
+    no header can make this allocate more than the file holds, and nothing is decompressed.
+    Anything else is a ``ValueError`` naming the file."""
+    keys = list(dict.fromkeys(["steps", "epochs", *(f"{n}_{part}" for n in names for part in ("edges", "counts"))]))
+    declared = _npz_headers(path, keys)
+    (rows,) = _shape(path, declared, "steps", 1)
+    if declared["epochs"][1] != (rows,):
+        raise ValueError(f"{path}: 'steps' {(rows,)} and 'epochs' {declared['epochs'][1]} must be equal 1-d shapes")
+    for name in names:
+        (n_edges,) = _shape(path, declared, f"{name}_edges", 1)
+        counts = declared[f"{name}_counts"][1]
+        if n_edges < 2 or counts != (rows, n_edges - 1):
+            raise ValueError(
+                f"{path}: layer {name!r} has edges {(n_edges,)} and counts {counts}; "
+                f"expected (B+1,) and ({rows}, B) with B >= 1"
+            )
+    return read_npz(path, declared, name=str(path))
+
+
+def _shape(path: Path, declared: dict, key: str, ndim: int) -> tuple[int, ...]:
+    """The shape the header of array ``key`` declares, if it has ``ndim`` dimensions."""
+    shape = declared[key][1]
+    if len(shape) != ndim:
+        raise ValueError(f"{path}: array {key!r} has shape {shape}, expected {ndim} dimension(s)")
+    return shape
+
+
+def _npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """``{key: (dtype, shape)}`` as the ``.npy`` headers of the ``.npz`` file ``path`` declare
+    them, which must hold exactly the arrays ``keys``; only headers are read."""
+    shown = str(path)
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            check_zip_directory(fh, size, len(keys), shown)  # before zipfile makes an object per entry
+        except DataError as exc:
+            raise ValueError(f"{exc} (steps, epochs, and L_edges and L_counts for each layer of layers.json)") from None
+        try:
+            with zipfile.ZipFile(fh) as zf:
+                infos = {info.filename: info for info in zf.infolist()}
+                for key in keys:
+                    if f"{key}.npy" not in infos:
+                        layer = key.rpartition("_")[0]
+                        what = f"the histogram of layer {layer!r}" if key not in ("steps", "epochs") else "it"
+                        raise DataError(f"{shown}: no array {key!r}; {what} needs one (it has {sorted(infos)[:10]})")
+                return {key: _npy_header(zf, infos[f"{key}.npy"], size, shown) for key in keys}
+        except DataError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, struct.error) as exc:
+            raise ValueError(f"{shown}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, shown: str) -> tuple[np.dtype, tuple]:
+    """(dtype, shape) of one member of :func:`_npz_headers`, read from its header alone."""
+    where = f"{shown}: array {info.filename[:-4]!r}"
+    fp, shape, fortran, dtype = npy_header(zf, info, size, where, "the recorder stores it")
+    fp.close()
+    if dtype.kind not in "iuf" or fortran:
+        order = ", in Fortran order" if fortran else ""
+        raise DataError(f"{where}: dtype {dtype}{order}; the recorder writes C-order integer or float arrays")
+    if any(n < 0 for n in shape):
+        raise DataError(f"{where}: a negative dimension in its shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise DataError(
+            f"{where} declares shape {shape} of {dtype} ({nbytes:,} bytes), more than its {info.file_size:,} bytes"
+        )
+    return dtype, shape
 
 
 def load_run(run_dir: PathLike) -> RunRecord:

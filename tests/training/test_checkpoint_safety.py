@@ -1,0 +1,91 @@
+"""nsm.training.checkpoint.read_checkpoint opens a checkpoint once, without blocking: a FIFO,
+a directory or a missing file is a ValueError naming it, never a hang; real files still load."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import pytest
+import torch
+
+from nsm.training.checkpoint import read_checkpoint
+from nsm.training.config import TrainConfig
+from nsm.training.loop import fit
+from toys import toy_dataset
+
+QUIET = {"log": lambda *a: None}
+
+
+def within(seconds: float, fn, *fifos):
+    """``fn()`` in a thread; the test fails if it has not returned after ``seconds`` (the
+    ``fifos`` are then opened for writing, so that a reader waiting on one goes on)."""
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for _ in range(50):
+            for fifo in fifos:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+        pytest.fail(f"still waiting after {seconds} s: it blocked on a FIFO")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_a_fifo_checkpoint_is_refused_not_waited_on(tmp_path):
+    """A FIFO named checkpoint.pt: a ValueError naming it and what it is, at once."""
+    path = tmp_path / "checkpoint.pt"
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match=f"cannot read checkpoint {path}: expected a regular file, found a FIFO"):
+        within(10, lambda: read_checkpoint(path), path)
+    assert path.exists()  # left as it is
+
+
+def test_a_directory_or_nothing_is_refused_naming_it(tmp_path):
+    """A directory in the checkpoint's place, or no file at all: a ValueError naming the path."""
+    (tmp_path / "checkpoint.pt").mkdir()
+    with pytest.raises(ValueError, match="checkpoint.pt: expected a regular file, found a directory"):
+        read_checkpoint(tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*missing.pt: there is no such file"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_regular_files_and_links_to_them_still_load(tmp_path):
+    """torch.save's files load through the open file: zip and legacy formats, and through a symlink."""
+    torch.save({"a": torch.arange(3)}, tmp_path / "zip.pt")
+    torch.save({"a": torch.arange(3)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    (tmp_path / "link.pt").symlink_to(tmp_path / "zip.pt")
+    for name in ("zip.pt", "legacy.pt", "link.pt"):
+        assert torch.equal(read_checkpoint(tmp_path / name)["a"], torch.arange(3))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*bad.pt \\(truncated or corrupt\\?\\)"):
+        read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_resuming_a_run_whose_checkpoint_is_a_fifo_is_refused(tmp_path, one_thread):
+    """fit(resume=...) of a run whose checkpoint.pt is a FIFO says so instead of hanging."""
+    config = TrainConfig(
+        model="bnsm", epochs=1, batch_size=30, samples=2, progress=False, threads=1, out=str(tmp_path), run_name="r"
+    )
+    fit(config, dataset=toy_dataset(), **QUIET)
+    run = tmp_path / "r"
+    (run / "summary.json").unlink()  # an interrupted run, as far as resuming goes
+    (run / "checkpoint.pt").unlink()
+    os.mkfifo(run / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"checkpoint.pt: expected a regular file, found a FIFO.*Remove it"):
+        within(10, lambda: fit(config, dataset=toy_dataset(), resume=run, **QUIET), run / "checkpoint.pt")
+    assert not (run / ".lock").exists()
