@@ -5,8 +5,9 @@ ferroelectric FET that stores the weight. Three non-idealities are modelled here
 robustness curves of trained networks (inference only).
 
 **Conductance levels** (:func:`quantize`). A layer's weights are stored on ``L`` states
-spanning [-w_max, +w_max], w_max = max |w| of the layer's weight tensor by default (one
-scale per layer: :func:`with_device` always uses it). With the potentiation nonlinearity ``nu >= 0`` the states are::
+spanning [-w_max, +w_max], one scale per layer: w_max = max |w| of the layer's weight tensor
+by default, or the smaller range that ``clip_std`` sets (below). With the potentiation
+nonlinearity ``nu >= 0`` the states are::
 
     G_k = (1 - exp(-nu k/(L-1))) / (1 - exp(-nu))   in [0, 1],   k = 0 .. L-1
     w_k = w_max (2 G_k - 1)
@@ -19,8 +20,11 @@ sgn(w) w_max with sgn(0) = +1. Weights beyond +-w_max go to the end states.
 With w_max = max |w| (the default) a few large weights set the range, and most weights of a
 trained layer lie near 0: with 3 levels {-w_max, 0, +w_max} every |w| < w_max/2 (97-99.6 %
 of the hidden weights of the MNIST networks of ``results/``) becomes 0. ``clip_std = c``
-sets the range of each layer to w_max = min(max |w|, c * std(w)) instead (std over the
-layer's weight tensor); the weights beyond it saturate at the end states.
+sets the range of each layer to w_max = min(max |w|, c * rms(w)) instead, rms(w) =
+sqrt(mean(w^2)) over the layer's weight tensor: the states are symmetric about 0, so the
+range is measured from 0, not from the mean (a layer of equal weights keeps them, where
+c * std(w) = 0 sent them all to 0). The weights beyond it saturate at the end states.
+(For the near-zero-mean weights of a trained layer rms(w) and std(w) are close.)
 
 **Device-to-device spread of the blank-out probability** (``p_spread``). Each synapse of a
 Bernoulli NSM layer (bNSM) gets its own fixed keep-probability, drawn once::
@@ -40,22 +44,31 @@ p (1 - p) w^2. u is drawn from its Gaussian law N(E[u], Var[u]) (the central-lim
 the library's ``"probability"`` sampler does for the nominal p) and the unit outputs
 sgn(u) (+1 at 0). The layer's ``mode`` (see :func:`nsm.forward_mode`) is respected:
 ``"sample"`` draws, ``"mean"`` outputs E[sgn u] = erf(E[u] / sqrt(2 Var[u])),
-``"threshold"`` outputs sgn(E[u]). The variance follows the inner layer's ``variance``:
-with ``"exact"`` the sum above; with ``"norm"`` (the paper's form) the same sum with z_j^2
-taken as 1, i.e. sum_j p_ij (1 - p_ij) w_ij^2 over the weights that meet the image, as the
-layer's own law is for any input (the two agree on +-1 inputs; in ``"mean"`` mode a hidden
-layer's input is real-valued, erf(t)). Gaussian-noise NSM layers and non-NSM layers have no
+``"threshold"`` outputs sgn(E[u]). A unit without variance (Var[u] = 0: every synapse meets
+a zero weight or a zero input) outputs sgn(b) with certainty in every mode, +1 for b >= 0
+or without bias, as the library's own layers do (:func:`nsm.nn.functional.drive_terms`;
+Var[u] / Var[xi] at or below ``NORM_FLOOR``^2 counts as zero; it was a coin flip for b = 0).
+The variance follows the inner layer's ``variance``: with ``"exact"`` the sum above; with
+``"norm"`` (the paper's form) the same sum with z_j^2 taken as 1, i.e.
+sum_j p_ij (1 - p_ij) w_ij^2 over the weights that meet the image, as the layer's own law is
+for any input (the two agree on +-1 inputs; in ``"mean"`` mode a hidden layer's input is
+real-valued, erf(t)). Gaussian-noise NSM layers and non-NSM layers have no
 blank-out probability: a spread does not apply to them (they are left as they are).
 
 **Read noise** (``read_noise``). At every forward pass each stored weight is read as::
 
     w_read = w + read_noise * w_max * N(0, 1),   w_max = max |w| of the layer (after quantization)
 
-one fresh draw per pass, shared by all the examples of the batch (so in Monte-Carlo
-prediction one draw per batched pass of :func:`nsm.mc_predict`). The read weight replaces
-the stored one in every formula of the layer: its own forward pass (any layer type), or
-the two sums above. Read noise is a property of the device, not of the model: it stays on
-in every ``mode``, including ``"mean"`` and ``"threshold"``.
+one fresh draw per pass, shared by the examples of the pass. In Monte-Carlo prediction
+(:func:`nsm.mc_predict`) a batched pass holds k stacked copies of its examples, one per
+Monte-Carlo pass, and tells the layers k (their ``copies``): each copy gets its own draw, so
+the S passes of an example see S independent reads, whatever ``max_pass`` (before
+2026-11-30 the k copies shared one draw, and an example's S passes got between 1 and S
+reads depending on ``max_pass``). The cost: every weight is drawn S times per group of
+examples that ``max_pass`` lets share a pass. The read weight replaces the stored one in
+every formula of the layer: its own forward pass (any layer type), or the two sums above.
+Read noise is a property of the device, not of the model: it stays on in every ``mode``,
+including ``"mean"`` and ``"threshold"``.
 
 Conventions:
 
@@ -73,7 +86,15 @@ Conventions:
   :class:`ReadNoiseLayer` (read noise on any other weight layer). The inner NSM layers stay
   in the model, so :func:`nsm.nn.layers.stochastic_layers` finds them and
   :func:`nsm.forward_mode` switches them; a :class:`DeviceNSMLayer` reads its mode (and
-  ``fixed_mode``) from its inner layer. Without read noise and spread no layer is wrapped.
+  ``fixed_mode``) from its inner layer. The wrappers are themselves
+  :class:`~nsm.nn.layers.Stochastic` (their passes differ), so that Monte-Carlo prediction
+  sets their ``copies``; a :class:`ReadNoiseLayer` ignores the mode (read noise stays on).
+  Without read noise and spread no layer is wrapped.
+- A non-ideal device needs weight layers it can store: a model without any, or with a
+  layer whose weight is computed from other parameters (``torch.nn.utils.parametrize``,
+  e.g. ``torch.nn.utils.parametrizations.weight_norm`` / ``spectral_norm``, or the older
+  hook-based ``torch.nn.utils.weight_norm``), is refused (ValueError naming the layer)
+  rather than left as it is.
 - The wrappers are for inference: their forward runs under ``torch.no_grad()`` and no
   gradient flows through them. A :class:`DeviceNSMLayer` always samples from the Gaussian
   law, whatever the inner layer's sampler or estimator; forward hooks on the inner layer
@@ -82,11 +103,13 @@ Conventions:
   of :class:`DeviceNSMLayer`; it also replaces the ``generator`` of the copy's noisy
   layers (those that have one), so that a device copy can be run reproducibly.
 - :func:`accuracy_under` evaluates a model without stochastic layer with one pass
-  (S = 1), even under read noise: each batched pass then sees one read-noise draw.
+  (S = 1), even under read noise: each batched pass then sees one read-noise draw, shared
+  by its examples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -95,8 +118,9 @@ from typing import Hashable, Mapping, Optional
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.utils import parametrize
 
-from ..nn.functional import MODES, firing_probability, sign
+from ..nn.functional import MODES, NORM_FLOOR, ZERO_VARIANCE_DRIVE, firing_probability, sign
 from ..nn.layers import NSMLayer, Stochastic, noisy_layers
 from ..nn.mc import mc_predict
 from ..utils.checks import check_int
@@ -149,16 +173,18 @@ def quantize(w: Tensor, levels: int, *, w_max: Optional[float] = None, nonlinear
     The states span [-w_max, +w_max] (``w_max`` default: max |w|; all zeros if it is 0),
     linear for ``nonlinearity = 0``, on the saturating potentiation curve otherwise (see
     the module docstring). Returns a new tensor of w's dtype and device, without gradient.
+    Non-finite weights (NaN, inf) are refused, whichever ``w_max``.
     """
     if not isinstance(w, Tensor):
         raise ValueError(f"w must be a torch.Tensor, got {type(w).__name__}")
     levels = check_int("levels", levels, 2, "number of conductance states")
     nonlinearity = _check_nonneg("nonlinearity", nonlinearity)
     with torch.no_grad():
+        bad = int((~torch.isfinite(w.detach())).sum()) if w.is_floating_point() else 0
+        if bad:
+            raise ValueError(f"w has {bad} non-finite entries (NaN or inf) of {w.numel()}; cannot quantize")
         if w_max is None:
             w_max = float(w.detach().abs().max()) if w.numel() else 0.0
-            if not math.isfinite(w_max):
-                raise ValueError(f"w has non-finite entries (max |w| = {w_max}); cannot quantize")
         else:
             w_max = _check_nonneg("w_max", w_max)
         if w_max == 0.0:
@@ -181,8 +207,9 @@ class DeviceModel:
     ``levels``: number of conductance states (None: full precision). ``nonlinearity``: nu
     of the potentiation curve. ``p_spread``: std of the per-synapse blank-out probability.
     ``read_noise``: std of the read noise, in units of the layer's max |w|.
-    ``clip_std``: range of the states, w_max = min(max |w|, clip_std * std(w)) per layer
-    (None: max |w|); needs ``levels``.
+    ``clip_std``: range of the states, w_max = min(max |w|, clip_std * rms(w)) per layer,
+    rms(w) = sqrt(mean(w^2)) (None: max |w|). ``nonlinearity > 0`` and ``clip_std`` shape
+    the conductance levels: they need ``levels``.
     """
 
     levels: Optional[int] = None
@@ -198,7 +225,7 @@ class DeviceModel:
             c = self.clip_std
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
                 raise ValueError(
-                    f"clip_std must be a finite number > 0 (a multiple of the layer's weight std) "
+                    f"clip_std must be a finite number > 0 (a multiple of the layer's rms weight) "
                     f"or None, got clip_std={c!r}"
                 )
             if self.levels is None:
@@ -206,6 +233,11 @@ class DeviceModel:
             object.__setattr__(self, "clip_std", float(c))
         for name in ("nonlinearity", "p_spread", "read_noise"):
             object.__setattr__(self, name, _check_nonneg(name, getattr(self, name)))
+        if self.nonlinearity > 0 and self.levels is None:
+            raise ValueError(
+                f"nonlinearity={self.nonlinearity:g} shapes the conductance levels; it needs levels "
+                f"(without levels the weights stay in full precision and it would do nothing)"
+            )
 
     @property
     def ideal(self) -> bool:
@@ -227,11 +259,44 @@ def _read(weight: Tensor, read_noise: float, generator: Optional[torch.Generator
     return eps.mul_(w_max * read_noise).add_(w)
 
 
-class ReadNoiseLayer(nn.Module):
-    """Any weight layer, run with a freshly read weight w + read_noise max|w| N(0, 1) per call.
+def _copies(module: nn.Module, x) -> int:
+    """How many reads a call of a read-noise wrapper draws: ``module.copies`` (set by
+    Monte-Carlo prediction while the batch holds that many stacked copies of its examples,
+    one per pass) if it reads noisily, else 1. The batch must split into the copies."""
+    k = int(getattr(module, "copies", 1) or 1)
+    if k <= 1 or module.read_noise == 0.0:
+        return 1
+    rows = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 else None
+    if rows is None or rows % k:
+        raise ValueError(
+            f"{type(module).__name__}: copies={k} (set by Monte-Carlo prediction) but the input "
+            f"{'has ' + str(rows) + ' rows' if rows is not None else 'is not a batch tensor'}, not {k} stacked copies; "
+            f"one read-noise draw per copy needs the batch the model was given"
+        )
+    return k
+
+
+@contextlib.contextmanager
+def _single_copy(layer: nn.Module):
+    """The inner layer sees one copy at a time (its ``copies`` hint set to 1, restored after)."""
+    saved = getattr(layer, "copies", None)
+    if saved is not None:
+        layer.copies = 1
+    try:
+        yield
+    finally:
+        if saved is not None:
+            layer.copies = saved
+
+
+class ReadNoiseLayer(Stochastic, nn.Module):
+    """Any weight layer, run with a freshly read weight w + read_noise max|w| N(0, 1) per pass.
 
     The inner ``layer`` keeps the stored weight; its own forward pass runs with the read
-    weight in place of ``weight`` (``torch.func.functional_call``). Inference only.
+    weight in place of ``weight`` (``torch.func.functional_call``). One read per call, or,
+    when Monte-Carlo prediction sets ``copies = k`` (the batch is k stacked copies of its
+    examples, one per pass), one read per copy. The mode is ignored: read noise stays on.
+    Inference only.
     """
 
     def __init__(self, layer: nn.Module, read_noise: float, generator: Optional[torch.Generator] = None) -> None:
@@ -240,6 +305,8 @@ class ReadNoiseLayer(nn.Module):
         self.layer = layer
         self.read_noise = _check_nonneg("read_noise", read_noise)
         self.generator = generator
+        self.mode = "sample"
+        self.copies = 1  # set by nsm.nn.mc while a batch holds stacked copies of its examples
 
     def read_weight(self) -> Tensor:
         """One read of the stored weight."""
@@ -247,13 +314,22 @@ class ReadNoiseLayer(nn.Module):
 
     def forward(self, *args, **kwargs):
         with torch.no_grad():
-            return functional_call(self.layer, {"weight": self.read_weight()}, args, kwargs)
+            k = _copies(self, args[0] if args else None)
+            if k == 1:
+                return functional_call(self.layer, {"weight": self.read_weight()}, args, kwargs)
+            x, rest = args[0], args[1:]
+            with _single_copy(self.layer):
+                outs = [
+                    functional_call(self.layer, {"weight": self.read_weight()}, (part,) + rest, kwargs)
+                    for part in x.chunk(k)
+                ]
+            return torch.cat(outs)
 
     def extra_repr(self) -> str:
         return f"read_noise={self.read_noise:g}"
 
 
-class DeviceNSMLayer(nn.Module):
+class DeviceNSMLayer(Stochastic, nn.Module):
     """An NSM layer (``NSMLinear`` / ``NSMConv2d``) with per-synapse p_ij and read noise.
 
     ``p``: a tensor shaped like the layer's weight, every entry in (0, 1), or None for the
@@ -261,8 +337,10 @@ class DeviceNSMLayer(nn.Module):
     layer). The moments and outputs are those of the module docstring, with
     a_i = beta_i c - E[xi] of the inner layer and its bias as it enters u (b, or, for
     ``bias_scale="unit"``, b ||w|| of the weight read, as in the layer's own pass under
-    :class:`ReadNoiseLayer`). The ``mode`` is the inner layer's
-    (its ``fixed_mode`` first). Inference only (no gradient).
+    :class:`ReadNoiseLayer`). A unit without variance fires sgn(b) with certainty, as the
+    layer does. The ``mode`` is the inner layer's (its ``fixed_mode`` first). Read noise:
+    one read per call, one per copy when Monte-Carlo prediction sets ``copies`` (as
+    :class:`ReadNoiseLayer`). Inference only (no gradient).
     """
 
     def __init__(
@@ -286,6 +364,7 @@ class DeviceNSMLayer(nn.Module):
                 raise ValueError(f"p must lie in (0, 1), got values in [{p.min().item():g}, {p.max().item():g}]")
             p = p.detach().to(layer.weight)
         self.register_buffer("p", p)
+        self.copies = 1  # set by nsm.nn.mc while a batch holds stacked copies of its examples
 
     @property
     def mode(self) -> str:
@@ -301,6 +380,11 @@ class DeviceNSMLayer(nn.Module):
 
     def moments(self, x: Tensor, weight: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """(E[u], Var[u]) of every output for input ``x``, with ``weight`` (default: one read)."""
+        mean, var, _ = self._moments(x, weight)
+        return mean, var
+
+    def _moments(self, x: Tensor, weight: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """(E[u], Var[u], the bias as it enters u or None)."""
         layer = self.layer
         with torch.no_grad():
             layer._check_input(x)
@@ -321,26 +405,43 @@ class DeviceNSMLayer(nn.Module):
             # form, which a real-valued input in mode "mean" does not change), over the weights
             # on the image where zero padding meets a filter
             var = op(x * x if layer.variance == "exact" else torch.ones_like(x), var_w)
-        return mean, var
+        return mean, var, None if bias is None else bias.detach()
+
+    def _drive(self, mean: Tensor, var: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """t = E[u] / sqrt(2 Var[u]); +-ZERO_VARIANCE_DRIVE (the sign of b, + without bias)
+        where the unit has no variance, Var[u] / Var[xi] <= NORM_FLOOR^2 (as
+        :func:`nsm.nn.functional.drive_terms`: u = b exactly there)."""
+        zero = var <= NORM_FLOOR**2 * self.layer.noise.var
+        t = mean / (2.0 * var.masked_fill(zero, 1.0)).sqrt()
+        sure = torch.ones_like(t) if bias is None else torch.where(bias >= 0, 1.0, -1.0).to(t).expand_as(t)
+        return torch.where(zero, sure * ZERO_VARIANCE_DRIVE, t)
+
+    def drive(self, x: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        """t = E[u] / sqrt(2 Var[u]) of every output (a unit without variance: +-ZERO_VARIANCE_DRIVE)."""
+        return self._drive(*self._moments(x, weight))
 
     def firing_probability(self, x: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        """P(z = +1 | x) = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) under the Gaussian law."""
-        mean, var = self.moments(x, weight)
-        return firing_probability(mean / (2.0 * var.clamp_min(1e-24)).sqrt())
+        """P(z = +1 | x) = 1/2 (1 + erf(E[u] / sqrt(2 Var[u]))) under the Gaussian law
+        (1 or 0 for a unit without variance, by the sign of its bias)."""
+        return firing_probability(self.drive(x, weight))
 
     def forward(self, x: Tensor) -> Tensor:
         mode = self.layer.fixed_mode or self.layer.mode
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         with torch.no_grad():
-            mean, var = self.moments(x)
+            k = _copies(self, x)
+            if k == 1:
+                t = self.drive(x)
+            else:  # one read of the weight per stacked copy (per Monte-Carlo pass)
+                t = torch.cat([self.drive(part) for part in x.chunk(k)])
             if mode == "threshold":
-                return sign(mean)
-            std = var.clamp_min(1e-24).sqrt_()
+                return sign(t)
             if mode == "mean":
-                return torch.erf(mean / (math.sqrt(2.0) * std))
-            eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
-            return sign(eps.mul_(std).add_(mean), inplace=True)
+                return torch.erf(t)
+            # sgn(u), u = E[u] + sqrt(Var[u]) eps, has the sign of sqrt(2) t + eps
+            eps = torch.randn(t.shape, generator=self.generator, device=t.device, dtype=t.dtype)
+            return sign(eps.add_(t, alpha=math.sqrt(2.0)), inplace=True)
 
     def extra_repr(self) -> str:
         if self.p is None:
@@ -372,6 +473,35 @@ def _is_weight_layer(module: nn.Module) -> bool:
     return isinstance(w, nn.Parameter) and w.dim() >= 2
 
 
+def _computed_weight(module: nn.Module) -> bool:
+    """True if ``module`` has a weight (dim >= 2) that is not its own parameter: computed by a
+    parametrization (``torch.nn.utils.parametrize``) or a hook (the old ``weight_norm``)."""
+    if "weight" in module._parameters:
+        return False
+    if parametrize.is_parametrized(module, "weight"):
+        return True
+    w = module._buffers.get("weight", module.__dict__.get("weight"))
+    return isinstance(w, Tensor) and w.dim() >= 2
+
+
+def _check_storable(model: nn.Module, device: DeviceModel) -> None:
+    """Refuse a model whose weights a non-ideal device would leave untouched."""
+    for name, m in model.named_modules():
+        if _computed_weight(m):
+            where = f"layer {name!r} ({type(m).__name__})" if name else f"the model ({type(m).__name__})"
+            raise ValueError(
+                f"{where} has a weight computed from other parameters (a parametrization such as "
+                f"torch.nn.utils.parametrizations.weight_norm / spectral_norm, or a weight_norm hook), "
+                f"which the device model {device} cannot store; remove it first "
+                f"(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'))"
+            )
+    if not weight_layers(model):
+        raise ValueError(
+            f"the model ({type(model).__name__}) has no weight layer (a module whose own 'weight' "
+            f"parameter has dim >= 2): the device model {device} would change nothing"
+        )
+
+
 def _is_bnsm(module: nn.Module) -> bool:
     return (
         isinstance(module, NSMLayer)
@@ -392,11 +522,12 @@ def _per_synapse_p(layer: NSMLayer, spread: float, generator: Optional[torch.Gen
 
 
 def _range(w: Tensor, clip_std: Optional[float]) -> Optional[float]:
-    """w_max of a layer: None (max |w|, chosen by quantize) or min(max |w|, clip_std * std(w))."""
-    if clip_std is None or w.numel() < 2:
+    """w_max of a layer: None (max |w|, chosen by quantize) or min(max |w|, clip_std * rms(w)),
+    rms(w) = sqrt(mean(w^2)): the spread about 0, the centre of the states."""
+    if clip_std is None or w.numel() == 0:
         return None
-    w = w.detach()
-    return min(float(w.abs().max()), clip_std * float(w.std()))
+    w = w.detach().to(torch.float64)
+    return min(float(w.abs().max()), clip_std * float(w.square().mean().sqrt()))
 
 
 def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[torch.Generator] = None) -> nn.Module:
@@ -405,13 +536,17 @@ def with_device(model: nn.Module, device: DeviceModel, *, generator: Optional[to
     Weights are quantized (if ``device.levels``); bNSM layers get per-synapse p
     (if ``device.p_spread``) and every weight layer read noise (if ``device.read_noise``)
     through the wrappers :class:`DeviceNSMLayer` / :class:`ReadNoiseLayer`. Raises
-    ValueError if ``p_spread > 0`` and the model has no Bernoulli NSM layer.
+    ValueError if ``p_spread > 0`` and the model has no Bernoulli NSM layer, and, for a
+    non-ideal device, if it has no weight layer or a layer with a computed (parametrized)
+    weight.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(device, DeviceModel):
         raise ValueError(f"device must be an nsm.studies.devices.DeviceModel, got {type(device).__name__}")
     _check_generator(generator)
+    if not device.ideal:
+        _check_storable(model, device)
     if device.p_spread > 0 and not any(_is_bnsm(m) for m in model.modules()):
         raise ValueError(
             f"p_spread={device.p_spread:g} applies to Bernoulli (blank-out) NSM layers only, "

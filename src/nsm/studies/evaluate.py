@@ -13,8 +13,12 @@ For each run directory (its ``checkpoint.pt`` and ``config.json``), on its datas
   images: AUROC of the predictive entropy and of the mutual information as OOD scores;
 - **devices** (:mod:`nsm.studies.devices`): accuracy on the first ``device_subset`` test images
   with ``device_samples`` passes under weight quantization (levels spanning +-max |w|, also
-  on a nonlinear potentiation curve, and spanning +-2 std(w)), device-to-device spread of
-  the blank-out probability (Bernoulli NSM layers only) and read noise on the weights.
+  on a nonlinear potentiation curve, and spanning +-min(max |w|, 2 rms(w)), rms(w) =
+  sqrt(mean(w^2)) of each layer), device-to-device spread of the blank-out probability
+  (Bernoulli NSM layers only) and read noise on the weights (one read per pass).
+
+Several runs with the same label (the configuration's model name, e.g. two seeds of one
+model) are told apart by their run folder's name: "dcnn (dcnn-mnist-seed1)".
 
 A deterministic network (no stochastic layer) is evaluated with one pass: its mutual
 information is 0 by construction, and its "accuracy against S" is a single point.
@@ -56,7 +60,7 @@ DEFAULT_ANGLES = tuple(range(0, 181, 15))
 OOD_PAIRS = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 LEVELS = (2, 3, 4, 8, 16, 32)  # conductance levels swept (plus full precision)
 NONLINEAR = 3.0  # nonlinearity of the second quantization curve
-CLIP_STD = 2.0  # range +-CLIP_STD * std(w) of the third quantization sweep
+CLIP_STD = 2.0  # range +-min(max |w|, CLIP_STD * rms(w)) of the third quantization sweep
 P_SPREADS = (0.0, 0.05, 0.1, 0.2, 0.3)  # std of the per-synapse blank-out probability
 READ_NOISES = (0.0, 0.02, 0.05, 0.1, 0.2)  # read-noise std, fraction of max |w| per layer
 
@@ -322,18 +326,18 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
     for ax, r in zip(axes, results):
         plot_reliability(r["reliability"], ax=ax)
         ax.set_title(f"{r['label']}: ECE {100 * r['uncertainty']['ece']:.2f}%")
-    written["reliability"] = save_figure(out / "reliability.png", fig)
+    written["reliability"] = save_figure(out / "reliability.png", fig, new=True)
 
     fig, (ax,) = _figure(1, 5.5)
     plot_accuracy_vs_samples(
         {r["label"]: {int(k): v for k, v in r["accuracy_vs_samples"].items()} for r in results}, ax=ax
     )
-    written["accuracy_vs_samples"] = save_figure(out / "accuracy_vs_samples.png", fig)
+    written["accuracy_vs_samples"] = save_figure(out / "accuracy_vs_samples.png", fig, new=True)
 
     fig, axes = _figure(2, 5.0)
     series = {r["label"]: r["rotation"] for r in results}
     plot_rotation(results[0]["rotation"]["angle"], series, axes=axes)
-    written["rotation"] = save_figure(out / "rotation.png", fig)
+    written["rotation"] = save_figure(out / "rotation.png", fig, new=True)
 
     with_ood = [r for r in results if "ood" in r]
     if with_ood:
@@ -346,14 +350,14 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
                 ax=ax,
                 label=f"{r['label']}: predictive entropy, {r['dataset']} vs {o['dataset']}",
             )
-        written["ood"] = save_figure(out / "ood.png", fig)
+        written["ood"] = save_figure(out / "ood.png", fig, new=True)
 
     with_dev = [r for r in results if "devices" in r]
     if with_dev:
         sweeps = [
             ("levels", "conductance levels (linear)"),
             (f"levels_nonlinear_{NONLINEAR:g}", f"conductance levels (nonlinearity {NONLINEAR:g})"),
-            (f"levels_clip_{CLIP_STD:g}std", f"conductance levels (linear, range +-{CLIP_STD:g} std(w))"),
+            (f"levels_clip_{CLIP_STD:g}std", f"conductance levels (linear, range +-{CLIP_STD:g} rms(w))"),
             ("p_spread", "std of per-synapse blank-out p"),
             ("read_noise", "read noise std / max |w|"),
         ]
@@ -368,8 +372,24 @@ def _write_figures(results: list[dict], out: Path) -> dict[str, Path]:
             plot_robustness(curves, ax=ax, xlabel=xlabel)
             if key.startswith("levels"):
                 ax.set_xscale("log", base=2)
-        written["devices"] = save_figure(out / "devices.png", fig)
+        written["devices"] = save_figure(out / "devices.png", fig, new=True)
     return written
+
+
+def _unique_labels(results: list[dict]) -> list[str]:
+    """The runs' labels, a repeated one followed by its run folder's name ("dcnn (dcnn-s1)"), as
+    the analysis figures do; then by the whole path, and a number, while two are still equal
+    (figures and tables are keyed by label: a repeated one would hide a run)."""
+    labels = [str(r["label"]) for r in results]
+    for describe in (lambda r: Path(r["run_dir"]).name, lambda r: str(r["run_dir"])):
+        counts = {lab: labels.count(lab) for lab in labels}
+        labels = [f"{r['label']} ({describe(r)})" if counts[lab] > 1 else lab for r, lab in zip(results, labels)]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} #{seen[lab]}")
+    return out
 
 
 def format_markdown(results: list[dict]) -> str:
@@ -411,15 +431,17 @@ def evaluate_runs(
         if not (Path(d) / "checkpoint.pt").is_file():
             raise FileNotFoundError(f"{Path(d) / 'checkpoint.pt'} not found: {d} is not a finished nsm run directory")
     results = [evaluate_run(d, log=log, **options) for d in run_dirs]
+    for r, label in zip(results, _unique_labels(results)):
+        r["label"] = label
     out.mkdir(parents=True, exist_ok=True)
     written = _write_figures(results, out)
-    written["json"] = write_json(out / "evaluation.json", _json_safe({"command": command, "runs": results}))
+    written["json"] = write_json(out / "evaluation.json", _json_safe({"command": command, "runs": results}), new=True)
     md = (f"# nsm evaluate\n\n`{command}`\n\n" if command else "") + format_markdown(results)
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.write(md)
 
-    written["markdown"] = atomic_write(out / "evaluation.md", write)
+    written["markdown"] = atomic_write(out / "evaluation.md", write, new=True)
     log(md)
     return written

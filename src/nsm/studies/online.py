@@ -67,6 +67,29 @@ def _check_eval_at(eval_at, n: int) -> list[int]:
     return points
 
 
+def _is_real(v) -> bool:
+    """A finite int or float (not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _check_examples(x_name: str, x, y_name: str, y) -> tuple[Tensor, Tensor]:
+    """(x, y) checked: a tensor of N >= 1 examples (N, ...) and a 1-D tensor of N integer
+    class labels, returned as int64 (what the cross-entropy takes)."""
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{x_name} must be a torch.Tensor of examples (N, ...), got {got}")
+    if not isinstance(y, Tensor) or y.dim() != 1:
+        got = f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{y_name} must be a 1-D torch.Tensor of N class labels, got {got}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{y_name} must hold integer class labels, got dtype {y.dtype}")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"{x_name} and {y_name} must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}"
+        )
+    return x, y.long()
+
+
 def _raising_module(exc: BaseException) -> Optional[str]:
     """The class name of the innermost module whose code raised ``exc`` (None if none)."""
     name, tb = None, exc.__traceback__
@@ -118,20 +141,17 @@ def train_online(
     training stops: ``failed`` is a one-line message (exception type, text, examples seen)
     and ``failed_at`` the number of examples seen; otherwise both are None.
     """
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.dim() < 2 or y.dim() != 1:
-        raise ValueError("x must be a tensor (N, ...) and y a tensor of N labels")
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
-    if test_x.shape[0] != test_y.shape[0] or test_x.shape[0] == 0:
+    x, y = _check_examples("x", x, "y", y)
+    test_x, test_y = _check_examples("test_x", test_x, "test_y", test_y)
+    if test_x.shape[1:] != x.shape[1:]:
         raise ValueError(
-            f"test_x and test_y must hold the same, non-zero number of examples, "
-            f"got {test_x.shape[0]} and {test_y.shape[0]}"
+            f"test_x must hold examples of the shape of x's, {tuple(x.shape[1:])}, got {tuple(test_x.shape[1:])}"
         )
     samples = check_int("samples", samples)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if not _is_real(lr) or not lr > 0:
+        raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
+    if not _is_real(weight_decay) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
     n = x.shape[0]
     points = default_eval_at(n) if eval_at is None else _check_eval_at(eval_at, n)
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -405,7 +425,7 @@ def run_online(
         "results": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "online.json", report)
+    write_json(out / "online.json", report, new=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -414,7 +434,7 @@ def run_online(
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     plot_online(results, ax, title=f"online learning on {dataset.name} (batch size 1, one pass)")
     fig.tight_layout()
-    save_figure(out / "online.png", fig)
+    save_figure(out / "online.png", fig, new=True)
     plt.close(fig)
     log(f"wrote {out / 'online.json'} and {out / 'online.png'}")
     return report
