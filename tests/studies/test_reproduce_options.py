@@ -145,3 +145,47 @@ def test_the_curves_fill_the_evaluations_at_the_runs_own_full_s(tmp_path):
     assert _dots(fig) == [(1, False), (2, False), (3, True)]
     fig = plot_table_curves(tmp_path, [("mnist", "bnsm"), ("mnist", "dcnn")], [0, 1])
     assert _dots(fig) == [(1, False), (1, True), (1, True), (2, False), (2, True), (2, True)] + [(3, True)] * 3
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"epoch": 3, "in_epoch": [1]},
+        {"epoch": "x"},
+        {"epoch": True},
+        {"epoch": -1},
+        {"epoch": 3, "in_epoch": {"batch": "a"}},
+        {"epoch": 3, "wall_seconds": "x"},
+    ],
+)
+def test_status_names_a_checkpoint_whose_fields_have_the_wrong_type(tmp_path, fields):
+    """`--status` reads an interrupted run's checkpoint; one nsm did not write (a list where its
+    position in the epoch is, a word for its epoch) gave an AttributeError or TypeError traceback."""
+    from nsm.utils.io import save_torch
+
+    run = tmp_path / "runs" / "dcnn-mnist-seed0"
+    run.mkdir(parents=True)
+    save_torch(run / "checkpoint.pt", fields)
+    with pytest.raises(ValueError, match=r"checkpoint.pt: not a checkpoint nsm wrote \(epoch"):
+        table_status("mnist", out=tmp_path, seeds=[0], models=["dcnn"])
+
+
+def test_status_leaves_times_that_are_not_numbers_out_of_its_estimate(tmp_path):
+    """The time left comes from the run's own epoch and test times; a hand-edited metrics line
+    whose times are words is left out of the estimate (it raised a TypeError)."""
+    from nsm.studies.reproduce import _seconds_left
+    from nsm.training.config import TrainConfig
+
+    config = TrainConfig(model="dcnn", epochs=4, samples=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    lines = [
+        {"epoch": 1, "train_seconds": "slow", "test_seconds": 2.0, "samples": 1, "test_error": 0.1},
+        {"epoch": 2, "train_seconds": 10.0, "test_seconds": "x", "samples": 1, "test_error": 0.1},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert _seconds_left(run, config, 2) == pytest.approx(2 * (10.0 + 2.0))
+    lines[1]["train_seconds"] = "x"
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert _seconds_left(run, config, 2) is None  # no epoch time left to go by

@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence
 
 from ..training.checkpoint import config_differences, open_own_file
 from ..training.config import TrainConfig
+from ..utils.checks import is_int, is_number
 from ..utils.io import read_json, read_json_object, save_figure
 from ..utils.registry import Registry
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
@@ -312,10 +313,7 @@ def table_status(
         row["holder"] = live_holder(_claim_path(out, config), steal_after=steal_after)
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
-            ckpt = read_checkpoint(ckpt_path)
-            in_epoch = ckpt.get("in_epoch") or {}
-            row.update(epochs_done=ckpt.get("epoch", 0), step=in_epoch.get("batch"))
-            row["wall_seconds"] = ckpt.get("wall_seconds")
+            row.update(_checkpoint_progress(read_checkpoint(ckpt_path), ckpt_path))
         done = row["epochs_done"]
         if row["holder"]:
             row["state"] = "running"
@@ -329,6 +327,23 @@ def table_status(
         row["seconds_left"] = _seconds_left(run_dir, config, done)
         rows.append(row)
     return rows
+
+
+def _checkpoint_progress(ckpt: dict, path: Path) -> dict:
+    """``epochs_done``, ``step`` and ``wall_seconds`` of a run's checkpoint; fields of the wrong
+    type (a file nsm did not write) are a ``ValueError`` naming it, not a traceback."""
+    epoch, in_epoch, wall = ckpt.get("epoch", 0), ckpt.get("in_epoch") or {}, ckpt.get("wall_seconds")
+    step = in_epoch.get("batch") if isinstance(in_epoch, dict) else None
+    if (
+        not (is_int(epoch) and epoch >= 0)
+        or not isinstance(in_epoch, dict)
+        or not (step is None or is_int(step))
+        or not (wall is None or is_number(wall))
+    ):
+        raise ValueError(
+            f"{path}: not a checkpoint nsm wrote (epoch {epoch!r}, in_epoch {in_epoch!r}, wall_seconds {wall!r})"
+        )
+    return {"epochs_done": epoch, "step": step, "wall_seconds": wall}
 
 
 def _check_steal_after(steal_after: float, name: str = "steal_after") -> None:
@@ -349,8 +364,9 @@ def _seconds_left(run_dir: Path, config: TrainConfig, done: int) -> Optional[flo
         metrics = load_run(run_dir).metrics
     except (OSError, ValueError):
         return None
-    trained = [m["train_seconds"] for m in metrics if "train_seconds" in m][-5:]
-    tested = [m for m in metrics if "test_seconds" in m and m.get("samples")]
+    # an estimate: a line whose times are not numbers (a hand-edited file) is left out of it
+    trained = [m["train_seconds"] for m in metrics if is_number(m.get("train_seconds"))][-5:]
+    tested = [m for m in metrics if is_number(m.get("test_seconds")) and is_int(m.get("samples")) and m["samples"] > 0]
     if not trained or not tested:
         return None
     per_sample = tested[-1]["test_seconds"] / tested[-1]["samples"]

@@ -6,15 +6,21 @@ numpy integers are, and come back as Python ints.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
-__all__ = ["is_int", "check_int"]
+__all__ = ["is_int", "is_number", "check_int"]
 
 
 def is_int(v: Any) -> bool:
     """Whether ``v`` is an integer (Python or numpy), ``bool`` excluded."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a finite real number (int or float, Python or numpy), ``bool`` excluded."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_int(name: str, v: Any, minimum: int = 1, what: str = "") -> int:
