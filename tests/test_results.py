@@ -383,3 +383,16 @@ def test_the_candidates_plan_quotes_the_epoch_10_errors_of_the_100_epoch_runs():
         [epoch10] = [x for x in runs[run][1] if x["epoch"] == 10 and "test_error" in x]
         assert epoch10.get("samples", 10) == (1 if run.startswith("dcnn") else 10), run
         assert shown == _fmt(100 * epoch10["test_error"]), run
+
+
+def test_the_readme_quotes_the_fashion_mnist_comparison_of_its_table():
+    """The README's Fashion-MNIST sentence gives bnsm-real − dcnn with its Welch interval: the
+    numbers of results/fashion-mnist-real/table.csv (themselves recomputed from the runs above)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"trails the dCNN by ([\d.]+) points, 95% Welch interval ([+-][\d.]+) to ([+-][\d.]+)", text)
+    assert m, "the README no longer quotes the Fashion-MNIST comparison"
+    [row] = [r for r in _csv_rows(RESULTS / "fashion-mnist-real") if r["model"] == "bnsm-real"]
+    assert row["reading"] == "higher" and row["reference"] == "dcnn"
+    shown = [float(x) for x in m.groups()]
+    want = [_num(row["diff_pct"]), _num(row["diff_low_pct"]), _num(row["diff_high_pct"])]
+    assert shown == pytest.approx([round(x, 2) for x in want], abs=1e-9)
