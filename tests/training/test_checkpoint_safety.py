@@ -89,3 +89,29 @@ def test_resuming_a_run_whose_checkpoint_is_a_fifo_is_refused(tmp_path, one_thre
     with pytest.raises(ValueError, match=r"checkpoint.pt: expected a regular file, found a FIFO.*Remove it"):
         within(10, lambda: fit(config, dataset=toy_dataset(), resume=run, **QUIET), run / "checkpoint.pt")
     assert not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"config": {"dataset_options": [1, 2]}}, "config dataset_options is a list, not an object"),
+        ({"config": {"data_dir": 5}}, "config data_dir is a int, not a path or null"),
+        ({"config": {"dataset": ["mnist"]}}, "config dataset is a list, not a name"),
+        ({"epoch": "x"}, "epoch x is not an epoch number"),
+    ],
+)
+def test_evaluate_names_a_checkpoint_whose_config_has_the_wrong_types(tmp_path, change, said):
+    """`nsm evaluate` builds the dataset from the checkpoint's config: a field of the wrong type
+    ("argument after ** must be a mapping", "expected str, bytes or os.PathLike") is named with
+    the file before anything is built or read."""
+    from nsm.studies.evaluate import load_trained
+
+    config = TrainConfig(model="dcnn", epochs=1, batch_size=30, out=str(tmp_path), run_name="r", progress=False)
+    run = fit(config, dataset=toy_dataset(), **QUIET)["run_dir"]
+    path = os.path.join(run, "checkpoint.pt")
+    ckpt = torch.load(path, weights_only=True)
+    for key, value in change.items():
+        ckpt[key] = {**ckpt[key], **value} if isinstance(value, dict) else value
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match=f"is not an nsm checkpoint .*{said}"):
+        load_trained(run)

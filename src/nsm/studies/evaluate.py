@@ -40,7 +40,7 @@ from ..models import build_model
 from ..nn.layers import noisy_layers
 from ..nn.mc import mc_sample_probs
 from ..training.checkpoint import read_checkpoint
-from ..utils.checks import check_int
+from ..utils.checks import check_int, is_int
 from ..utils.io import atomic_write, check_new_outputs, save_figure, write_json
 from . import uncertainty as U
 
@@ -104,6 +104,17 @@ def load_trained(run_dir, device="cpu") -> tuple[nn.Module, dict]:
         problems.append(f"num_classes {str(num_classes)[:30]} is not in 1..{MAX_CLASSES}")
     if not isinstance(config, dict) or not isinstance(config.get("model_options", {}), dict):
         problems.append("its config is not a configuration object")
+    else:  # the fields evaluation reads from it: a wrong type is named here, not a TypeError later
+        for key, kinds, want in (
+            ("dataset_options", dict, "an object"),
+            ("dataset", str, "a name"),
+            ("model", str, "a name"),
+            ("data_dir", (str, type(None)), "a path or null"),
+        ):
+            if key in config and not isinstance(config[key], kinds):
+                problems.append(f"config {key} is a {type(config[key]).__name__}, not {want}")
+    if not is_int(ckpt.get("epoch", 0)):
+        problems.append(f"epoch {str(ckpt.get('epoch'))[:30]} is not an epoch number")
     if problems:
         raise ValueError(f"{ckpt_path} is not an nsm checkpoint ({'; '.join(problems)})")
     if ckpt.get("finished") is False:  # older checkpoints, written only at the end, have no flag
