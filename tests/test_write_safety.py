@@ -169,3 +169,22 @@ def test_a_fifo_for_a_text_file_is_refused_at_once(tmp_path):
         pytest.fail("read_text blocked on a FIFO")
     assert isinstance(outcome.get("error"), ValueError)
     assert str(fifo) in str(outcome["error"]) and "regular file" in str(outcome["error"])
+
+
+def test_releasing_a_run_lock_leaves_a_file_put_in_its_place(tmp_path):
+    """A run's ``.lock`` is removed on release only if it is still the file the lock holds: a
+    user's file moved over it meanwhile (or any other) was removed by name."""
+    from nsm.training.checkpoint import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock(run)
+    (tmp_path / "notes").write_text("the user's notes\n")
+    os.replace(tmp_path / "notes", run / ".lock")
+    lock.release()
+    assert (run / ".lock").read_text() == "the user's notes\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    with RunLock(other):
+        assert (other / ".lock").exists()
+    assert not (other / ".lock").exists()  # its own file: removed

@@ -137,7 +137,10 @@ class RunLock:
         if self.fd is None:
             return
         try:
-            os.unlink(self.path)
+            mine = os.fstat(self.fd)
+            there = os.lstat(self.path)
+            if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):  # a file put in its place is not ours
+                os.unlink(self.path)
         except FileNotFoundError:
             pass
         os.close(self.fd)  # closing drops the flock
