@@ -115,3 +115,41 @@ def test_evaluate_names_a_checkpoint_whose_config_has_the_wrong_types(tmp_path, 
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match=f"is not an nsm checkpoint .*{said}"):
         load_trained(run)
+
+
+def test_a_checkpoint_whose_members_overlap_is_refused_before_loading(tmp_path):
+    """Stored members each no larger than the file can still point at the same bytes: K entries
+    of the central directory naming one member's data make torch allocate K times the file. A
+    real checkpoint's members fit in it side by side; one whose members declare more is refused."""
+    import struct
+    import zipfile
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"w": torch.zeros(50_000)}, path)
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        big = max(z.infolist(), key=lambda m: m.file_size)
+    # the central directory entry of the largest member, copied 20 times under new names
+    eocd = data.rindex(b"PK\x05\x06")
+    n, cd_size, cd_offset = struct.unpack("<HII", data[eocd + 10 : eocd + 20])
+    cd = data[cd_offset : cd_offset + cd_size]
+    entries, i = [], 0  # the entries follow one another from its start
+    while i < len(cd):
+        name_len, extra_len, comment_len = struct.unpack("<HHH", cd[i + 28 : i + 34])
+        end = i + 46 + name_len + extra_len + comment_len
+        entries.append(cd[i:end])
+        i = end
+    [entry] = [e for e in entries if e[46 : 46 + struct.unpack("<H", e[28:30])[0]] == big.filename.encode()]
+    name_len = struct.unpack("<H", entry[28:30])[0]
+    copies = []
+    for k in range(20):
+        name = f"{big.filename.split('/')[0]}/data/extra{k}".encode()  # in the archive's folder, as torch wants
+        copy = entry[:28] + struct.pack("<H", len(name)) + entry[30:46] + name + entry[46 + name_len :]
+        copies.append(copy)
+    new_cd = cd + b"".join(copies)
+    tail = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n + 20, n + 20, len(new_cd), cd_offset, 0)
+    path.write_bytes(data[:cd_offset] + new_cd + tail)
+    with zipfile.ZipFile(path) as z:  # a zip that reads
+        assert len(z.infolist()) == n + 20 and sum(m.file_size for m in z.infolist()) > path.stat().st_size
+    with pytest.raises(ValueError, match="members declare .* bytes in all, more than the file's"):
+        read_checkpoint(path)

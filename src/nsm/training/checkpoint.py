@@ -186,8 +186,8 @@ def _check_stored(fh: BinaryIO, path: Path) -> None:
     """A torch checkpoint is a zip whose members are stored, not compressed: its contents are
     then no larger than the file. A compressed member could expand without bound (a 1 MB file
     to gigabytes) before anything is checked, so it is refused; so is a member larger than
-    the file. (The legacy, non-zip format cannot expand either.) ``fh`` is the open file,
-    left at its start."""
+    the file, and members larger than the file together (stored members that overlap). (The
+    legacy, non-zip format cannot expand either.) ``fh`` is the open file, left at its start."""
     import zipfile
 
     try:
@@ -207,6 +207,12 @@ def _check_stored(fh: BinaryIO, path: Path) -> None:
                 f"refused to load {path}: its member {m.filename[:80]!r} is {how}, which torch.save "
                 f"never writes and which could expand beyond the file's {size:,} bytes"
             )
+    total = sum(m.file_size for m in members)
+    if total > size:  # stored members that overlap: each fits, together they multiply the file
+        raise ValueError(
+            f"refused to load {path}: its {len(members)} members declare {total:,} bytes in all, more than "
+            f"the file's {size:,} (members that share their bytes, which torch.save never writes)"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
