@@ -188,3 +188,52 @@ def test_releasing_a_run_lock_leaves_a_file_put_in_its_place(tmp_path):
     with RunLock(other):
         assert (other / ".lock").exists()
     assert not (other / ".lock").exists()  # its own file: removed
+
+
+def test_a_read_only_file_is_rewritten_and_stays_read_only(tmp_path):
+    """The mode a rewrite keeps is given to the new file after it is written: copied before, a
+    read-only mode (0444) made the temporary file unwritable to its own writer (not root)."""
+    path = tmp_path / "summary.json"
+    write_json(path, {"a": 1})
+    os.chmod(path, 0o444)
+    modes = []
+
+    def write(tmp: str) -> None:
+        modes.append(stat.S_IMODE(os.stat(tmp).st_mode))
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("{}\n")
+
+    atomic_write(path, write)
+    assert modes[0] & 0o200, f"the temporary file was {oct(modes[0])} while being written"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o444 and read_json(path) == {}
+
+
+def test_text_files_are_written_as_utf8_whatever_the_locale(tmp_path):
+    """table.md holds ±, – and ∞, the record's CSVs whatever names its layers have: written with
+    the locale's encoding they failed, or could not be read back as UTF-8, under another locale.
+    Python's EncodingWarning flags every text open() without an encoding."""
+    import subprocess
+    import sys
+
+    script = f"""
+import math, warnings
+from pathlib import Path
+from nsm.studies.tables import compare_to_reference, write_table
+from nsm.training.recorder import _write_csv
+from nsm.utils.io import write_json
+row = dict(dataset="d", model="dcnn", description="", seeds=[0, 1], pending_seeds=[], epochs=1, samples=1, n_last=1,
+           error_pct=[1.0, 2.0], error_mean_pct=1.5, error_std_pct=0.7, final_error_mean_pct=1.5,
+           best_error_mean_pct=math.nan, paper_error_pct=math.nan, wall_seconds=1.0)
+rows = compare_to_reference([row, {{**row, "model": "bnsm"}}])
+write_table(rows, Path({str(tmp_path)!r}), "nsm reproduce t: ±", "nsm reproduce t")
+_write_csv(Path({str(tmp_path)!r}) / "stats.csv", ["layer"], [{{"layer": "Wé"}}])
+write_json(Path({str(tmp_path)!r}) / "x.json", {{"a": "é"}})
+"""
+    done = subprocess.run(
+        [sys.executable, "-X", "warn_default_encoding", "-W", "error::EncodingWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "±" in (tmp_path / "table.md").read_text(encoding="utf-8")

@@ -130,3 +130,15 @@ def test_aggregate_compares_the_finished_runs(tmp_path):
     df = q * q / (0.25**2 / 1 + (1 / 3) ** 2 / 2)
     assert bnsm["diff_df"] == pytest.approx(df, rel=1e-12)
     assert bnsm["diff_high_pct"] - bnsm["diff_pct"] == pytest.approx(bnsm["diff_pct"] - bnsm["diff_low_pct"], rel=1e-12)
+
+
+def test_a_summary_with_a_non_finite_error_is_named(tmp_path):
+    """A hand-edited summary.json whose error is NaN (JSON's NaN) passed as a number, and the
+    comparison then failed with "a needs at least 2 finite values", naming no file."""
+    for seed, err in ((0, 0.02), (1, float("nan"))):
+        run = tmp_path / f"dcnn-mnist-seed{seed}"
+        run.mkdir()
+        summary = dict(last5_test_error=err, final_test_error=0.02, wall_seconds=1.0, n_last=1, epochs=3, samples=1)
+        (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"dcnn-mnist-seed1/summary.json: last5_test_error should be finite numbers"):
+        aggregate(tmp_path, [("mnist", "dcnn"), ("mnist", "bnsm")], [0, 1], partial=True)

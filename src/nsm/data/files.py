@@ -289,13 +289,19 @@ def _boot() -> str | None:
 
 
 def _machine() -> str:
-    """8 hex digits for this host name and pid namespace: only a process that shares both may
-    judge whether the pid a temporary file names still runs (a container's pids are its own)."""
+    """8 hex digits for this machine (its /etc/machine-id, which cloned hosts of one name do not
+    share), host name and pid namespace: only a process that shares all three may judge whether
+    the pid a temporary file names still runs (a container's pids are its own)."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+    try:
+        with open("/etc/machine-id", "rb") as f:
+            machine = f.read(64).strip().decode("ascii", "replace")
+    except OSError:
+        machine = ""
+    return hashlib.sha256(f"{machine}\0{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
 
 
 def _owner() -> str | None:

@@ -8,8 +8,9 @@ interval (two samples, unequal variances), and what the interval says.
   ``"no difference"`` (at this precision);
 - :func:`t_quantile`: Student's t quantile for real degrees of freedom >= 1 (no SciPy needed:
   the tail's density integrated by Simpson's rule in the angle theta = atan(t / sqrt(df)), then
-  bisection; an expansion in 1/df above 1e5; 1e-9 against published tables and against mpmath
-  for non-integer df, 1.01 to 1e5).
+  bisection; an expansion in 1/df above 1e5; within 1e-9 of published tables and of mpmath for
+  non-integer df, 1.01 to 1e5, where |p - 1/2| >= 0.01: closer to the median t is near 0 and
+  the error, about 1e-13 in the tail probability, is no longer small relative to t).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ _LARGE_DF = 1e5
 
 def t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p for Student's t with ``df`` >= 1 degrees of freedom (Welch's
-    df is at least 1), to 1e-9 relative for 1e-6 <= p <= 1 - 1e-6."""
+    df is at least 1), to 1e-9 relative for 1e-6 <= p <= 1 - 1e-6 away from the median
+    (|p - 1/2| >= 0.01; nearer, to about 1e-13 in P(T <= t))."""
     if not (isinstance(p, (int, float)) and 1e-6 <= p <= 1 - 1e-6):
         raise ValueError(f"p must be in [1e-6, 1 - 1e-6], got {p!r}")
     if not (isinstance(df, (int, float)) and df >= 1 and math.isfinite(df)):

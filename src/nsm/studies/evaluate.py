@@ -450,7 +450,7 @@ def evaluate_runs(
     md = (f"# nsm evaluate\n\n`{command}`\n\n" if command else "") + format_markdown(results)
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(md)
 
     written["markdown"] = atomic_write(out / "evaluation.md", write, new=True)

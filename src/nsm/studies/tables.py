@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..models import MODELS
+from ..utils.checks import is_number
 from ..utils.io import atomic_write, read_json_object
 from .compare import verdict, welch_interval
 
@@ -74,13 +75,9 @@ _SUMMARY_NUMBERS = ("last5_test_error", "final_test_error", "wall_seconds", "n_l
 def _read_summary(path: Path) -> dict:
     """A finished run's summary.json, with the numbers a table is made of."""
     summary = read_json_object(path, "a finished run's summary", _SUMMARY_NUMBERS)
-    wrong = [
-        k
-        for k in (*_SUMMARY_NUMBERS, "best_test_error")
-        if k in summary and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))
-    ]
+    wrong = [k for k in (*_SUMMARY_NUMBERS, "best_test_error") if k in summary and not is_number(summary[k])]
     if wrong:
-        raise ValueError(f"{path}: {', '.join(wrong)} should be numbers; expected a finished run's summary")
+        raise ValueError(f"{path}: {', '.join(wrong)} should be finite numbers; expected a finished run's summary")
     return summary
 
 
@@ -312,7 +309,7 @@ def write_table(
     command = command or "nsm " + " ".join(sys.argv[1:])
 
     def text(s: str):
-        return lambda tmp: Path(tmp).write_text(s)
+        return lambda tmp: Path(tmp).write_text(s, encoding="utf-8")
 
     md = atomic_write(out / "table.md", text(format_markdown(rows, title, command)))
     cs = atomic_write(out / "table.csv", text(format_csv(rows)))

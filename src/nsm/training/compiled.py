@@ -39,10 +39,11 @@ __all__ = ["COMPILE_MODES", "decide", "Compiled", "AUTO_MIN_STEPS", "FASTER_COMP
 AUTO_MIN_STEPS = 3000
 
 # Networks whose compiled training step was measured faster than the eager one on the 2-core
-# CPU (benchmarks/bench_speed.py, docs/speed.md): bnsm 54 vs 67 ms on 2026-11-29, 1.02-1.20x
-# faster in four runs on 2026-11-30 (the machine is shared); bn 38 vs 44 ms. Measured
-# slower or level there, so eager under "auto": dcnn (57 vs 39), gnsm (68 vs 58: Gaussian draws
-# inside inductor's kernels are slow on this CPU), ste (64 vs 67), the probability sampler.
+# CPU: bnsm (default sampler) and bn. Measured slower or level there, so eager under "auto":
+# dcnn, gnsm (Gaussian draws inside inductor's kernels are slow on this CPU), ste, the
+# probability sampler. The figures, how they were measured and how far they can be trusted
+# (some runs' scripts and results were not kept) are in docs/speed.md; measure with
+# benchmarks/bench_speed.py (--models).
 FASTER_COMPILED = ("bnsm", "bn")
 
 

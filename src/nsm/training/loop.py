@@ -825,7 +825,7 @@ def _where(epoch_done: int, state: Optional[dict]) -> str:
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in history)
 
     atomic_write(run_dir / "metrics.jsonl", write)

@@ -283,7 +283,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     text = buf.getvalue()
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
     atomic_write(path, write)

@@ -52,9 +52,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, new: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, _mode_for(path, new))  # mkstemp makes 0600
     try:
-        write(tmp)
+        write(tmp)  # while the file is mkstemp's 0600: the mode a rewrite keeps may be read-only
+        os.chmod(tmp, _mode_for(path, new))
         if not new:
             os.replace(tmp, path)
         elif not _place_new(tmp, path):
@@ -132,7 +132,7 @@ def write_json(path: str | os.PathLike, obj: Any, *, new: bool = False) -> Path:
     """``obj`` as indented JSON, atomically (``new``: as :func:`atomic_write`)."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
 
