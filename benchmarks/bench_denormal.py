@@ -3,7 +3,7 @@ in one run (nsm.utils.floats; the `flush_denormal` option of nsm train and nsm r
 
 A network far into training has saturated units whose gradients underflow into float32
 denormals, which x86 CPUs compute many times slower. Prints the median step time (forward +
-backward + Adam, Table 6 network, batch 100) of each network with denormals computed and with
+backward + Adam, Table 6 network, batch 100 by default) of each network with denormals computed and with
 them flushed, steps of the two modes interleaved so that machine noise hits both:
 
   fresh       a newly built bNSM (few saturated units)
@@ -14,7 +14,7 @@ them flushed, steps of the two modes interleaved so that machine noise hits both
 Also the share of each network's units in the denormal band 9.35 < |t| < 10.16 on the batch.
 
 Usage: python benchmarks/bench_denormal.py [--checkpoint RUN/checkpoint.pt] [--saturate 12]
-       [--repeats 15] [--json FILE]
+       [--repeats 15] [--batch 100] [--json FILE]
 One thread: the mode of torch's other threads is fixed when they start, so the two modes
 could not be interleaved across them.
 """
@@ -63,17 +63,18 @@ def stepper(model, optimizer, x, y, flush: bool):
     return step
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="a run's checkpoint.pt (a bnsm or gnsm run on MNIST)")
     ap.add_argument("--saturate", type=float, default=12.0, help="factor on the magnitudes of the saturated net")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=100, help="random images per step")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    x = torch.rand(100, 1, 28, 28)
-    y = torch.randint(0, 10, (100,))
+    x = torch.rand(args.batch, 1, 28, 28)
+    y = torch.randint(0, 10, (args.batch,))
 
     def network(kind):
         """(model, optimizer) of each of the two modes: the same start, stepped separately."""
@@ -106,9 +107,9 @@ def main():
         fns[(kind, "computed")] = stepper(m0, o0, x, y, flush=False)
         fns[(kind, "flushed")] = stepper(m1, o1, x, y, flush=True)
     ms = {k: 1000 * v for k, v in time_interleaved(fns, args.repeats, torch.device("cpu")).items()}
-    print(f"torch {torch.__version__}, one thread, batch 100, median of {args.repeats} interleaved steps")
+    print(f"torch {torch.__version__}, one thread, batch {args.batch}, median of {args.repeats} interleaved steps")
     print(f"{'network':<12}{'units in band':>14}{'computed ms':>13}{'flushed ms':>12}{'computed/flushed':>18}")
-    report = {"torch": torch.__version__, "threads": 1, "batch": 100, "repeats": args.repeats, "networks": {}}
+    report = {"torch": torch.__version__, "threads": 1, "batch": args.batch, "repeats": args.repeats, "networks": {}}
     for kind in kinds:
         a, b = ms[(kind, "computed")], ms[(kind, "flushed")]
         print(f"{kind:<12}{100 * band[kind]:>13.2f}%{a:>13.1f}{b:>12.1f}{a / b:>18.2f}")
@@ -116,6 +117,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+    return report
 
 
 if __name__ == "__main__":

@@ -32,14 +32,14 @@ def make(variance: str, border: bool, channels: int) -> nsm.NSMConv2d:
     return layer
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--channels", type=int, default=96)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     x = torch.randint(0, 2, (args.batch, args.channels, args.size, args.size)).float() * 2 - 1

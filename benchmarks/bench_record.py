@@ -25,12 +25,12 @@ from nsm.training.loop import train_one_epoch
 from nsm.training.recorder import Recorder
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--every", type=int, default=10)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(args.images, 1, 28, 28, generator=g), torch.randint(0, 10, (args.images,), generator=g)

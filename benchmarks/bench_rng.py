@@ -5,11 +5,14 @@ outputs per image for the `probability` sampler), medians of interleaved repeats
   - a sign drawn from a Gaussian, sgn(eps + sqrt(2) t) (the `probability` sampler);
   - the same law from one uniform, sgn(erf(t) - (2U - 1)) (P(+1) = 1/2 (1 + erf t) either way);
   - Gaussian noise xi ~ N(1, 1) on +-1 inputs, from randn and by inversion (erfinv of a uniform);
-each eager and under torch.compile(fullgraph=True). Usage: python benchmarks/bench_rng.py
+each eager and under torch.compile(fullgraph=True).
+
+Usage: python benchmarks/bench_rng.py [--numbers 2304000] [--repeats 25] [--no-compile]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
@@ -34,13 +37,21 @@ def noise_erfinv(x):
     return (torch.erfinv(v) * math.sqrt(2.0) + 1.0) * x
 
 
-def main(repeats: int = 25) -> None:
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--numbers", type=int, default=100 * 23040, help="numbers per draw (default: one step's worth)")
+    ap.add_argument("--repeats", type=int, default=25)
+    ap.add_argument("--no-compile", action="store_true", help="eager only")
+    args = ap.parse_args(argv)
+    repeats = args.repeats
     torch.manual_seed(0)
-    t = torch.randn(100 * 23040) * 0.5
-    x = torch.randn(100 * 23040).sign()
+    t = torch.randn(args.numbers) * 0.5
+    x = torch.randn(args.numbers).sign()
     cases = {}
     for f, arg in ((sign_gauss, t), (sign_uniform, t), (noise_randn, x), (noise_erfinv, x)):
         cases[f"{f.__name__}, eager"] = (f, arg)
+        if args.no_compile:
+            continue
         compiled = torch.compile(f, fullgraph=True)
         t0 = time.perf_counter()
         compiled(arg)
