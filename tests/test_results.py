@@ -396,3 +396,32 @@ def test_the_readme_quotes_the_fashion_mnist_comparison_of_its_table():
     shown = [float(x) for x in m.groups()]
     want = [_num(row["diff_pct"]), _num(row["diff_low_pct"]), _num(row["diff_high_pct"])]
     assert shown == pytest.approx([round(x, 2) for x in want], abs=1e-9)
+
+
+def test_the_readme_reads_the_mnist_claim_by_its_rule_once_both_models_have_three_seeds():
+    """Once bnsm and dcnn both have three finished seeds in results/mnist-paper, the README
+    states the claim in one sentence with the table's difference, Welch interval and reading
+    (table.csv's, themselves recomputed from the runs above); before, it must not state one."""
+    rows = {r["model"]: r for r in _csv_rows(RESULTS / "mnist-paper")}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(
+        r"Over three seeds each, bNSM ([\d.]+)% against dCNN ([\d.]+)%: the difference is ([+−-][\d.]+) points, "
+        r"95% Welch interval ([+−-][\d.]+) to ([+−-][\d.]+), so by the rule fixed in advance (.+?)\.",
+        text,
+    )
+    both = rows["bnsm"]["seeds"] == rows["dcnn"]["seeds"] == "0;1;2"
+    if not both:
+        assert m is None, "the README reads the claim before both models have three seeds"
+        return
+    assert m, "both models have three seeds: the README should state the claim by its rule"
+    b = rows["bnsm"]
+    shown = [float(x.replace("−", "-")) for x in m.groups()[:5]]
+    want = [_num(b["error_mean_pct"]), _num(rows["dcnn"]["error_mean_pct"])]
+    want += [_num(b[k]) for k in ("diff_pct", "diff_low_pct", "diff_high_pct")]
+    assert shown == pytest.approx([round(x, 2) for x in want], abs=1e-9)
+    words = {
+        "no difference": ("does not beat", "not reproduced", "neither"),
+        "lower": ("beats", "reproduced"),
+        "higher": ("trails", "not reproduced"),
+    }[b["reading"]]
+    assert all(w in m.group(6) for w in words), (b["reading"], m.group(6))
