@@ -405,8 +405,8 @@ def test_the_readme_reads_the_mnist_claim_by_its_rule_once_both_models_have_thre
     rows = {r["model"]: r for r in _csv_rows(RESULTS / "mnist-paper")}
     text = " ".join((ROOT / "README.md").read_text().split())
     m = re.search(
-        r"Over three seeds each, bNSM ([\d.]+)% against dCNN ([\d.]+)%: the difference is ([+−-][\d.]+) points, "
-        r"95% Welch interval ([+−-][\d.]+) to ([+−-][\d.]+), so by the rule fixed in advance (.+?)\.",
+        r"Over three seeds each, bNSM ([\d.]+)% against dCNN ([\d.]+)%: the difference is ([+−-]?[\d.]+) points, "
+        r"95% Welch interval ([+−-]?[\d.]+) to ([+−-]?[\d.]+), so by the rule fixed in advance (.+?)\.",
         text,
     )
     both = rows["bnsm"]["seeds"] == rows["dcnn"]["seeds"] == "0;1;2"
