@@ -116,6 +116,9 @@ def _recompute(row: dict, runs: dict) -> dict:
         "final": mean("final_test_error"),
         "best": mean("best_test_error"),
         "finals": [100 * s["final_test_error"] for s in summaries],
+        "bests": [100 * s["best_test_error"] for s in summaries]
+        if all("best_test_error" in s for s in summaries)
+        else [],
     }
 
 
@@ -216,6 +219,45 @@ def test_each_table_compares_its_models_with_the_dcnn(folder):
     assert len(shown) == sum(1 for r in rows if r["reference"]), folder.name
     if folder.name == "mnist-paper":
         assert compared == 2
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
+def test_each_table_compares_the_other_reporting_rules_with_the_dcnn(folder):
+    """The same comparison for each seed's final epoch and its best evaluation at the full S
+    (the CSV's final_/best_ columns and table.md's third table), recomputed from the runs."""
+    runs, rows = _runs(folder), _csv_rows(folder)
+    if "final_reading" not in rows[0]:
+        pytest.skip(f"{folder.name}: a table from before the other rules were compared")
+    refs = {r["dataset"]: _recompute(r, runs) for r in rows if r["model"] == "dcnn"}
+    tables = _md_tables((folder / "table.md").read_text())
+    by_rule = [t for t in tables if "rule" in t[1]]
+    shown = {(c[0], c[1], c[3]): dict(zip(by_rule[0][1], c, strict=True)) for c in by_rule[0][2]} if by_rule else {}
+    n = 0
+    for row in rows:
+        mine, ref = _recompute(row, runs), refs.get(row["dataset"])
+        for rule, key in (("final", "finals"), ("best", "bests")):
+            where = f"{folder.name}: {row['model']} on {row['dataset']}, {rule}"
+            listed = [float(x) for x in row[f"{key[:-1]}_error_pct"].split(";") if x]
+            assert all(_same(a, b) for a, b in zip(listed, mine[key], strict=True)), where
+            if ref is None or row["model"] == "dcnn" or not (mine[key] and ref[key]):
+                assert row[f"{rule}_reading"] == "" and (row["dataset"], row["model"], rule) not in shown, where
+                continue
+            md = shown[(row["dataset"], row["model"], rule)]
+            n += 1
+            if len(mine[key]) < 2 or len(ref[key]) < 2:
+                assert row[f"{rule}_reading"] == "too few seeds" == md["reading"], where
+                continue
+            diff, low, high = _welch(mine[key], ref[key])
+            reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
+            assert _same(_num(row[f"{rule}_diff_pct"]), diff), where
+            assert _same(_num(row[f"{rule}_diff_low_pct"]), low), where
+            assert _same(_num(row[f"{rule}_diff_high_pct"]), high), where
+            assert row[f"{rule}_reading"] == reading, where
+            assert md["difference"] == _signed(diff) and md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]"
+            assert md["reading"] == {"lower": "beats dcnn", "higher": "trails dcnn"}.get(reading, reading), where
+    assert n == len(shown), folder.name
+    if folder.name == "mnist-paper":
+        assert n == 4  # bnsm and gnsm, final and best
 
 
 def _t_cdf(t: float, df: float) -> float:

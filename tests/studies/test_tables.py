@@ -142,3 +142,55 @@ def test_a_summary_with_a_non_finite_error_is_named(tmp_path):
         (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=r"dcnn-mnist-seed1/summary.json: last5_test_error should be finite numbers"):
         aggregate(tmp_path, [("mnist", "dcnn"), ("mnist", "bnsm")], [0, 1], partial=True)
+
+
+def test_the_other_reporting_rules_are_compared_as_the_main_one():
+    """`final` and `best` (each seed's final epoch, its best evaluation) against the dCNN's, by
+    the same Welch rule: a reading that hangs on how a run is reported shows in the table."""
+    dcnn = _row("dcnn", [4.0, 5.0, 6.0]) | {"final_error_pct": [4.0, 5.0, 6.0], "best_error_pct": [3.0, 3.1, 3.2]}
+    bnsm = _row("bnsm", [3.0, 4.0, 5.0]) | {"final_error_pct": [1.0, 2.0, 3.0], "best_error_pct": [3.0, 4.0, 5.0]}
+    gnsm = _row("gnsm", [3.0, 4.0, 5.0]) | {"final_error_pct": [5.0], "best_error_pct": []}  # one final, no best
+    rows = compare_to_reference([dcnn, bnsm, gnsm])
+    half = T_975_DF4 * math.sqrt(1 / 3 + 1 / 3)
+    assert bnsm["reading"] == "no difference"  # the main rule: -1 +- 2.27
+    assert bnsm["final_reading"] == "lower" and bnsm["final_diff_pct"] == pytest.approx(-3.0, abs=1e-12)
+    assert (bnsm["final_diff_low_pct"], bnsm["final_diff_high_pct"]) == pytest.approx((-3 - half, -3 + half))
+    # best: variances 1 and 0.01, so df = (1/3 + 0.01/3)^2 / ((1/3)^2/2 + (0.01/3)^2/2)
+    df = (1.01 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (0.01 / 3) ** 2 / 2)
+    assert bnsm["best_diff_pct"] == pytest.approx(0.9, abs=1e-12) and bnsm["best_diff_df"] == pytest.approx(df)
+    assert bnsm["best_reading"] == "no difference"
+    assert gnsm["final_reading"] == "too few seeds" and gnsm["final_diff_pct"] == pytest.approx(0.0, abs=1e-12)
+    assert gnsm["best_reading"] == "" and math.isnan(gnsm["best_diff_pct"])  # no best to compare
+    assert dcnn["final_reading"] == "" and math.isnan(dcnn["final_diff_pct"])
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    assert "| dataset | model | minus | rule | difference | 95% interval | df | reading |" in md
+    assert f"| mnist | bnsm | dcnn | final | -3.00 | [{-3 - half:+.2f}, {-3 + half:+.2f}] | 4.0 | beats dcnn |" in md
+    assert "| mnist | bnsm | dcnn | best | +0.90 | [" in md and "| mnist | gnsm | dcnn | final | 0.00 | – | – |" in md
+    assert "| gnsm | dcnn | best |" not in md
+    table = {r["model"]: r for r in csv.DictReader(io.StringIO(format_csv(rows)))}
+    assert table["bnsm"]["final_reading"] == "lower" and table["bnsm"]["best_reading"] == "no difference"
+    assert table["bnsm"]["final_error_pct"] == "1.0000;2.0000;3.0000" and table["gnsm"]["best_error_pct"] == ""
+    assert float(table["bnsm"]["final_diff_high_pct"]) == pytest.approx(-3 + half, abs=1e-4)
+
+
+def test_without_other_rules_there_is_no_rules_table():
+    rows = compare_to_reference([_row("dcnn", [4.0, 5.0]), _row("bnsm", [3.0, 4.0])])
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    assert "| rule |" not in md and md.count("| dataset |") == 2
+
+
+def test_aggregate_keeps_each_seeds_final_and_best(tmp_path):
+    for seed, (last, final, best) in enumerate([(0.02, 0.021, 0.019), (0.03, 0.032, 0.028)]):
+        run = tmp_path / f"bnsm-mnist-seed{seed}"
+        run.mkdir()
+        summary = dict(last5_test_error=last, final_test_error=final, best_test_error=best, wall_seconds=1.0)
+        (run / "summary.json").write_text(json.dumps(summary | dict(n_last=1, epochs=3, samples=20)))
+    (row,) = aggregate(tmp_path, [("mnist", "bnsm")], [0, 1])
+    assert row["final_error_pct"] == pytest.approx([2.1, 3.2]) and row["best_error_pct"] == pytest.approx([1.9, 2.8])
+    assert row["final_error_mean_pct"] == pytest.approx(2.65) and row["best_error_mean_pct"] == pytest.approx(2.35)
+    del summary["best_test_error"]  # a run from before summaries kept the best: no seed's best is used
+    (tmp_path / "bnsm-mnist-seed1" / "summary.json").write_text(
+        json.dumps(summary | dict(n_last=1, epochs=3, samples=20))
+    )
+    (row,) = aggregate(tmp_path, [("mnist", "bnsm")], [0, 1])
+    assert row["best_error_pct"] == [] and math.isnan(row["best_error_mean_pct"])
