@@ -260,6 +260,39 @@ def test_each_table_compares_the_other_reporting_rules_with_the_dcnn(folder):
         assert n == 4  # bnsm and gnsm, final and best
 
 
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
+def test_each_chosen_pair_of_a_table_follows_from_its_runs(folder):
+    """table.md's chosen pairs (a variant against the model it changes), recomputed from the
+    runs by the same Welch rule; results/mnist-candidates must have all five of its plan."""
+    runs, rows = _runs(folder), {(r["dataset"], r["model"]): r for r in _csv_rows(folder)}
+    text = (folder / "table.md").read_text()
+    tables = [t for t in _md_tables(text) if text[: t[0]].rstrip().rsplit("\n\n", 1)[-1].startswith("Chosen pairs")]
+    shown = tables[0][2] if tables else []
+    header = tables[0][1] if tables else []
+    for cells in shown:
+        md = dict(zip(header, cells, strict=True))
+        a = _recompute(rows[(md["dataset"], md["model"])], runs)["errs"]
+        b = _recompute(rows[(md["dataset"], md["minus"])], runs)["errs"]
+        where = f"{folder.name}: {md['model']} - {md['minus']}"
+        if len(a) < 2 or len(b) < 2:
+            assert md["reading"] == "too few seeds", where
+            continue
+        diff, low, high = _welch(a, b)
+        reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
+        assert md["difference"] == _signed(diff) and md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]", where
+        assert md["reading"] == {"lower": f"beats {md['minus']}", "higher": f"trails {md['minus']}"}.get(
+            reading, reading
+        ), where
+    if folder.name == "mnist-candidates":
+        assert [(c[1], c[2]) for c in shown] == [
+            ("bnsm-unitbias", "bnsm"),
+            ("bnsm-wide", "bnsm"),
+            ("bnsm-binconcrete", "bnsm"),
+            ("dcnn-wide", "dcnn"),
+            ("bnsm-wide", "dcnn-wide"),
+        ]
+
+
 def _t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t and t >= 0: 1 - I_x(df/2, 1/2) / 2 at x = df / (df + t^2), with
     I_x(a, b) = 1 - I_(1-x)(b, a) where the continued fraction converges slowly."""

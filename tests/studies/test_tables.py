@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from nsm.studies.tables import aggregate, compare_to_reference, format_csv, format_markdown
+from nsm.studies.tables import aggregate, compare_pairs, compare_to_reference, format_csv, format_markdown
 
 T_975_DF4 = 2.776445105  # Student's t, 97.5% quantile, 4 degrees of freedom (standard tables)
 
@@ -194,3 +194,53 @@ def test_aggregate_keeps_each_seeds_final_and_best(tmp_path):
     )
     (row,) = aggregate(tmp_path, [("mnist", "bnsm")], [0, 1])
     assert row["best_error_pct"] == [] and math.isnan(row["best_error_mean_pct"])
+
+
+def test_chosen_pairs_are_compared_by_the_same_rule():
+    """A variant against the model it changes (compare_pairs), within each dataset that has
+    both, and table.md's table of them."""
+    rows = compare_to_reference(
+        [
+            _row("dcnn", [4.0, 5.0, 6.0]),
+            _row("bnsm", [3.0, 4.0, 5.0]),
+            _row("bnsm-wide", [0.50, 0.52, 0.51]),
+            _row("bnsm", [1.0, 2.0], dataset="emnist"),  # no bnsm-wide here: no pair
+        ]
+    )
+    pairs = compare_pairs(rows, [("bnsm-wide", "bnsm"), ("bnsm", "dcnn")])
+    assert [(p["dataset"], p["model"], p["reference"]) for p in pairs] == [
+        ("mnist", "bnsm-wide", "bnsm"),
+        ("mnist", "bnsm", "dcnn"),
+    ]
+    wide, bnsm = pairs
+    # variances 1e-4 (n=3) and 1 (n=3): df = (1/3 + 1e-4/3)^2 / ((1/3)^2/2 + (1e-4/3)^2/2)
+    df = (1.0001 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (1e-4 / 3) ** 2 / 2)
+    assert wide["diff_pct"] == pytest.approx(0.51 - 4.0, abs=1e-12) and wide["diff_df"] == pytest.approx(df)
+    assert wide["reading"] == "lower" and wide["diff_high_pct"] < 0
+    assert {k: bnsm[k] for k in ("diff_pct", "diff_low_pct", "reading")} == {
+        k: rows[1][k] for k in ("diff_pct", "diff_low_pct", "reading")
+    }  # the same numbers as the comparison with the reference
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test", [("bnsm-wide", "bnsm")])
+    assert md.count("| dataset | model | minus | difference |") == 2
+    assert md.rstrip().splitlines()[-1].startswith("| mnist | bnsm-wide | bnsm | -3.49 | [")
+    assert md.rstrip().endswith("| beats bnsm |")
+    assert "Chosen pairs" not in format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    with pytest.raises(ValueError, match="two models"):
+        compare_pairs(rows, [("bnsm", "bnsm")])
+
+
+def test_the_candidates_table_compares_each_change_with_the_model_it_changes():
+    """The pairs the plan of results/mnist-candidates fixed before its runs."""
+    from nsm.studies.reproduce import TABLES, PaperTable
+
+    assert TABLES.get("mnist-candidates").pairs == (
+        ("bnsm-unitbias", "bnsm"),
+        ("bnsm-wide", "bnsm"),
+        ("bnsm-binconcrete", "bnsm"),
+        ("dcnn-wide", "dcnn"),
+        ("bnsm-wide", "dcnn-wide"),
+    )
+    with pytest.raises(ValueError, match="'gnsm' not in it"):
+        PaperTable("t", "a table", ("bnsm", "dcnn"), ("mnist",), pairs=(("gnsm", "bnsm"),))
+    with pytest.raises(ValueError, match="two different models"):
+        PaperTable("t", "a table", ("bnsm", "dcnn"), ("mnist",), pairs=(("bnsm", "bnsm"),))

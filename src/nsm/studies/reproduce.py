@@ -92,6 +92,17 @@ class PaperTable:
     models: tuple[str, ...]
     datasets: tuple[str, ...]
     protocol: dict = field(default_factory=dict)  # dataset -> {config field: value}
+    # (model, minus) pairs compared in table.md besides each model against the dCNN
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        for pair in self.pairs:
+            unknown = [m for m in pair if m not in self.models]
+            if len(pair) != 2 or pair[0] == pair[1] or unknown:
+                raise ValueError(
+                    f"table {self.name!r}: a pair is two different models of the table, got {pair!r}"
+                    + (f" ({', '.join(map(repr, unknown))} not in it)" if unknown else "")
+                )
 
     @property
     def title(self) -> str:
@@ -165,6 +176,13 @@ TABLES.register(
         "BinConcrete forward pass (bnsm-binconcrete), beside bnsm and dcnn",
         ("dcnn", "bnsm", "bnsm-unitbias", "bnsm-wide", "dcnn-wide", "bnsm-binconcrete"),
         ("mnist",),
+        pairs=(
+            ("bnsm-unitbias", "bnsm"),
+            ("bnsm-wide", "bnsm"),
+            ("bnsm-binconcrete", "bnsm"),
+            ("dcnn-wide", "dcnn"),
+            ("bnsm-wide", "dcnn-wide"),
+        ),
     ),
 )
 
@@ -500,7 +518,7 @@ def run_table(
             t0 = time.perf_counter()
             fit(config, dataset=loaded[key], log=lambda s: log("    " + s), resume=resume)
             log(f"    done in {time.perf_counter() - t0:.0f} s")
-    rows = _write_table_locked(out, cells, seeds, title or table.title, command)
+    rows = _write_table_locked(out, cells, seeds, title or table.title, command, table.pairs)
     unfinished = [config for config, _ in plan if not (out / "runs" / config.run_name / "summary.json").exists()]
     running = [
         config.run_name for config in unfinished if live_holder(_claim_path(out, config), steal_after=steal_after)
@@ -531,7 +549,7 @@ def rebuild_table(
     asked for raises ``ValueError``, as it does in :func:`run_table`."""
     table, cells, _ = _plan(table, Path(out), seeds, models, datasets, overrides)
     _check_table_files(Path(out))
-    return _write_table_locked(Path(out), cells, seeds, title or table.title, command)
+    return _write_table_locked(Path(out), cells, seeds, title or table.title, command, table.pairs)
 
 
 def _check_table_files(out: Path) -> None:
@@ -579,7 +597,7 @@ def _table_file_kind(path: Path, start: str) -> Optional[str]:
     return None if head == start else ""
 
 
-def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str]) -> list[dict]:
+def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str], pairs=()) -> list[dict]:
     """Aggregate and write the table while holding ``out/.table.lock``: runs only ever get
     finished, so the worker that writes last has seen the most, whatever the order."""
     import fcntl
@@ -590,7 +608,7 @@ def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[s
         fcntl.flock(fd, fcntl.LOCK_EX)
         _check_table_files(out)
         rows = aggregate(out / "runs", cells, seeds, partial=True)
-        write_table(rows, out, title, command)
+        write_table(rows, out, title, command, pairs)
         _write_curves(out, cells, seeds)
     finally:
         os.close(fd)  # drops the flock

@@ -9,6 +9,8 @@
   (:mod:`nsm.studies.compare`): the rule that reads the paper's claim; and the same comparison
   under the two other ways of reporting a run (:data:`RULES`: its final epoch, its best), so a
   table shows whether the reading hangs on the reporting rule;
+- :func:`compare_pairs`: chosen pairs of models by the same rule (a variant against the model
+  it changes), for a table of ``table.md``;
 - :func:`format_markdown`, :func:`format_csv`, :func:`write_table`: the files.
 """
 
@@ -35,6 +37,7 @@ __all__ = [
     "RULES",
     "aggregate",
     "compare_to_reference",
+    "compare_pairs",
     "format_comparisons",
     "format_markdown",
     "format_csv",
@@ -197,6 +200,38 @@ def compare_to_reference(
     return rows
 
 
+def compare_pairs(rows: list[dict], pairs: Sequence[tuple[str, str]], level: float = COMPARISON_LEVEL) -> list[dict]:
+    """Each ``(model, minus)`` pair of ``pairs`` compared within each dataset that has rows of
+    both, as :func:`compare_to_reference` compares a model with the reference (by each seed's
+    main-rule error): a list of dicts with ``dataset``, ``model``, ``reference`` (the model
+    subtracted), ``diff_pct``, ``diff_low_pct``, ``diff_high_pct``, ``diff_df`` and
+    ``reading``, in the order of ``pairs`` then of the datasets."""
+    by_cell = {(r["dataset"], r["model"]): r for r in rows}
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    out = []
+    for model, minus in pairs:
+        if model == minus:
+            raise ValueError(f"a pair compares two models; got {model!r} twice")
+        for d in datasets:
+            a, b = by_cell.get((d, model)), by_cell.get((d, minus))
+            if a is None or b is None:
+                continue
+            c = _compare(a["error_pct"], b["error_pct"], level)
+            out.append(
+                {
+                    "dataset": d,
+                    "model": model,
+                    "reference": minus,
+                    "diff_pct": c["diff"],
+                    "diff_low_pct": c["low"],
+                    "diff_high_pct": c["high"],
+                    "diff_df": c["df"],
+                    "reading": c["reading"],
+                }
+            )
+    return out
+
+
 def _signed(x: float) -> str:
     """A difference in points with its sign, 0.00 without one (not -0.00 for -0.003)."""
     if math.isnan(x):
@@ -257,7 +292,9 @@ def _pct(x: float, digits: int = 2) -> str:
     return "–" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def format_markdown(rows: list[dict], title: str, command: str) -> str:
+def format_markdown(rows: list[dict], title: str, command: str, pairs: Sequence[tuple[str, str]] = ()) -> str:
+    """``table.md``: the errors, each model against the dCNN (by each reporting rule), and each
+    ``(model, minus)`` pair of ``pairs`` (:func:`compare_pairs`)."""
     lines = [f"# {title}", "", f"Made by: `{command}`", ""]
     n_pending = sum(len(r.get("pending_seeds", ())) for r in rows)
     if n_pending:
@@ -290,6 +327,17 @@ def format_markdown(rows: list[dict], title: str, command: str) -> str:
             f"{_or_dash(r['n_last'])} | {_or_dash(r['samples'])} | {_pct(r['wall_seconds'], 0)} |"
         )
     lines += format_comparisons(rows)
+    compared = compare_pairs(rows, pairs)
+    if compared:
+        lines += [
+            "",
+            "Chosen pairs, by the same rule (the first model's mean error minus the second's, in "
+            "points): a variant against the model it changes.",
+            "",
+            f"| dataset | model | minus | difference | {100 * COMPARISON_LEVEL:g}% interval | df | reading |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [_comparison_cells(r, r["dataset"], r["model"], r["reference"]) for r in compared]
     return "\n".join(lines) + "\n"
 
 
@@ -350,15 +398,20 @@ def format_csv(rows: list[dict]) -> str:
 
 
 def write_table(
-    rows: list[dict], out: str | os.PathLike, title: str, command: Optional[str] = None
+    rows: list[dict],
+    out: str | os.PathLike,
+    title: str,
+    command: Optional[str] = None,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[Path, Path]:
-    """Write ``out/table.md`` and ``out/table.csv`` atomically; returns their paths."""
+    """Write ``out/table.md`` (with the ``pairs`` compared) and ``out/table.csv`` atomically;
+    returns their paths."""
     out = Path(out)
     command = command or "nsm " + " ".join(sys.argv[1:])
 
     def text(s: str):
         return lambda tmp: Path(tmp).write_text(s, encoding="utf-8")
 
-    md = atomic_write(out / "table.md", text(format_markdown(rows, title, command)))
+    md = atomic_write(out / "table.md", text(format_markdown(rows, title, command, pairs)))
     cs = atomic_write(out / "table.csv", text(format_csv(rows)))
     return md, cs
