@@ -44,7 +44,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..utils.io import place_new
+from ..utils.io import open_if_regular, place_new
 from ..utils.process import boot_id, start_time
 
 __all__ = [
@@ -199,20 +199,13 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     p = os.fspath(path)
     if check_file(p) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(p, flags)
+        f, st = open_if_regular(p)
     except OSError as exc:
         raise DataError(f"{p}: cannot open it for reading ({exc.strerror})") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # swapped since check_file looked
-            raise DataError(f"{p}: expected a regular file, found {describe(st)}; {_LEAVE}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    if f is None:  # swapped since check_file looked
+        raise DataError(f"{p}: expected a regular file, found {describe(st)}; {_LEAVE}")
+    return f
 
 
 def too_big(name: str, bound: int, verb: str = "holds", hint: str = "") -> DataError:

@@ -14,7 +14,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable, Optional
 
 __all__ = [
     "atomic_write",
@@ -28,6 +28,7 @@ __all__ = [
     "stale_temporaries",
     "check_new_outputs",
     "place_new",
+    "open_if_regular",
     "MAX_TEXT_BYTES",
 ]
 
@@ -213,21 +214,34 @@ def read_text(path: str | os.PathLike, what: str = "a text file", *, max_bytes: 
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected {what}") from None
 
 
-def _open_regular(path: str | os.PathLike, what: str):
-    """``path`` opened for binary reading if it is a regular file (or a link to one), without
-    ever blocking (opening a FIFO for reading waits for a writer); else a ``ValueError``."""
+def open_if_regular(path: str | os.PathLike) -> tuple[Optional[BinaryIO], os.stat_result]:
+    """``(file, stat)``: ``path`` opened for binary reading if it is a regular file (or a link to
+    one), else ``(None, stat)`` with the file closed again, checked on the descriptor and never
+    blocking (opening a FIFO for reading waits for a writer). ``os.open``'s ``OSError`` (a
+    missing file, no permission) is the caller's to report."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     fd = os.open(path, flags)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-            raise ValueError(f"{path} is {kind}, not a regular file; expected {what}")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None, st
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb"), st
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file (:func:`open_if_regular`);
+    else a ``ValueError`` naming it and ``what`` was expected."""
+    f, st = open_if_regular(path)
+    if f is None:
+        mode = st.st_mode
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(f"{path} is {kind}, not a regular file; expected {what}")
+    return f
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON", *, max_bytes: int = MAX_TEXT_BYTES) -> Any:
