@@ -500,3 +500,55 @@ def test_the_readme_reads_the_mnist_claim_by_its_rule_once_both_models_have_thre
         "higher": ("trails", "not reproduced"),
     }[b["reading"]]
     assert all(w in m.group(6) for w in words), (b["reading"], m.group(6))
+
+
+def test_the_readme_reads_the_gnsm_by_the_same_rule():
+    """The README's gNSM sentence quotes table.csv's gnsm row (its mean, the dCNN's, the
+    difference and its Welch interval) and says what its reading says."""
+    rows = {r["model"]: r for r in _csv_rows(RESULTS / "mnist-paper")}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(
+        r"Over three seeds each, gNSM ([\d.]+)% against dCNN ([\d.]+)%: the difference is ([+−-]?[\d.]+) points, "
+        r"95% Welch interval ([+−-]?[\d.]+) to ([+−-]?[\d.]+), so by the same rule (.+?)\.",
+        text,
+    )
+    if rows["gnsm"]["seeds"] != "0;1;2" or rows["dcnn"]["seeds"] != "0;1;2":
+        assert m is None, "the README reads the gNSM before it has three seeds"
+        return
+    assert m, "the gNSM has three seeds: the README should read it by the rule"
+    g = rows["gnsm"]
+    want = [_num(g["error_mean_pct"]), _num(rows["dcnn"]["error_mean_pct"])]
+    want += [_num(g[k]) for k in ("diff_pct", "diff_low_pct", "diff_high_pct")]
+    assert [float(x.replace("−", "-")) for x in m.groups()[:5]] == pytest.approx([round(x, 2) for x in want], abs=1e-9)
+    words = {"no difference": ("does not beat", "neither"), "lower": ("beats",), "higher": ("trails",)}[g["reading"]]
+    assert all(w in m.group(6) for w in words), (g["reading"], m.group(6))
+
+
+def test_the_mnist_paper_page_shows_its_table():
+    """results/mnist-paper/README.md's result table: each seed's error, the mean ± std, the
+    paper's number and the comparison with the dCNN, as table.csv has them (recomputed from
+    the runs by the tests above); and the page's claim about the other reporting rules."""
+    folder = RESULTS / "mnist-paper"
+    rows = {r["model"]: r for r in _csv_rows(folder)}
+    text = (folder / "README.md").read_text()
+    (table,) = [t for t in _md_tables(text) if t[1][:2] == ["model", "seeds 0, 1, 2"]]
+    assert [c[0] for c in table[2]] == ["bnsm", "gnsm", "dcnn"]
+    for cells in table[2]:
+        shown, row = dict(zip(table[1], cells, strict=True)), rows[cells[0]]
+        assert shown["seeds 0, 1, 2"] == ", ".join(f"{float(x):.2f}" for x in row["error_pct"].split(";"))
+        assert shown["mean ± std"] == f"{_num(row['error_mean_pct']):.2f} ± {_num(row['error_std_pct']):.2f}"
+        assert shown["the paper"] == f"{_num(row['paper_error_pct']):.3f}"
+        cmp = shown["minus the dCNN, 95% Welch interval"].replace("−", "-")
+        if row["reference"]:
+            lo, hi = _signed(_num(row["diff_low_pct"])), _signed(_num(row["diff_high_pct"]))
+            assert cmp == f"{_signed(_num(row['diff_pct']))} [{lo}, {hi}]" and shown["reading"] == row["reading"]
+        else:
+            assert cmp == "" and shown["reading"] == ""
+    if "changes no reading" in text:
+        for model in ("bnsm", "gnsm"):
+            assert rows[model]["final_reading"] == rows[model]["best_reading"] == rows[model]["reading"], model
+    b = rows["bnsm"]
+    for rule in ("final", "best"):
+        lo, hi = _signed(_num(b[f"{rule}_diff_low_pct"])), _signed(_num(b[f"{rule}_diff_high_pct"]))
+        quoted = f"{_signed(_num(b[f'{rule}_diff_pct']))} [{lo}, {hi}] by the {rule}"
+        assert quoted.replace("-", "−") in " ".join(text.split()), quoted
