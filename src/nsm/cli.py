@@ -230,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device-subset", type=int, default=2000, help="test images for the device sweeps")
     ev.add_argument("--device-samples", type=int, default=20, help="passes per image in the device sweeps")
     ev.add_argument("--test-subset", type=int, default=None, help="use the first N test images only")
-    ev.add_argument("--data-dir", default=None, help="default: the run's, else $NSM_DATA_DIR or ~/.cache/nsm/data")
+    ev.add_argument(
+        "--data-dir",
+        default=None,
+        help="default: the run's data folder if the data is there (read only, never downloaded into), else "
+        "$NSM_DATA_DIR or ~/.cache/nsm/data",
+    )
     ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation's noise")
 

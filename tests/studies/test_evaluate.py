@@ -147,3 +147,34 @@ def test_bad_run_directories_are_refused(tmp_path, runs):
         load_trained(tmp_path)
     with pytest.raises(ValueError, match="samples must be a positive int"):
         evaluate_run(runs["dcnn"], samples=0)
+
+
+def test_a_checkpoints_data_folder_is_read_never_downloaded_into(runs, tmp_path, monkeypatch, mnist_dir):
+    """The data folder a checkpoint records is someone else's when the checkpoint is: `nsm
+    evaluate` reads the data there if it is there, and otherwise uses the default folder,
+    never fetching into the recorded one (it did: a checkpoint naming a folder had MNIST
+    downloaded into it)."""
+    import nsm.studies.evaluate as ev
+
+    elsewhere = tmp_path / "someone-elses-folder"
+    elsewhere.mkdir()
+    real = ev.load_trained
+
+    def recorded_elsewhere(run_dir, device="cpu"):
+        model, config = real(run_dir, device)
+        return model, {**config, "data_dir": str(elsewhere)}
+
+    monkeypatch.setattr(ev, "load_trained", recorded_elsewhere)
+    monkeypatch.setenv("NSM_DATA_DIR", str(mnist_dir))  # the default folder: it has MNIST
+    said = []
+    small = dict(samples=2, shift_subset=10, angles=(0,), ood="none", devices=False, test_subset=20)
+    result = evaluate_run(runs["bnsm"], **small, log=said.append)
+    assert result["n_test"] == 20
+    assert list(elsewhere.iterdir()) == []  # nothing written, fetched or made there
+    assert any("not in the run's data folder" in s and str(elsewhere) in s for s in said), said
+    # where the recorded folder has the data, it is the one read
+    monkeypatch.setenv("NSM_DATA_DIR", str(tmp_path / "empty-default"))
+    (elsewhere / "mnist").symlink_to(mnist_dir / "mnist")
+    said.clear()
+    assert evaluate_run(runs["bnsm"], **small, log=said.append)["n_test"] == 20
+    assert not (tmp_path / "empty-default").exists() and not any("data folder" in s for s in said)

@@ -235,6 +235,23 @@ def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
         raise ValueError(f"ood must be 'auto', 'none' or a dataset name ({', '.join(DATASETS.names())}), got {ood!r}")
 
 
+def _load_data(name: str, data_dir, config: dict, log: Callable[[str], None], **options):
+    """Dataset ``name`` for a run: from ``data_dir`` when given (downloaded there if missing);
+    else read from the folder the run's checkpoint names, never downloaded into (a checkpoint
+    is a file someone handed over: its folder may be anyone's), falling back to the default
+    folder ($NSM_DATA_DIR or ~/.cache/nsm/data, downloaded there if missing) when the data is
+    not there."""
+    from ..data import load_dataset
+
+    recorded = config.get("data_dir")
+    if data_dir is None and recorded is not None:
+        try:
+            return load_dataset(name, recorded, download=False, **options)
+        except FileNotFoundError:
+            log(f"{name} is not in the run's data folder {recorded}; using the default folder")
+    return load_dataset(name, data_dir, **options)
+
+
 def evaluate_run(
     run_dir,
     *,
@@ -253,7 +270,6 @@ def evaluate_run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Every number of ``nsm evaluate`` for one run directory (see the module docstring)."""
-    from ..data import load_dataset
 
     samples, shift_subset, device_subset, device_samples, batch_size = (
         check_int(name, v)
@@ -270,9 +286,7 @@ def evaluate_run(
     model, config = load_trained(run_dir, device)
     label = config.get("model", config["network"])
     dataset_name = config.get("dataset", "mnist")
-    ds = load_dataset(
-        dataset_name, data_dir or config.get("data_dir"), test_subset=test_subset, **config.get("dataset_options", {})
-    )
+    ds = _load_data(dataset_name, data_dir, config, log, test_subset=test_subset, **config.get("dataset_options", {}))
     x, y = ds.test_x, ds.test_y
     S = _samples_for(model, samples)
     torch.manual_seed(seed)
@@ -300,7 +314,7 @@ def evaluate_run(
 
     ood_name = OOD_PAIRS.get(dataset_name) if ood == "auto" else ood
     if ood_name:
-        other = load_dataset(ood_name, data_dir or config.get("data_dir"))
+        other = _load_data(ood_name, data_dir, config, log)
         if tuple(other.in_shape) != tuple(ds.in_shape):
             raise ValueError(
                 f"OOD dataset {ood_name!r} has images of shape {other.in_shape}, the model takes {ds.in_shape}"
