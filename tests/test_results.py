@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from nsm.studies import evaluate
-from nsm.studies.reproduce import PAPER_ERRORS
+from nsm.studies.tables import PAPER_ERRORS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args) -> int:
+    from .studies.catalog import TABLES
     from .studies.reproduce import (
-        TABLES,
         _check_steal_after,
         format_status,
         rebuild_table,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nsm.studies.figures.records import load_run
-from nsm.studies.reproduce import _check_table_files
+from nsm.studies.table_files import check_table_files
 from nsm.training.recorder import STATS_COLUMNS
 
 STEPS = np.array([0, 5], dtype=np.int64)
@@ -148,7 +148,7 @@ def test_the_table_check_refuses_a_fifo_without_waiting_on_it(tmp_path):
     """`nsm reproduce --out X` with a FIFO at X/table.md: refused at once, saying what it is."""
     os.mkfifo(tmp_path / "table.md")
     result = {}
-    thread = threading.Thread(target=lambda: result.update(error=_raised(_check_table_files, tmp_path)), daemon=True)
+    thread = threading.Thread(target=lambda: result.update(error=_raised(check_table_files, tmp_path)), daemon=True)
     thread.start()
     thread.join(10)
     if thread.is_alive():

@@ -7,7 +7,9 @@ import math
 import pytest
 
 from nsm.cli import main
-from nsm.studies.reproduce import PAPER_ERRORS, TABLES, aggregate, run_table, write_table
+from nsm.studies.catalog import TABLES
+from nsm.studies.reproduce import run_table
+from nsm.studies.tables import PAPER_ERRORS, aggregate, write_table
 
 
 def _fake_run(runs, model, dataset, seed, last5, final, wall=10.0, epochs=3, samples=20, n_last=3):

@@ -231,7 +231,7 @@ def test_chosen_pairs_are_compared_by_the_same_rule():
 
 def test_the_candidates_table_compares_each_change_with_the_model_it_changes():
     """The pairs the plan of results/mnist-candidates fixed before its runs."""
-    from nsm.studies.reproduce import TABLES, PaperTable
+    from nsm.studies.catalog import TABLES, PaperTable
 
     assert TABLES.get("mnist-candidates").pairs == (
         ("bnsm-unitbias", "bnsm"),

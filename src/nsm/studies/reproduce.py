@@ -14,6 +14,8 @@
 - each model against the dCNN of its dataset: the difference of the means with its 95% Welch
   interval over seeds, and whether the model beats it, trails it or neither.
 
+The tables it knows are :data:`nsm.studies.catalog.TABLES`.
+
 An interrupted run (a run directory without ``summary.json``) is resumed from its checkpoint
 (``fit(..., resume=RUN_DIR)``; from its start if it has none) when its ``config.json`` is this
 run's configuration; otherwise (no ``config.json``, or another device, thread count...) it is
@@ -34,28 +36,23 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..training.checkpoint import config_differences, open_own_file
+from ..training.checkpoint import config_differences
 from ..training.config import TrainConfig
 from ..utils.checks import is_int, is_number
-from ..utils.io import read_json, read_json_object, save_figure
-from ..utils.registry import Registry
+from ..utils.io import read_json, read_json_object
+from .catalog import MNIST_MODELS, TABLES, PaperTable  # noqa: F401 (their old home)
 from .claim import HEARTBEAT_SECONDS, claim_run, live_holder
+from .table_files import check_table_files, write_table_locked
 from .tables import PAPER_ERRORS, aggregate, format_csv, format_markdown, write_table  # noqa: F401 (their old home)
 
 __all__ = [
-    "PaperTable",
-    "TABLES",
-    "PAPER_ERRORS",
     "run_table",
     "table_status",
     "rebuild_table",
     "format_status",
-    "aggregate",
-    "write_table",
     "PROTOCOL_FIELDS",
 ]
 
@@ -80,110 +77,6 @@ PROTOCOL_FIELDS = (
     "test_subset",
     "model_options",
     "dataset_options",
-)
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    """A table to reproduce: its models and datasets, and protocol overrides per dataset."""
-
-    name: str
-    description: str
-    models: tuple[str, ...]
-    datasets: tuple[str, ...]
-    protocol: dict = field(default_factory=dict)  # dataset -> {config field: value}
-    # (model, minus) pairs compared in table.md besides each model against the dCNN
-    pairs: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self):
-        for pair in self.pairs:
-            unknown = [m for m in pair if m not in self.models]
-            if len(pair) != 2 or pair[0] == pair[1] or unknown:
-                raise ValueError(
-                    f"table {self.name!r}: a pair is two different models of the table, got {pair!r}"
-                    + (f" ({', '.join(map(repr, unknown))} not in it)" if unknown else "")
-                )
-
-    @property
-    def title(self) -> str:
-        """The heading of the table's ``table.md``."""
-        return f"nsm reproduce {self.name}: {self.description}"
-
-
-TABLES: Registry[PaperTable] = Registry("table")
-
-MNIST_MODELS = (
-    "dcnn",
-    "bnsm",
-    "gnsm",
-    "ste",
-    "bd",
-    "wbd",
-    "sn",
-    "bn",
-    "bnsm-binconcrete",
-    "gnsm-binconcrete",
-    "sigmoid",
-    "stnn",
-    "bnn",
-    "s2m",
-    "bnsm-fc",
-    "stnn-fc",
-)
-TABLES.register(
-    "mnist",
-    PaperTable("mnist", "every model of the paper's MNIST comparison (docs/design.md §7)", MNIST_MODELS, ("mnist",)),
-)
-TABLES.register(
-    "main",
-    PaperTable(
-        "main",
-        "the paper's main table: bNSM, gNSM and dCNN on every dataset (docs/design.md §7), each "
-        "on the network and protocol the paper uses for it",
-        ("dcnn", "bnsm", "gnsm"),
-        ("mnist", "emnist", "nmnist", "dvs-gesture", "cifar10", "cifar100"),
-    ),
-)
-TABLES.register(
-    "mnist-authors-dcnn",
-    PaperTable(
-        "mnist-authors-dcnn",
-        "the dCNN as the authors' released MNIST script trains it: no weight decay and a constant "
-        "learning rate, with its 150-unit fc layer (dcnn-150) and with the 512 units of the NSMs (dcnn)",
-        ("dcnn-150", "dcnn"),
-        ("mnist",),
-        protocol={"mnist": {"weight_decay": 0.0, "lr_gamma": 1.0}},
-    ),
-)
-TABLES.register(
-    "fashion-mnist",
-    PaperTable(
-        "fashion-mnist",
-        "bNSM, gNSM and dCNN on Fashion-MNIST (Table 6 network; not in the paper), and the "
-        "NSMs whose first layer reads grey levels (bnsm-real, gnsm-real)",
-        ("dcnn", "bnsm", "gnsm", "bnsm-real", "gnsm-real"),
-        ("fashion-mnist",),
-    ),
-)
-
-
-TABLES.register(
-    "mnist-candidates",
-    PaperTable(
-        "mnist-candidates",
-        "why an NSM might trail the dCNN on MNIST, one change at a time: the bias on the unit-norm "
-        "weights (bnsm-unitbias), a 1024-unit fc layer (bnsm-wide, dcnn-wide), the authors' "
-        "BinConcrete forward pass (bnsm-binconcrete), beside bnsm and dcnn",
-        ("dcnn", "bnsm", "bnsm-unitbias", "bnsm-wide", "dcnn-wide", "bnsm-binconcrete"),
-        ("mnist",),
-        pairs=(
-            ("bnsm-unitbias", "bnsm"),
-            ("bnsm-wide", "bnsm"),
-            ("bnsm-binconcrete", "bnsm"),
-            ("dcnn-wide", "dcnn"),
-            ("bnsm-wide", "dcnn-wide"),
-        ),
-    ),
 )
 
 
@@ -456,7 +349,7 @@ def run_table(
     from ..training.loop import fit
 
     table, cells, plan = _plan(table, Path(out), seeds, models, datasets, overrides)
-    _check_table_files(Path(out))  # now, not after hours of training
+    check_table_files(Path(out))  # now, not after hours of training
     if worker is not None and not (len(worker) == 2 and 1 <= worker[0] <= worker[1]):
         raise ValueError(f"worker must be (K, N) with 1 <= K <= N, got {worker}")
     if steal_after is not None:
@@ -518,7 +411,7 @@ def run_table(
             t0 = time.perf_counter()
             fit(config, dataset=loaded[key], log=lambda s: log("    " + s), resume=resume)
             log(f"    done in {time.perf_counter() - t0:.0f} s")
-    rows = _write_table_locked(out, cells, seeds, title or table.title, command, table.pairs)
+    rows = write_table_locked(out, cells, seeds, title or table.title, command, table.pairs)
     unfinished = [config for config, _ in plan if not (out / "runs" / config.run_name / "summary.json").exists()]
     running = [
         config.run_name for config in unfinished if live_holder(_claim_path(out, config), steal_after=steal_after)
@@ -548,77 +441,5 @@ def rebuild_table(
     nothing and touches no run. A run in ``out`` made under another protocol than the one
     asked for raises ``ValueError``, as it does in :func:`run_table`."""
     table, cells, _ = _plan(table, Path(out), seeds, models, datasets, overrides)
-    _check_table_files(Path(out))
-    return _write_table_locked(Path(out), cells, seeds, title or table.title, command, table.pairs)
-
-
-def _check_table_files(out: Path) -> None:
-    """The table files in ``out`` are nsm's to rewrite only if nsm wrote them: a ``table.md``
-    that does not begin as nsm's tables do, a ``table.csv`` without their header, or a
-    ``curves.png`` without a table beside it is someone else's, and is not overwritten.
-    Anything but a regular file there (a FIFO, a device, a directory, a link) is someone
-    else's too, and is never opened in a way that could wait on it."""
-    foreign = []
-    for name, start in (("table.md", "# nsm reproduce "), ("table.csv", "dataset,model,error_mean_pct,")):
-        path = out / name
-        if os.path.lexists(path):
-            kind = _table_file_kind(path, start)
-            if kind is not None:
-                foreign.append(f"{name} ({kind})" if kind else name)
-    if os.path.lexists(out / "curves.png") and not os.path.lexists(out / "table.md"):
-        foreign.append("curves.png")
-    if foreign:
-        raise ValueError(
-            f"{out} holds {', '.join(foreign)}, which nsm did not write; nsm does not overwrite "
-            f"them: choose another --out or move them away"
-        )
-
-
-def _table_file_kind(path: Path, start: str) -> Optional[str]:
-    """None when ``path`` is a regular file (not a symbolic link) that begins with ``start``,
-    as nsm's table files do; else what is there instead ('' for a file that begins otherwise).
-    The file is opened without blocking and checked on its descriptor
-    (:func:`nsm.data.files.open_regular`): a FIFO never hangs the check."""
-    import stat
-
-    from ..data.files import describe, open_regular
-
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return ""
-    if not stat.S_ISREG(st.st_mode):
-        return describe(st)
-    try:
-        with open_regular(path) as f:
-            head = f.read(len(start.encode())).decode("utf-8", "replace")
-    except (OSError, ValueError):  # ValueError: DataError, swapped for something else since lstat
-        return ""
-    return None if head == start else ""
-
-
-def _write_table_locked(out: Path, cells, seeds, title: str, command: Optional[str], pairs=()) -> list[dict]:
-    """Aggregate and write the table while holding ``out/.table.lock``: runs only ever get
-    finished, so the worker that writes last has seen the most, whatever the order."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    fd = open_own_file(out / ".table.lock", "table lock")  # never through a link
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _check_table_files(out)
-        rows = aggregate(out / "runs", cells, seeds, partial=True)
-        write_table(rows, out, title, command, pairs)
-        _write_curves(out, cells, seeds)
-    finally:
-        os.close(fd)  # drops the flock
-    return rows
-
-
-def _write_curves(out: Path, cells, seeds) -> None:
-    """``out/curves.png``: every finished run's test error against epoch, beside the paper's."""
-    from .figures import plot_table_curves
-
-    fig = plot_table_curves(out / "runs", cells, seeds, PAPER_ERRORS)
-    if fig is not None:
-        save_figure(out / "curves.png", fig)
+    check_table_files(Path(out))
+    return write_table_locked(Path(out), cells, seeds, title or table.title, command, table.pairs)
