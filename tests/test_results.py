@@ -552,3 +552,29 @@ def test_the_mnist_paper_page_shows_its_table():
         lo, hi = _signed(_num(b[f"{rule}_diff_low_pct"])), _signed(_num(b[f"{rule}_diff_high_pct"]))
         quoted = f"{_signed(_num(b[f'{rule}_diff_pct']))} [{lo}, {hi}] by the {rule}"
         assert quoted.replace("-", "−") in " ".join(text.split()), quoted
+
+
+def test_the_readme_table_of_the_mnist_protocol_is_table_csvs():
+    """The README's table beside the paper: the paper's numbers, our mean ± std and the
+    comparison with the dCNN for each model, as results/mnist-paper/table.csv has them."""
+    rows = {r["model"]: r for r in _csv_rows(RESULTS / "mnist-paper")}
+    text = (ROOT / "README.md").read_text()
+    (table,) = [t for t in _md_tables(text) if t[1][0] == "MNIST, 100 epochs"]
+    header, body = table[1], {c[0]: c for c in table[2]}
+    models = {"bNSM": "bnsm", "gNSM": "gnsm", "dCNN": "dcnn"}
+    assert header[1:] == list(models)
+    for i, model in enumerate(models.values(), start=1):
+        row = rows[model]
+        assert row["seeds"] == "0;1;2", model
+        assert body["the paper"][i] == f"{_num(row['paper_error_pct']):.3f}"
+        assert body["`nsm`, mean ± std over seeds 0, 1, 2"][i] == (
+            f"{_num(row['error_mean_pct']):.2f} ± {_num(row['error_std_pct']):.2f}"
+        )
+        shown = body["minus the dCNN, 95% Welch interval"][i].replace("−", "-")
+        if row["reference"]:
+            lo, hi = _signed(_num(row["diff_low_pct"])), _signed(_num(row["diff_high_pct"]))
+            assert shown == f"{_signed(_num(row['diff_pct']))} [{lo}, {hi}]", model
+        else:
+            assert shown == "", model
+    m = re.search(r"9 runs, (\d+) hours of training and testing summed over them", " ".join(text.split()))
+    assert m and int(m.group(1)) == round(sum(_num(rows[k]["wall_seconds"]) for k in models.values()) / 3600)
