@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from nsm.studies import evaluate
+from nsm.studies.catalog import TABLES
 from nsm.studies.tables import PAPER_ERRORS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,14 +208,13 @@ def test_each_table_compares_its_models_with_the_dcnn(folder):
         if len(errs) < 2 or len(ref) < 2:
             assert row["reading"] == "too few seeds" and md["reading"] == "too few seeds", where
             continue
-        diff, low, high = _welch(errs, ref)
-        reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
+        diff, low, high, reading = _read(errs, ref)
         assert _same(_num(row["diff_pct"]), diff), where
         assert _same(_num(row["diff_low_pct"]), low) and _same(_num(row["diff_high_pct"]), high), where
         assert row["reading"] == reading, where
         assert md["difference"] == _signed(diff), where
-        assert md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]", where
-        assert md["reading"] == {"lower": "beats dcnn", "higher": "trails dcnn"}.get(reading, reading), where
+        assert md["95% interval"] == _shown_interval(low, high), where
+        assert md["reading"] == _shown_reading(reading, "dcnn"), where
         compared += 1
     assert len(shown) == sum(1 for r in rows if r["reference"]), folder.name
     if folder.name == "mnist-paper":
@@ -247,14 +247,13 @@ def test_each_table_compares_the_other_reporting_rules_with_the_dcnn(folder):
             if len(mine[key]) < 2 or len(ref[key]) < 2:
                 assert row[f"{rule}_reading"] == "too few seeds" == md["reading"], where
                 continue
-            diff, low, high = _welch(mine[key], ref[key])
-            reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
+            diff, low, high, reading = _read(mine[key], ref[key])
             assert _same(_num(row[f"{rule}_diff_pct"]), diff), where
             assert _same(_num(row[f"{rule}_diff_low_pct"]), low), where
             assert _same(_num(row[f"{rule}_diff_high_pct"]), high), where
             assert row[f"{rule}_reading"] == reading, where
-            assert md["difference"] == _signed(diff) and md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]"
-            assert md["reading"] == {"lower": "beats dcnn", "higher": "trails dcnn"}.get(reading, reading), where
+            assert md["difference"] == _signed(diff) and md["95% interval"] == _shown_interval(low, high), where
+            assert md["reading"] == _shown_reading(reading, "dcnn"), where
     assert n == len(shown), folder.name
     if folder.name == "mnist-paper":
         assert n == 4  # bnsm and gnsm, final and best
@@ -262,8 +261,8 @@ def test_each_table_compares_the_other_reporting_rules_with_the_dcnn(folder):
 
 @pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=_id)
 def test_each_chosen_pair_of_a_table_follows_from_its_runs(folder):
-    """table.md's chosen pairs (a variant against the model it changes), recomputed from the
-    runs by the same Welch rule; results/mnist-candidates must have all five of its plan."""
+    """table.md's chosen pairs of models, recomputed from the runs by the same Welch rule, and
+    exactly the pairs its table names (results/mnist-candidates: the five of its plan)."""
     runs, rows = _runs(folder), {(r["dataset"], r["model"]): r for r in _csv_rows(folder)}
     text = (folder / "table.md").read_text()
     tables = [t for t in _md_tables(text) if text[: t[0]].rstrip().rsplit("\n\n", 1)[-1].startswith("Chosen pairs")]
@@ -277,20 +276,16 @@ def test_each_chosen_pair_of_a_table_follows_from_its_runs(folder):
         if len(a) < 2 or len(b) < 2:
             assert md["reading"] == "too few seeds", where
             continue
-        diff, low, high = _welch(a, b)
-        reading = "lower" if high < 0 else "higher" if low > 0 else "no difference"
-        assert md["difference"] == _signed(diff) and md["95% interval"] == f"[{_signed(low)}, {_signed(high)}]", where
-        assert md["reading"] == {"lower": f"beats {md['minus']}", "higher": f"trails {md['minus']}"}.get(
-            reading, reading
-        ), where
-    if folder.name == "mnist-candidates":
-        assert [(c[1], c[2]) for c in shown] == [
-            ("bnsm-unitbias", "bnsm"),
-            ("bnsm-wide", "bnsm"),
-            ("bnsm-binconcrete", "bnsm"),
-            ("dcnn-wide", "dcnn"),
-            ("bnsm-wide", "dcnn-wide"),
-        ]
+        diff, low, high, reading = _read(a, b)
+        assert md["difference"] == _signed(diff) and md["95% interval"] == _shown_interval(low, high), where
+        assert md["reading"] == _shown_reading(reading, md["minus"]), where
+    # the pairs shown are those its table names (nsm.studies.catalog), where both models have rows
+    m = re.match(r"# nsm reproduce ([\w-]+):", text)
+    assert m, f"{folder.name}: table.md does not begin as nsm's tables do"
+    pairs = TABLES.get(m.group(1)).pairs if m.group(1) in TABLES.names() else ()
+    datasets = list(dict.fromkeys(d for d, _ in rows))
+    want = [(d, a, b) for a, b in pairs for d in datasets if (d, a) in rows and (d, b) in rows]
+    assert [(c[0], c[1], c[2]) for c in shown] == want, folder.name
 
 
 def _t_cdf(t: float, df: float) -> float:
@@ -329,6 +324,25 @@ def _t_975(df: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if _t_cdf(mid, df) < 0.975 else (lo, mid)
     return (lo + hi) / 2
+
+
+def _read(a: list[float], b: list[float]) -> tuple[float, float, float, str]:
+    """mean(a) - mean(b), its 95% Welch interval and the reading; with no spread in either
+    sample there is no interval (NaN) and the reading is "no spread"."""
+    diff, low, high = _welch(a, b)
+    if statistics.variance(a) + statistics.variance(b) == 0:
+        return diff, math.nan, math.nan, "no spread"
+    return diff, low, high, "lower" if high < 0 else "higher" if low > 0 else "no difference"
+
+
+def _shown_interval(low: float, high: float) -> str:
+    return "–" if math.isnan(low) else f"[{_signed(low)}, {_signed(high)}]"
+
+
+def _shown_reading(reading: str, minus: str) -> str:
+    return {"lower": f"beats {minus}", "higher": f"trails {minus}", "no spread": "no spread: cannot tell"}.get(
+        reading, reading
+    )
 
 
 def _welch(a: list[float], b: list[float]) -> tuple[float, float, float]:

@@ -168,3 +168,36 @@ def test_cifar_trains_on_the_allconv_network_with_augmentation(small_cifar, tmp_
     summary = fit(config, log=lambda s: None)
     assert summary["network"] == "bnsm-allconv" and summary["samples"] == 2
     assert 0 <= summary["final_test_error"] <= 1
+
+
+def test_read_only_loading_writes_nothing_into_the_folder(tmp_path):
+    """load_dataset(read_only=True) on a folder that is not the user's own (a checkpoint's
+    recorded data folder): N-MNIST's and DVS Gesture's frames are built in memory, no cache
+    is written; the same frames as a normal load, which writes its cache."""
+    from test_data_dvsgesture import make_tree as make_gestures
+    from test_data_nmnist import make_tree as make_recordings
+
+    from nsm.data import load_dataset
+
+    for name, make in (("nmnist", make_recordings), ("dvs-gesture", make_gestures)):
+        root = tmp_path / name
+        if name == "nmnist":
+            make(root, "Train"), make(root, "Test")
+        else:
+            make(root)
+        before = sorted(p for p in root.rglob("*"))
+        ro = load_dataset(name, root, read_only=True)
+        assert sorted(p for p in root.rglob("*")) == before, name  # nothing made, written or removed
+        rw = load_dataset(name, root)
+        assert len(sorted(root.rglob("*.npz"))) == 2, name  # the normal load caches both splits
+        assert torch.equal(ro.train_x, rw.train_x) and torch.equal(ro.test_y, rw.test_y), name
+
+
+def test_read_only_loading_never_downloads(tmp_path):
+    from nsm.data import load_dataset
+
+    with pytest.raises(FileNotFoundError, match="MNIST"):
+        load_dataset("mnist", tmp_path, read_only=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no option"):  # an internal switch, not a dataset option
+        load_dataset("mnist", tmp_path, write_cache=False)

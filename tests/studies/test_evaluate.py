@@ -171,10 +171,20 @@ def test_a_checkpoints_data_folder_is_read_never_downloaded_into(runs, tmp_path,
     result = evaluate_run(runs["bnsm"], **small, log=said.append)
     assert result["n_test"] == 20
     assert list(elsewhere.iterdir()) == []  # nothing written, fetched or made there
-    assert any("not in the run's data folder" in s and str(elsewhere) in s for s in said), said
+    assert any("could not be read from the run's data folder" in s and str(elsewhere) in s for s in said), said
     # where the recorded folder has the data, it is the one read
     monkeypatch.setenv("NSM_DATA_DIR", str(tmp_path / "empty-default"))
     (elsewhere / "mnist").symlink_to(mnist_dir / "mnist")
     said.clear()
     assert evaluate_run(runs["bnsm"], **small, log=said.append)["n_test"] == 20
     assert not (tmp_path / "empty-default").exists() and not any("data folder" in s for s in said)
+    # a folder whose data cannot be read (a file where mnist/ belongs) is left for the default too
+    (elsewhere / "mnist").unlink()
+    (elsewhere / "mnist").write_text("not a folder")
+    monkeypatch.setenv("NSM_DATA_DIR", str(mnist_dir))
+    said.clear()
+    assert evaluate_run(runs["bnsm"], **small, log=said.append)["n_test"] == 20
+    assert any("expected a folder" in s for s in said), said
+    assert (
+        sorted(p.name for p in elsewhere.iterdir()) == ["mnist"] and (elsewhere / "mnist").read_text() == "not a folder"
+    )

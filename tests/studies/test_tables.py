@@ -221,7 +221,7 @@ def test_chosen_pairs_are_compared_by_the_same_rule():
         k: rows[1][k] for k in ("diff_pct", "diff_low_pct", "reading")
     }  # the same numbers as the comparison with the reference
     md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test", [("bnsm-wide", "bnsm")])
-    assert md.count("| dataset | model | minus | difference |") == 2
+    assert md.count("| dataset | model | minus | difference |") == 2 and "Chosen pairs of models" in md
     assert md.rstrip().splitlines()[-1].startswith("| mnist | bnsm-wide | bnsm | -3.49 | [")
     assert md.rstrip().endswith("| beats bnsm |")
     assert "Chosen pairs" not in format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
@@ -244,3 +244,15 @@ def test_the_candidates_table_compares_each_change_with_the_model_it_changes():
         PaperTable("t", "a table", ("bnsm", "dcnn"), ("mnist",), pairs=(("gnsm", "bnsm"),))
     with pytest.raises(ValueError, match="two different models"):
         PaperTable("t", "a table", ("bnsm", "dcnn"), ("mnist",), pairs=(("bnsm", "bnsm"),))
+
+
+def test_seeds_without_spread_are_not_read_as_a_difference():
+    """Final and best errors are whole test images (0.01 points on MNIST): two seeds of each
+    may tie exactly, and a zero-width interval read "beats dcnn" from one image's gap."""
+    dcnn = _row("dcnn", [4.0, 5.0]) | {"final_error_pct": [0.72, 0.72]}
+    bnsm = _row("bnsm", [3.0, 4.0]) | {"final_error_pct": [0.71, 0.71]}
+    rows = compare_to_reference([dcnn, bnsm])
+    assert bnsm["final_reading"] == "no spread" and bnsm["final_diff_pct"] == pytest.approx(-0.01, abs=1e-12)
+    assert math.isnan(bnsm["final_diff_low_pct"]) and math.isnan(bnsm["final_diff_df"])
+    md = format_markdown(rows, "nsm reproduce test: a table", "nsm reproduce test")
+    assert "| mnist | bnsm | dcnn | final | -0.01 | – | – | no spread: cannot tell |" in md

@@ -85,20 +85,21 @@ def _emnist(data_dir=None, download: bool = True, split: str = "letters") -> Dat
 
 
 @DATASETS.register("nmnist")
-def _nmnist(data_dir=None, download: bool = True) -> Dataset:
+def _nmnist(data_dir=None, download: bool = True, write_cache: bool = True) -> Dataset:
     from .nmnist import load_nmnist
 
-    tx, ty = load_nmnist(data_dir, train=True, download=download)
-    vx, vy = load_nmnist(data_dir, train=False, download=download)
+    tx, ty = load_nmnist(data_dir, train=True, download=download, write_cache=write_cache)
+    vx, vy = load_nmnist(data_dir, train=False, download=download, write_cache=write_cache)
     return Dataset("nmnist", _frames(tx), ty, _frames(vx), vy, 10)
 
 
 @DATASETS.register("dvs-gesture")
-def _dvs(data_dir=None, download: bool = True) -> Dataset:
+def _dvs(data_dir=None, download: bool = True, write_cache: bool = True) -> Dataset:
     from .dvsgesture import NUM_CLASSES, load_dvs_gesture
 
-    tx, ty = load_dvs_gesture(data_dir, train=True)
-    vx, vy = load_dvs_gesture(data_dir, train=False)
+    # no automatic download exists (the archive sits behind a licence page): `download` is moot
+    tx, ty = load_dvs_gesture(data_dir, train=True, write_cache=write_cache)
+    vx, vy = load_dvs_gesture(data_dir, train=False, write_cache=write_cache)
     return Dataset("dvs-gesture", _frames(tx), ty, _frames(vx), vy, NUM_CLASSES)
 
 
@@ -152,6 +153,7 @@ def load_dataset(
     data_dir=None,
     *,
     download: bool = True,
+    read_only: bool = False,
     train_subset: int | None = None,
     test_subset: int | None = None,
     **options,
@@ -159,12 +161,21 @@ def load_dataset(
     """Load dataset ``name``; ``*_subset`` keeps the first N examples of each split.
 
     ``options`` go to the dataset's loader (e.g. ``zca=True`` for CIFAR, ``split=`` for EMNIST).
+    ``read_only=True`` writes nothing into ``data_dir``: no download (missing data is a
+    ``FileNotFoundError``) and no cache (N-MNIST's and DVS Gesture's frames are built in
+    memory when their cache is missing); for a folder that is not the user's own.
     """
     loader = DATASETS.get(name)
-    allowed = [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "download")]
+    internal = ("data_dir", "download", "write_cache")
+    params = inspect.signature(loader).parameters
+    allowed = [p for p in params if p not in internal]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"dataset {name!r} has no option(s) {unknown}; its options: {', '.join(allowed) or 'none'}")
+    if read_only:
+        download = False
+        if "write_cache" in params:
+            options["write_cache"] = False
     ds = loader(data_dir, download=download, **options)
     for split, n in (("train", train_subset), ("test", test_subset)):
         if n is None:

@@ -391,6 +391,7 @@ def load_dvs_gesture(
     n_frames: int = 6,
     frame_us: int = 16_000,
     progress: bool = True,
+    write_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DVS128 Gesture split: frames uint8 ``(N, n_frames, 64, 64)``, labels int64 ``(N,)``.
 
@@ -401,7 +402,8 @@ def load_dvs_gesture(
     ``<data_dir>/dvs-gesture/cache/<split>-<n_frames>x<frame_us>-v1.npz`` and rebuilt when
     the listed files' names or sizes change, or when it is not exactly what nsm writes.  Missing files raise
     :class:`FileNotFoundError` with download instructions: this is the download step
-    (no automatic download; see :data:`DVS_GESTURE_URL`).
+    (no automatic download; see :data:`DVS_GESTURE_URL`). ``write_cache=False`` reads a valid
+    cache but writes none: the folder is only read.
     """
     _check_args(n_frames, frame_us)
     root = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
@@ -434,8 +436,9 @@ def load_dvs_gesture(
             with open(tmp, "wb") as fh:
                 np.savez(fh, frames=np.packbits(frames, axis=-1), labels=labs, fingerprint=np.array(fingerprint))
 
-        make_folder(cache.parent)
-        check_replaceable(cache)  # a symlink there is never written through or replaced
-        atomic_write(cache, write)
+        if write_cache:
+            make_folder(cache.parent)
+            check_replaceable(cache)  # a symlink there is never written through or replaced
+            atomic_write(cache, write)
         hit = frames, labs
     return torch.from_numpy(hit[0]), torch.from_numpy(hit[1])

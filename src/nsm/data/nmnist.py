@@ -253,7 +253,12 @@ def _read_cache(path: Path, labels: np.ndarray, fingerprint: str) -> tuple[tuple
 
 
 def load_nmnist(
-    data_dir: str | os.PathLike | None = None, train: bool = True, *, download: bool = False, progress: bool = True
+    data_dir: str | os.PathLike | None = None,
+    train: bool = True,
+    *,
+    download: bool = False,
+    progress: bool = True,
+    write_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one N-MNIST split: frames uint8 ``(N, 10, 34, 34)`` and labels int64 ``(N,)``.
 
@@ -262,6 +267,7 @@ def load_nmnist(
     in ``<data_dir>/nmnist/cache/<split>-frames-v1.npz``; later calls reuse the cache only
     while its file count and fingerprint (relative names + sizes) match the folder.
     Missing data raises :class:`FileNotFoundError` (or is fetched if ``download``).
+    ``write_cache=False`` reads a valid cache but writes none: the folder is only read.
     """
     folder = _nmnist_folder(data_dir)
     split = _SPLITS[bool(train)]
@@ -296,9 +302,10 @@ def load_nmnist(
                     frames_packed=np.packbits(frames, axis=-1),
                 )
 
-        make_folder(cache.parent)
-        check_replaceable(cache)  # a symlink there is never written through or replaced
-        atomic_write(cache, write)
+        if write_cache:
+            make_folder(cache.parent)
+            check_replaceable(cache)  # a symlink there is never written through or replaced
+            atomic_write(cache, write)
         cached = frames, labels
     return torch.from_numpy(cached[0]), torch.from_numpy(cached[1])
 

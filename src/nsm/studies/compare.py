@@ -5,7 +5,7 @@ interval (two samples, unequal variances), and what the interval says.
 - :func:`welch_interval`: mean(a) - mean(b), its standard error sqrt(s_a^2/n_a + s_b^2/n_b),
   the Welch-Satterthwaite degrees of freedom and the two-sided interval at ``level``;
 - :func:`verdict`: ``"lower"`` if the whole interval is below 0, ``"higher"`` if above, else
-  ``"no difference"`` (at this precision);
+  ``"no difference"`` (at this precision); ``"no spread"`` if neither sample varies;
 - :func:`t_quantile`: Student's t quantile for real degrees of freedom >= 1 (no SciPy needed:
   the tail's density integrated by Simpson's rule in the angle theta = atan(t / sqrt(df)), then
   bisection; an expansion in 1/df above 1e5; within 1e-9 of published tables and of mpmath for
@@ -123,7 +123,11 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
 
 
 def verdict(interval: dict) -> str:
-    """``"lower"`` (a below b: the interval is below 0), ``"higher"`` or ``"no difference"``."""
+    """``"lower"`` (a below b: the interval is below 0), ``"higher"`` or ``"no difference"``;
+    ``"no spread"`` where neither sample varies (se = 0): the seeds then say nothing about
+    the noise, and an interval of width 0 would call a gap of one test image certain."""
+    if interval["se"] == 0:
+        return "no spread"
     if interval["high"] < 0:
         return "lower"
     if interval["low"] > 0:

@@ -237,18 +237,19 @@ def _check_shift_options(angles: Sequence[float], ood: Optional[str]) -> None:
 
 def _load_data(name: str, data_dir, config: dict, log: Callable[[str], None], **options):
     """Dataset ``name`` for a run: from ``data_dir`` when given (downloaded there if missing);
-    else read from the folder the run's checkpoint names, never downloaded into (a checkpoint
-    is a file someone handed over: its folder may be anyone's), falling back to the default
-    folder ($NSM_DATA_DIR or ~/.cache/nsm/data, downloaded there if missing) when the data is
-    not there."""
-    from ..data import load_dataset
+    else read from the folder the run's checkpoint names, never written into (no download,
+    no cache: a checkpoint is a file someone handed over, and its folder may be anyone's),
+    falling back to the default folder ($NSM_DATA_DIR or ~/.cache/nsm/data, downloaded there
+    if missing) when the data cannot be read there."""
+    from ..data import DataError, load_dataset
 
     recorded = config.get("data_dir")
     if data_dir is None and recorded is not None:
         try:
-            return load_dataset(name, recorded, download=False, **options)
-        except FileNotFoundError:
-            log(f"{name} is not in the run's data folder {recorded}; using the default folder")
+            return load_dataset(name, recorded, read_only=True, **options)
+        except (FileNotFoundError, DataError, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log(f"{name} could not be read from the run's data folder {recorded} ({first}); using the default folder")
     return load_dataset(name, data_dir, **options)
 
 

@@ -50,6 +50,12 @@ from .tables import PAPER_ERRORS, aggregate, format_csv, format_markdown, write_
 
 __all__ = [
     "run_table",
+    # their homes are nsm.studies.catalog and nsm.studies.tables; kept here for older imports
+    "PaperTable",
+    "TABLES",
+    "PAPER_ERRORS",
+    "aggregate",
+    "write_table",
     "table_status",
     "rebuild_table",
     "format_status",

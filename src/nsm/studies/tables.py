@@ -72,6 +72,7 @@ _READINGS = {
     "higher": "trails {ref}",
     "no difference": "no difference",
     "too few seeds": "too few seeds",
+    "no spread": "no spread: cannot tell",
 }
 
 
@@ -156,6 +157,8 @@ def _compare(errs: Sequence[float], ref: Sequence[float], level: float) -> dict:
             out["diff"] = statistics.fmean(errs) - statistics.fmean(ref)
         return out | {"reading": "too few seeds"}
     interval = welch_interval(errs, ref, level)
+    if interval["se"] == 0:  # no seed-to-seed spread in either: no interval to give
+        return out | {"diff": interval["diff"], "reading": verdict(interval)}
     return out | {k: interval[k] for k in ("diff", "low", "high", "df")} | {"reading": verdict(interval)}
 
 
@@ -173,7 +176,8 @@ def compare_to_reference(
       :func:`nsm.studies.compare.welch_interval`);
     - ``reading``: ``"lower"`` if the whole interval is below 0 (the model beats the reference),
       ``"higher"`` if above 0 (it trails), ``"no difference"`` if it contains 0, and
-      ``"too few seeds"`` (interval NaN) while either has fewer than two finished seeds;
+      ``"too few seeds"`` (interval NaN) while either has fewer than two finished seeds, or
+      ``"no spread"`` (interval NaN) where neither's error varies over its seeds;
     - the same five, prefixed ``final_`` and ``best_`` (``final_diff_pct``, ...,
       ``best_reading``), for the per-seed errors of the other reporting rules (:data:`RULES`)
       where both rows have them (``final_error_pct``, ``best_error_pct``; else ``""`` and NaN).
@@ -331,8 +335,7 @@ def format_markdown(rows: list[dict], title: str, command: str, pairs: Sequence[
     if compared:
         lines += [
             "",
-            "Chosen pairs, by the same rule (the first model's mean error minus the second's, in "
-            "points): a variant against the model it changes.",
+            "Chosen pairs of models, by the same rule (the first model's mean error minus the second's, in points).",
             "",
             f"| dataset | model | minus | difference | {100 * COMPARISON_LEVEL:g}% interval | df | reading |",
             "|---|---|---|---|---|---|---|",
