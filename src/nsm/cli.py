@@ -480,7 +480,8 @@ def _train(args) -> int:
     else:
         source = "--lr-schedule" if "lr_schedule" in fields else f"{config.dataset}'s protocol"
     _check_schedule_options(config, fields, source)
-    summary = fit(config, resume=args.resume)
+    # a resumed run's recorded data folder may be anyone's: read only (--data-dir is the user's)
+    summary = fit(config, resume=args.resume, read_only_data=args.resume is not None and args.data_dir is None)
     if not from_env().main:  # under torchrun, rank 0 reports
         return 0
     how = "one pass" if summary["samples"] == 1 else f"MC mean of softmax, S={summary['samples']}"

@@ -435,3 +435,27 @@ def test_an_mps_run_saves_and_restores_its_generator(monkeypatch):
     with pytest.raises(ValueError, match="not written by an MPS run"):
         set_rng_state(rng_state(torch.device("cpu"), gen), mps, gen)
     assert "mps" not in rng_state(torch.device("cpu"), gen)
+
+
+def test_a_resumed_runs_recorded_data_folder_is_only_read(tmp_path, monkeypatch, mnist_dir, capsys):
+    """`nsm train --resume RUN` takes the data folder from the run's config.json, a file that
+    may be someone else's: it is read, never downloaded into (it was), and when it lacks the
+    data the default folder is used; --data-dir is the user's own and downloads as ever."""
+    from nsm.training.loop import _load_data
+
+    elsewhere = tmp_path / "someone-elses-folder"
+    elsewhere.mkdir()
+    monkeypatch.setenv("NSM_DATA_DIR", str(mnist_dir))
+    config = TrainConfig(dataset="mnist", data_dir=str(elsewhere), train_subset=50, test_subset=20)
+    said = []
+    ds = _load_data(config, True, said.append)
+    assert ds.train_x.shape[0] == 50 and list(elsewhere.iterdir()) == []
+    assert any("could not be read from the run's data folder" in s for s in said), said
+    # the command passes the rule to fit for a resumed run without --data-dir, and only then
+    _interrupted(tmp_path, monkeypatch)
+    calls = []
+    summary = dict(samples=2, final_test_error=0.1, epochs=3, wall_seconds=1.0, run_dir="run")
+    monkeypatch.setattr(nsm.training.loop, "fit", lambda config, **kw: calls.append(kw) or summary)
+    for extra, read_only in (([], True), (["--data-dir", str(mnist_dir)], False)):
+        assert main(["train", "--resume", str(tmp_path / "run"), *extra]) == 0
+        assert calls.pop()["read_only_data"] is read_only

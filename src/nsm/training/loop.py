@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import Dataset, load_dataset
+from ..data import DataError, Dataset, load_dataset
 from ..models import build_model, is_stochastic
 from ..models.baselines import after_step
 from ..nn.mc import mc_predict
@@ -298,7 +298,12 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 
 def fit(
-    config: TrainConfig, *, dataset: Optional[Dataset] = None, log=print, resume: Optional[str | os.PathLike] = None
+    config: TrainConfig,
+    *,
+    dataset: Optional[Dataset] = None,
+    log=print,
+    resume: Optional[str | os.PathLike] = None,
+    read_only_data: bool = False,
 ) -> dict:
     """Train ``config.model`` on ``config.dataset``; returns the summary (also saved).
 
@@ -311,6 +316,9 @@ def fit(
     ``dataset``: the data to train and test on, used as given; the config's data fields
     (``data_dir``, ``train_subset``, ``test_subset``, ``dataset_options``) then take no part,
     and ``config.json`` records the sizes actually used (``_environment``: ``n_train``, ``n_test``).
+    ``read_only_data``: ``config.data_dir`` came from a run's files, not from the user (``nsm
+    train --resume``): it is read only, never written into (no download, no cache), and when
+    its data cannot be read there the default folder is used (said in the log).
     A model with batch normalization is refused, before any work, a batch of one example (the
     last of an epoch included), which it cannot train on.
 
@@ -378,13 +386,7 @@ def fit(
             _check_thread_modes(config.flush_denormal)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
-            dataset = load_dataset(
-                config.dataset,
-                config.data_dir,
-                train_subset=config.train_subset,
-                test_subset=config.test_subset,
-                **config.dataset_options,
-            )
+            dataset = _load_data(config, read_only_data, log)
         torch.manual_seed(config.seed)
         model = build_model(model_name, dataset.in_shape, dataset.num_classes, **config.model_options).to(device)
         if group.active:
@@ -454,6 +456,23 @@ def fit(
             log,
             group,
         )
+
+
+def _load_data(config: TrainConfig, read_only: bool, log) -> Dataset:
+    """The run's data; with ``read_only``, ``config.data_dir`` is only read, and the default
+    folder is used when the data cannot be read there."""
+    kwargs = dict(train_subset=config.train_subset, test_subset=config.test_subset, **config.dataset_options)
+    if read_only and config.data_dir is not None:
+        try:
+            return load_dataset(config.dataset, config.data_dir, read_only=True, **kwargs)
+        except (FileNotFoundError, DataError, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log(
+                f"{config.dataset} could not be read from the run's data folder {config.data_dir} ({first}); "
+                "using the default folder"
+            )
+        return load_dataset(config.dataset, None, **kwargs)
+    return load_dataset(config.dataset, config.data_dir, **kwargs)
 
 
 class RunInterrupted(KeyboardInterrupt):
