@@ -59,6 +59,12 @@ def _runs(folder: Path) -> dict[str, tuple[dict, list[dict]]]:
 ALL_RUNS = [(folder, name) for folder in FOLDERS for name in _runs(folder)]
 
 
+def _config(folder: Path, name: str):
+    """The run's config.json, None for runs kept in runs.json (which keeps none)."""
+    path = folder / "runs" / name / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def test_the_results_have_runs_to_check():
     assert len(ALL_RUNS) >= 60 and len(TABLE_FOLDERS) >= 6
 
@@ -66,13 +72,23 @@ def test_the_results_have_runs_to_check():
 @pytest.mark.parametrize(("folder", "name"), ALL_RUNS, ids=[f"{f.name}/{n}" for f, n in ALL_RUNS])
 def test_each_summary_follows_from_its_metrics(folder, name):
     summary, metrics = _runs(folder)[name]
+    config = _config(folder, name)
+    if config is None:  # runs kept in runs.json: their commands set no eval_samples (checked here)
+        assert all(m.get("samples", summary["samples"]) == summary["samples"] for m in metrics if "test_error" in m)
+        config = {}
+    eval_samples, eval_last = config.get("eval_samples"), config.get("eval_last", 0)
+
+    def reported(epoch: int) -> bool:
+        return eval_samples is None or epoch > summary["epochs"] - eval_last or epoch == summary["epochs"]
+
     assert name == f"{summary['model']}-{summary['dataset']}-seed{summary['seed']}"
     epochs = [m["epoch"] for m in metrics]
     assert epochs == sorted(set(epochs)), "an epoch is recorded twice, or out of order"
     assert epochs[-1] == summary["epochs"]
     evaluated = [m for m in metrics if "test_error" in m]
-    # an epoch evaluated before metrics recorded their S was evaluated at the full S
-    full = [m for m in evaluated if m.get("samples", summary["samples"]) == summary["samples"]]
+    # an epoch evaluated before metrics recorded their S was evaluated at the full S; the cheap
+    # evaluations of eval_samples never count, even a deterministic network's at S = 1
+    full = [m for m in evaluated if m.get("samples", summary["samples"]) == summary["samples"] and reported(m["epoch"])]
     last = full[-5:]
     assert summary["n_last"] == len(last)
     assert summary["last5_test_error"] == pytest.approx(statistics.fmean(m["test_error"] for m in last), abs=1e-12)

@@ -256,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="layer of the weight-evolution figure (default W3, the paper's: the third weight layer)",
     )
 
+    summ = sub.add_parser(
+        "summarize",
+        help="recompute finished runs' summary.json from their metrics by the current reporting rule",
+        description="Recompute each finished run's reported numbers (the final error, the mean of the last 5 "
+        "evaluations at the full S, the best) from its metrics.jsonl and config.json, and rewrite summary.json "
+        "where they differ: for runs summarized under an older rule (before 2026-12-01 a deterministic network's "
+        "cheap --eval-samples evaluations were counted). Prints each change.",
+    )
+    summ.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    summ.add_argument("--check", action="store_true", help="print what would change; write nothing (exit 1 if any)")
+
     onl = sub.add_parser(
         "online",
         help="online learning: models trained on a stream, one example per step",
@@ -632,6 +643,21 @@ def _analyze(args) -> int:
     return 0
 
 
+def _summarize(args) -> int:
+    from .training.summary import resummarize
+
+    changed = 0
+    for run in args.runs:
+        changes = resummarize(run, write=not args.check)
+        changed += bool(changes)
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()) or "unchanged"
+        print(f"{run}: {what}")
+    if args.check:
+        return 1 if changed else 0
+    print(f"rewrote {changed} of {len(args.runs)} summaries")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -643,6 +669,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "analyze": _analyze,
         "evaluate": _evaluate,
         "online": _online,
+        "summarize": _summarize,
     }[args.command]
     try:
         if args.command in ("train", "reproduce"):

@@ -60,6 +60,7 @@ from .compiled import Compiled, decide
 from .config import TrainConfig, model_for_dataset
 from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
 from .recorder import make_recorder
+from .summary import reported_numbers
 
 __all__ = [
     "train_step",
@@ -808,11 +809,6 @@ class _Run:
         config, history, samples = self.config, self.history, self.samples
         if self.recorder is not None:
             self.recorder.record()  # the final weights, if not recorded yet
-        # SI 4.7: the mean over the last 5 evaluated epochs, among those evaluated at the full S
-        evaluated = [h for h in history if "test_error" in h]
-        full = [h for h in evaluated if h.get("samples", samples) == samples]
-        last = full[-5:]
-        best = min(full, key=lambda h: h["test_error"])  # the first of equal ones
         summary = {
             "model": config.model,
             "network": self.model_name,
@@ -820,11 +816,8 @@ class _Run:
             "seed": config.seed,
             "epochs": config.epochs,
             "samples": samples,
-            "final_test_error": evaluated[-1]["test_error"],
-            "last5_test_error": sum(h["test_error"] for h in last) / len(last),
-            "n_last": len(last),
-            "best_test_error": best["test_error"],  # chosen on the test set: reported, never the result
-            "best_epoch": best["epoch"],
+            # SI 4.7: the mean over the last 5 evaluations at the full S, the final, the best
+            **reported_numbers(history, config, samples),
             "wall_seconds": time.perf_counter() - self.start,
             "run_dir": str(self.run_dir),
         }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import struct
@@ -34,7 +33,8 @@ import numpy as np
 
 from ...data.files import DataError, check_zip_directory, npy_header, open_regular, read_npz
 from ...training.recorder import STATS_COLUMNS
-from ...utils.io import read_json, read_text
+from ...training.summary import read_metrics
+from ...utils.io import read_json
 
 __all__ = [
     "Record",
@@ -323,18 +323,7 @@ def load_run(run_dir: PathLike) -> RunRecord:
     config = read_json(path / "config.json", "the run configuration")
     if not isinstance(config, dict):
         raise ValueError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
-    metrics = []
-    lines = read_text(path / "metrics.jsonl", "one JSON object per line").splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path / 'metrics.jsonl'}, line {line_no}: expected a JSON object")
-        metrics.append(row)
+    metrics = read_metrics(path / "metrics.jsonl")
     record = _load_record(path / "record") if (path / "record").is_dir() else None
     label = str(config.get("model") or path.name)
     return RunRecord(path=path, label=label, config=config, metrics=metrics, record=record)
