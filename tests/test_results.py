@@ -60,9 +60,15 @@ ALL_RUNS = [(folder, name) for folder in FOLDERS for name in _runs(folder)]
 
 
 def _config(folder: Path, name: str):
-    """The run's config.json, None for runs kept in runs.json (which keeps none)."""
+    """The run's config.json, or the configuration its runs.json record keeps (None if none)."""
     path = folder / "runs" / name / "config.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if path.exists():
+        return json.loads(path.read_text())
+    if (folder / "runs.json").exists():
+        data = json.loads((folder / "runs.json").read_text())
+        records = data.items() if isinstance(data, dict) else ((r["run"], r) for r in data)
+        return next((r.get("config") for n, r in records if n == name), None)
+    return None
 
 
 def test_the_results_have_runs_to_check():
@@ -73,13 +79,14 @@ def test_the_results_have_runs_to_check():
 def test_each_summary_follows_from_its_metrics(folder, name):
     summary, metrics = _runs(folder)[name]
     config = _config(folder, name)
-    if config is None:  # runs kept in runs.json: their commands set no eval_samples (checked here)
+    if config is None:  # runs kept in runs.json without their config: no eval_samples was set (checked)
         assert all(m.get("samples", summary["samples"]) == summary["samples"] for m in metrics if "test_error" in m)
         config = {}
     eval_samples, eval_last = config.get("eval_samples"), config.get("eval_last", 0)
+    cheap = eval_samples is not None and eval_samples != config.get("samples")
 
     def reported(epoch: int) -> bool:
-        return eval_samples is None or epoch > summary["epochs"] - eval_last or epoch == summary["epochs"]
+        return not cheap or epoch > summary["epochs"] - eval_last or epoch == summary["epochs"]
 
     assert name == f"{summary['model']}-{summary['dataset']}-seed{summary['seed']}"
     epochs = [m["epoch"] for m in metrics]
@@ -608,3 +615,20 @@ def test_the_readme_table_of_the_mnist_protocol_is_table_csvs():
             assert shown == "", model
     m = re.search(r"9 runs, (\d+) hours of training and testing summed over them", " ".join(text.split()))
     assert m and int(m.group(1)) == round(sum(_num(rows[k]["wall_seconds"]) for k in models.values()) / 3600)
+
+
+def test_the_candidates_page_quotes_its_table():
+    """Every row results/mnist-candidates/README.md shows of its measured tables is a row of its
+    table.md (itself recomputed from the runs by the tests above), and the page says how many
+    runs have finished."""
+    folder = RESULTS / "mnist-candidates"
+    if not (folder / "table.md").exists():
+        pytest.skip("no candidate run has been tabulated yet")
+    page, table = (folder / "README.md").read_text(), (folder / "table.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| mnist |")]
+    assert rows, "the page shows none of its table's rows"
+    for line in rows:
+        assert line in table.splitlines(), line
+    finished = len(list((folder / "runs").glob("*/summary.json")))
+    m = re.search(r"(\d+) of 18 runs have finished", page)
+    assert m and int(m.group(1)) == finished, finished

@@ -88,7 +88,7 @@ _TRAIN_OPTIONS = [
         "eval_last",
         int,
         "also evaluate each of the last N epochs, at --samples (the reported "
-        "error is the mean of the last 5 evaluations at --samples); default 0",
+        "error is the mean of the last 5 full evaluations; the cheap ones of --eval-samples never count); default 0",
     ),
     (
         "--eval-samples",
@@ -646,16 +646,20 @@ def _analyze(args) -> int:
 def _summarize(args) -> int:
     from .training.summary import resummarize
 
-    changed = 0
+    changed, failed = 0, 0
     for run in args.runs:
-        changes = resummarize(run, write=not args.check)
+        try:
+            changes = resummarize(run, write=not args.check)
+        except (ValueError, TypeError, OSError) as exc:  # say which run, and go on with the others
+            print(f"{run}: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         changed += bool(changes)
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()) or "unchanged"
         print(f"{run}: {what}")
-    if args.check:
-        return 1 if changed else 0
-    print(f"rewrote {changed} of {len(args.runs)} summaries")
-    return 0
+    if not args.check:
+        print(f"rewrote {changed} of {len(args.runs)} summaries" + (f"; {failed} could not be read" if failed else ""))
+    return 2 if failed else (1 if args.check and changed else 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -71,3 +71,34 @@ def test_nsm_summarize_rewrites_a_summary_made_under_the_older_rule(tmp_path, ca
     assert main(["summarize", "--check", str(run)]) == 0 and "unchanged" in capsys.readouterr().out
     assert main(["summarize", str(tmp_path / "nowhere")]) == 2
     assert "has no summary.json: not a finished run" in capsys.readouterr().err
+
+
+def test_eval_samples_equal_to_samples_makes_no_evaluation_cheap():
+    config = TrainConfig(**{**PROTOCOL, "eval_samples": 20})
+    history = [{"epoch": e, "test_error": 0.01 * e, "samples": 20} for e in (5, 8, 9, 10)]
+    assert reported_numbers(history, config, samples=20)["n_last"] == 4
+
+
+def test_nsm_summarize_refuses_inconsistent_runs_and_names_each(tmp_path, capsys):
+    config = TrainConfig(
+        model="dcnn", epochs=4, eval_every=2, eval_samples=2, eval_last=2, samples=4, batch_size=30,
+        progress=False, threads=1, out=str(tmp_path), run_name="run",
+    )  # fmt: skip
+    fit(config, dataset=toy_dataset(), log=lambda *a: None)
+    run = tmp_path / "run"
+    metrics = (run / "metrics.jsonl").read_text()
+    summary = (run / "summary.json").read_text()
+    last = metrics.splitlines()[-1]
+    for bad, message in [
+        (metrics + last + "\n", "epoch 4 after epoch 4"),  # an epoch twice
+        (metrics.replace('"epoch": 1,', '"epoch": true,'), "expected an epoch's metrics"),
+    ]:
+        (run / "metrics.jsonl").write_text(bad)
+        assert main(["summarize", str(tmp_path / "nowhere"), str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'nowhere'}: error:" in err and f"{run}: error:" in err and message in err
+        assert (run / "summary.json").read_text() == summary  # nothing rewritten
+    (run / "metrics.jsonl").write_text(metrics)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "epochs": 100}))
+    assert main(["summarize", str(run)]) == 2
+    assert "is not the configuration of summary.json" in capsys.readouterr().err

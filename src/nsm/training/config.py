@@ -223,10 +223,12 @@ class TrainConfig:
     def reported(self, epoch: int) -> bool:
         """Whether an evaluation of ``epoch`` is one of the full evaluations the reported error
         is made of: the last ``eval_last`` epochs and the final one, and every evaluated epoch
-        when ``eval_samples`` is not set. The cheap evaluations of ``eval_samples`` never count,
-        even for a deterministic network, where they are made at the same S = 1 (they did: a
-        dCNN's 10-epoch error took in its epoch-5 evaluation, a bNSM's did not)."""
-        return self.eval_samples is None or epoch > self.epochs - self.eval_last or epoch == self.epochs
+        when ``eval_samples`` is not set (or equals ``samples``: no evaluation is cheap then).
+        The cheap evaluations of ``eval_samples`` never count, even for a deterministic
+        network, where they are made at the same S = 1 (they did: a dCNN's 10-epoch error took
+        in its epoch-5 evaluation, a bNSM's did not)."""
+        cheap = self.eval_samples is not None and self.eval_samples != self.samples
+        return not cheap or epoch > self.epochs - self.eval_last or epoch == self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

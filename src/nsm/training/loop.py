@@ -9,8 +9,8 @@ Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_pred
     config.json       the resolved configuration
     metrics.jsonl     one JSON object per epoch: lr, train loss and error, train seconds; an
                       evaluated epoch also has samples, test error, accuracy, NLL, test seconds
-    summary.json      final test error and the mean over the last 5 epochs evaluated at the full
-                      ``samples`` (SI 4.7; ``eval_samples`` may make earlier evaluations cheaper),
+    summary.json      final test error and the mean over the last 5 full evaluations (SI 4.7;
+                      ``eval_samples`` may make earlier ones cheaper, and those never count),
                       and the lowest of those evaluations with its epoch (chosen on the test set:
                       shown beside the result, never as it); written last, it marks a finished run
     checkpoint.pt     everything needed to resume (:mod:`nsm.training.checkpoint`), after every epoch and

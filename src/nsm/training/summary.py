@@ -71,15 +71,22 @@ def resummarize(run_dir: str | os.PathLike, *, write: bool = True) -> dict[str, 
     summary = read_json_object(run_dir / "summary.json", "a finished run's summary", ("samples", "epochs"))
     config = load_run_config(run_dir)
     history = read_metrics(run_dir / "metrics.jsonl")
-    bad = [
-        i
-        for i, h in enumerate(history, 1)
-        if not isinstance(h.get("epoch"), int) or not is_number(h.get("test_error", 0.0))
-    ]
-    if bad:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'}, line {bad[0]}: expected an epoch's metrics (an int epoch)")
-    if not history or history[-1]["epoch"] != summary["epochs"]:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'} does not end at the run's last epoch ({summary['epochs']})")
+    where = run_dir / "metrics.jsonl"
+    last = 0
+    for i, h in enumerate(history, 1):
+        epoch = h.get("epoch")
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool)) or not is_number(h.get("test_error", 0.0)):
+            raise ValueError(f"{where}, row {i}: expected an epoch's metrics (an int epoch, a numeric test_error)")
+        if epoch <= last:
+            raise ValueError(f"{where}, row {i}: epoch {epoch} after epoch {last} (epochs must increase)")
+        last = epoch
+    if not history or last != summary["epochs"]:
+        raise ValueError(f"{where} does not end at the run's last epoch ({summary['epochs']})")
+    if config.epochs != summary["epochs"] or summary["samples"] not in (config.samples, 1):
+        raise ValueError(
+            f"{run_dir}: config.json ({config.epochs} epochs, S = {config.samples}) is not the configuration of "
+            f"summary.json ({summary['epochs']} epochs, S = {summary['samples']})"
+        )
     new = reported_numbers(history, config, summary["samples"])
     changes = {k: (summary.get(k), v) for k, v in new.items() if summary.get(k) != v}
     if changes and write:
