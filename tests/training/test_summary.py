@@ -26,6 +26,15 @@ def _history(samples_of_cheap: int) -> list[dict]:
     ]
 
 
+def _dcnn_run(tmp_path) -> dict:
+    """A dCNN trained 4 epochs with cheap evaluations at epoch 2 and full ones at 3 and 4."""
+    config = TrainConfig(
+        model="dcnn", epochs=4, eval_every=2, eval_samples=2, eval_last=2, samples=4, batch_size=30,
+        progress=False, threads=1, out=str(tmp_path), run_name="run",
+    )  # fmt: skip
+    return fit(config, dataset=toy_dataset(), log=lambda *a: None)
+
+
 @pytest.mark.parametrize("cheap_s", [1, 10])  # a deterministic network's cheap evaluation is at S = 1 too
 def test_the_cheap_evaluations_never_count(cheap_s):
     config = TrainConfig(**PROTOCOL)
@@ -40,11 +49,7 @@ def test_the_cheap_evaluations_never_count(cheap_s):
 def test_a_deterministic_runs_summary_leaves_its_cheap_evaluation_out(tmp_path):
     """A dCNN trained with --eval-samples: its epoch-2 evaluation (cheap by the schedule, made at
     S = 1 like the others) is not in its reported error (it was: n_last 3, not 2)."""
-    config = TrainConfig(
-        model="dcnn", epochs=4, eval_every=2, eval_samples=2, eval_last=2, samples=4, batch_size=30,
-        progress=False, threads=1, out=str(tmp_path), run_name="run",
-    )  # fmt: skip
-    summary = fit(config, dataset=toy_dataset(), log=lambda *a: None)
+    summary = _dcnn_run(tmp_path)
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evaluated = {m["epoch"]: m["test_error"] for m in metrics if "test_error" in m}
     assert sorted(evaluated) == [2, 3, 4] and summary["samples"] == 1
@@ -52,11 +57,7 @@ def test_a_deterministic_runs_summary_leaves_its_cheap_evaluation_out(tmp_path):
 
 
 def test_nsm_summarize_rewrites_a_summary_made_under_the_older_rule(tmp_path, capsys):
-    config = TrainConfig(
-        model="dcnn", epochs=4, eval_every=2, eval_samples=2, eval_last=2, samples=4, batch_size=30,
-        progress=False, threads=1, out=str(tmp_path), run_name="run",
-    )  # fmt: skip
-    fit(config, dataset=toy_dataset(), log=lambda *a: None)
+    _dcnn_run(tmp_path)
     run = tmp_path / "run"
     right = json.loads((run / "summary.json").read_text())
     assert resummarize(run) == {}  # a summary by the current rule is left as it is
@@ -80,11 +81,7 @@ def test_eval_samples_equal_to_samples_makes_no_evaluation_cheap():
 
 
 def test_nsm_summarize_refuses_inconsistent_runs_and_names_each(tmp_path, capsys):
-    config = TrainConfig(
-        model="dcnn", epochs=4, eval_every=2, eval_samples=2, eval_last=2, samples=4, batch_size=30,
-        progress=False, threads=1, out=str(tmp_path), run_name="run",
-    )  # fmt: skip
-    fit(config, dataset=toy_dataset(), log=lambda *a: None)
+    _dcnn_run(tmp_path)
     run = tmp_path / "run"
     metrics = (run / "metrics.jsonl").read_text()
     summary = (run / "summary.json").read_text()
