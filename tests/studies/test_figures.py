@@ -452,3 +452,26 @@ def test_table_curves_draw_every_seed_their_mean_and_the_paper(tmp_path):
     paper = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(paper) == 1 and list(paper[0].get_ydata()) == [0.775, 0.775]  # dcnn has no finished run
     assert ax.get_title() == "mnist (dashed: the paper)" and ax.get_yscale() == "log"
+
+
+def test_table_curves_draw_a_deterministic_networks_cheap_evaluations_hollow(tmp_path):
+    """A dCNN makes its cheap evaluations at S = 1 like its full ones; they are not in its
+    reported error, and the figure drew them filled, as if they were."""
+    from matplotlib.colors import to_rgba
+
+    from nsm.studies.figures import plot_table_curves
+
+    runs = tmp_path / "runs"
+    path = _table_run(
+        runs,
+        "dcnn",
+        0,
+        [{"epoch": e, "test_error": 0.01 * e, "samples": 1} for e in (5, 8, 9, 10)],
+    )
+    config = {"model": "dcnn", "dataset": "mnist", "seed": 0, "epochs": 10, "eval_every": 5}
+    (path / "config.json").write_text(json.dumps({**config, "eval_samples": 10, "eval_last": 3, "_environment": {}}))
+    (path / "summary.json").write_text(json.dumps({"samples": 1}))
+    (ax,) = plot_table_curves(runs, [("mnist", "dcnn")], [0], {}).axes
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    hollow = [line.get_xdata()[0] for line in dots if to_rgba(line.get_markerfacecolor()) == to_rgba("white")]
+    assert len(dots) == 4 and hollow == [5]

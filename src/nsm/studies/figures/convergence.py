@@ -40,8 +40,9 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
     """Test error (%) against epoch for every finished run of a reproduced table.
 
     One panel per dataset and one colour per model: a thin line per seed through all its
-    evaluated epochs (filled dots where it was evaluated at the full S, the ``samples`` of the
-    run's ``summary.json``; hollow ones at an ``eval_samples`` other than that), a thick line
+    evaluated epochs (filled dots for the full evaluations its reported error is made of, at
+    the ``samples`` of the run's ``summary.json``; hollow ones for the cheap evaluations of
+    ``eval_samples``, a deterministic network's at S = 1 included), a thick line
     for the mean over seeds at the epochs every seed evaluated, and the paper's number
     (``paper[dataset][model]``, %) dashed in the model's colour. Returns the figure (not
     through pyplot), or None when no run has finished.
@@ -59,9 +60,10 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
         for seed in seeds:
             run_dir = runs_dir / f"{model}-{dataset}-seed{seed}"
             if (run_dir / "summary.json").is_file():
-                rows = [m for m in load_run(run_dir).metrics if m.get("test_error") is not None]
+                run = load_run(run_dir)
+                rows = [m for m in run.metrics if m.get("test_error") is not None]
                 if rows:
-                    curves.append((rows, _full_samples(run_dir, rows)))
+                    curves.append((rows, _full_samples(run_dir, rows), _reported(run.config)))
         if curves:
             by_dataset.setdefault(dataset, []).append((model, curves))
     if not by_dataset:
@@ -70,12 +72,12 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
     for ax, (dataset, models) in zip(axes, by_dataset.items()):
         for i, (model, curves) in enumerate(models):
             color = _color(i)
-            for rows, full in curves:
+            for rows, full, reported in curves:
                 ax.plot(
                     [m["epoch"] for m in rows], [100 * m["test_error"] for m in rows], color=color, lw=0.7, alpha=0.6
                 )
                 for m in rows:
-                    filled = m.get("samples", full) == full
+                    filled = m.get("samples", full) == full and reported(m["epoch"])
                     ax.plot(
                         m["epoch"],
                         100 * m["test_error"],
@@ -85,9 +87,9 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
                         markerfacecolor=color if filled else "white",
                         zorder=3,  # over the mean line
                     )
-            shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows, _ in curves)))
+            shared = sorted(set.intersection(*({m["epoch"] for m in rows} for rows, *_ in curves)))
             mean = [
-                100 * sum(next(m["test_error"] for m in rows if m["epoch"] == e) for rows, _ in curves) / len(curves)
+                100 * sum(next(m["test_error"] for m in rows if m["epoch"] == e) for rows, *_ in curves) / len(curves)
                 for e in shared
             ]
             ax.plot(shared, mean, color=color, lw=2, label=f"{model} ({len(curves)} seed{'s' * (len(curves) > 1)})")
@@ -105,6 +107,18 @@ def plot_table_curves(runs_dir, cells, seeds, paper: Optional[dict] = None):
         ax.set_title(dataset + (" (dashed: the paper)" if drawn else ""))
         _legend(ax)
     return fig
+
+
+def _reported(config: dict):
+    """Whether an epoch's evaluation is one the run's reported error is made of
+    (:meth:`nsm.training.config.TrainConfig.reported`: never a cheap one, even a deterministic
+    network's at S = 1); every evaluation where the configuration cannot be read."""
+    from ...training.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict({k: v for k, v in config.items() if k != "_environment"}).reported
+    except (TypeError, ValueError):
+        return lambda epoch: True
 
 
 def _full_samples(run_dir, rows: list[dict]) -> int:
