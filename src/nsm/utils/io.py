@@ -160,10 +160,16 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, write)
 
 
-def save_figure(path: str | os.PathLike, fig, *, new: bool = False) -> Path:
-    """``fig`` saved atomically, its format from the suffix (``new``: as :func:`atomic_write`)."""
+def save_figure(path: str | os.PathLike, fig, *, new: bool = False, metadata: dict | None = None) -> Path:
+    """``fig`` saved atomically, its format from the suffix (``new``: as :func:`atomic_write`);
+    ``metadata``: text entries stored in the file (a PNG's ``tEXt`` chunks), as matplotlib's
+    ``savefig`` takes them."""
     suffix = Path(path).suffix.lstrip(".") or "png"
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight"), new=new)
+
+    def save(tmp):
+        fig.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight", metadata=metadata)
+
+    return atomic_write(path, save, new=new)
 
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")  # atomic_write's mkstemp names
