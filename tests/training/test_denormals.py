@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+import nsm.training.epoch
 import nsm.training.loop
 from nsm.cli import _set_denormal_mode, main
 from nsm.models import build_model
@@ -99,13 +100,13 @@ def test_a_saturated_bnsm_gets_the_same_gradients_flushed_to_within_denormals():
 
 def _run_modes(monkeypatch, config, **kwargs) -> set:
     """The modes the training steps of ``fit(config)`` ran in."""
-    seen, original = set(), nsm.training.loop.train_step
+    seen, original = set(), nsm.training.epoch.train_step
 
     def spy(*args, **kw):
         seen.add(denormals_flushed())
         return original(*args, **kw)
 
-    monkeypatch.setattr(nsm.training.loop, "train_step", spy)
+    monkeypatch.setattr(nsm.training.epoch, "train_step", spy)
     fit(config, dataset=toy_dataset(), log=lambda *a: None, **kwargs)
     return seen
 
