@@ -3,21 +3,7 @@
 One step, one epoch and one evaluation are :mod:`nsm.training.epoch` (``train_step``,
 ``train_one_epoch``, ``evaluate``: still importable from here).
 
-``fit(config)`` writes a run directory::
-
-    config.json       the resolved configuration
-    metrics.jsonl     one JSON object per epoch: lr, train loss and error, train seconds; an
-                      evaluated epoch also has samples, test error, accuracy, NLL, test seconds
-    summary.json      final test error and the mean over the last 5 full evaluations (SI 4.7;
-                      ``eval_samples`` may make earlier ones cheaper, and those never count),
-                      and the lowest of those evaluations with its epoch (chosen on the test set:
-                      shown beside the result, never as it); written last, it marks a finished run
-    checkpoint.pt     everything needed to resume (:mod:`nsm.training.checkpoint`), after every epoch and
-                      every ``checkpoint_every`` steps; after the last epoch, the trained model
-    curves.png        learning curves
-    record/           with ``config.record``: weight and gradient statistics (:mod:`nsm.training.recorder`)
-    .lock             while a process writes the directory (:class:`nsm.training.checkpoint.RunLock`)
-
+``fit(config)`` writes a run directory (:mod:`nsm.training.run_dir` lists its files).
 ``fit(config, resume=RUN_DIR)`` continues an interrupted run from its checkpoint.
 """
 
@@ -25,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import platform
@@ -40,7 +25,7 @@ from torch import nn
 from ..data import DataError, Dataset, load_dataset
 from ..models import build_model, is_stochastic
 from ..utils.floats import flush_denormals, flushed_fraction
-from ..utils.io import DiskFull, atomic_write, read_json_object, save_figure, stale_temporaries, write_json
+from ..utils.io import DiskFull, read_json_object, write_json
 from .checkpoint import (
     CHECKPOINT,
     RunLock,
@@ -57,6 +42,7 @@ from .config import TrainConfig, model_for_dataset
 from .distributed import Group, device_for, from_env, noise_seed, process_group, wrap
 from .epoch import evaluate, make_scheduler, new_epoch, train_one_epoch, train_step
 from .recorder import make_recorder
+from .run_dir import RECORD_FILES, RUN_FILES, make_run_dir, plot_curves, remove_stale_temporaries, write_metrics  # noqa: F401 (RUN_FILES, RECORD_FILES: their old home)
 from .summary import reported_numbers
 
 __all__ = [
@@ -80,48 +66,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
-
-
-# the files nsm writes into a run directory (atomically: nsm.utils.io.atomic_write)
-RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "summary.json", "curves.png")
-RECORD_FILES = ("layers.json", "stats.csv", "percentiles.csv", "grad_cosine.csv", "histograms.npz")
-
-
-def make_run_dir(out: str | os.PathLike, name: str) -> Path:
-    """A new, empty run directory ``out/name`` (``name-1``, ``name-2``... if taken)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for k in range(10000):
-        path = out / (name if k == 0 else f"{name}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory for {name!r} in {out}")
-
-
-def _plot_curves(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    tested = [h for h in history if "test_error" in h]  # every epoch trains; some are tested
-    marker = "o-" if len(history) <= 30 else "-"
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(epochs, [100 * h["train_error"] for h in history], marker, label="train (1 sample)")
-    ax1.plot([h["epoch"] for h in tested], [100 * h["test_error"] for h in tested], "s-", label="test (MC mean)")
-    ax1.set(xlabel="epoch", ylabel="error (%)", title=title)
-    ax1.legend()
-    ax2.plot(epochs, [h["train_loss"] for h in history], marker, label="train loss")
-    ax2.plot([h["epoch"] for h in tested], [h["test_nll"] for h in tested], "s-", label="test NLL")
-    ax2.set(xlabel="epoch", ylabel="loss")  # cross-entropy; the S2M's: its reconstruction error
-    ax2.legend()
-    fig.tight_layout()
-    save_figure(path, fig)
-    plt.close(fig)
 
 
 def fit(
@@ -492,9 +436,7 @@ class _Run:
         return done, in_epoch
 
     def _read_checkpoint(self) -> Optional[dict]:
-        record = self.run_dir / "record"
-        for tmp in [*stale_temporaries(self.run_dir, RUN_FILES), *stale_temporaries(record, RECORD_FILES)]:
-            tmp.unlink()  # left by a write of nsm's that was killed (nsm.utils.io.atomic_write)
+        remove_stale_temporaries(self.run_dir)  # left by writes of nsm's that were killed
         if not self.ckpt_path.exists():
             return None
         ckpt = load_checkpoint(self.ckpt_path, self.config, self.data)
@@ -506,7 +448,7 @@ class _Run:
         return ckpt
 
     def _save_metrics(self) -> None:
-        _write_metrics(self.run_dir, self.history)
+        write_metrics(self.run_dir, self.history)
 
     def epoch(self, epoch: int, state: Optional[dict]) -> None:
         """Train epoch ``epoch`` (from ``state``, that of its interruption, if not None); a
@@ -651,7 +593,7 @@ class _Run:
         return summary
 
     def _write_results(self, summary: dict) -> None:
-        _plot_curves(self.history, self.run_dir / "curves.png", f"{self.config.model} on {self.config.dataset}")
+        plot_curves(self.history, self.run_dir / "curves.png", f"{self.config.model} on {self.config.dataset}")
         write_json(self.run_dir / "summary.json", summary)  # last: its presence marks a finished run
 
 
@@ -659,11 +601,3 @@ def _where(epoch_done: int, state: Optional[dict]) -> str:
     if state is None:
         return f"after epoch {epoch_done}"
     return f"epoch {state['epoch']}, after step {state['batch']}"
-
-
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in history)
-
-    atomic_write(run_dir / "metrics.jsonl", write)
