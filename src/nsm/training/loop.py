@@ -24,7 +24,7 @@ from torch import nn
 
 from ..data import DataError, Dataset, load_dataset
 from ..models import build_model, is_stochastic
-from ..utils.floats import flush_denormals, flushed_fraction
+from ..utils.floats import flush_denormals
 from ..utils.io import DiskFull, read_json_object, write_json
 from .checkpoint import (
     CHECKPOINT,
@@ -41,6 +41,7 @@ from .compiled import Compiled, decide
 from .config import TrainConfig, model_for_dataset
 from .distributed import Group, device_for, from_env, noise_seed, process_group, wrap
 from .epoch import evaluate, make_scheduler, new_epoch, train_one_epoch, train_step
+from .preflight import check_batch_norm, check_distributed, check_thread_modes
 from .recorder import make_recorder
 from .run_dir import RECORD_FILES, RUN_FILES, make_run_dir, plot_curves, remove_stale_temporaries, write_metrics  # noqa: F401 (RUN_FILES, RECORD_FILES: their old home)
 from .summary import reported_numbers
@@ -106,7 +107,7 @@ def fit(
     with contextlib.ExitStack() as stack:
         device = device_for(group, config.device) if group.active else resolve_device(config.device)
         if group.active:
-            _check_distributed(config, group)
+            check_distributed(config, group)
             stack.enter_context(process_group(group, device))
         saved_environment: dict = {}  # what config.json recorded about a resumed run
         if resume is not None:
@@ -154,16 +155,16 @@ def fit(
             )
         stack.enter_context(flush_denormals(config.flush_denormal))
         if group.main:
-            _check_thread_modes(config.flush_denormal)
+            check_thread_modes(config.flush_denormal)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
             dataset = _load_data(config, read_only_data, log)
         torch.manual_seed(config.seed)
         model = build_model(model_name, dataset.in_shape, dataset.num_classes, **config.model_options).to(device)
         if group.active:
-            _check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
+            check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
             torch.manual_seed(noise_seed(config.seed, group.rank))  # the same weights, other noise per rank
-        _check_batch_norm(config, model, dataset.train_x.shape[0])
+        check_batch_norm(config, model, dataset.train_x.shape[0])
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = make_scheduler(optimizer, config)
         data_gen = torch.Generator().manual_seed(config.seed)
@@ -254,90 +255,8 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir, self.kept = run_dir, kept
 
 
-_WARNED_THREAD_MODES = False
-
-
-def _check_thread_modes(flush: bool) -> None:
-    """Warn once a process if torch's intra-op threads do not all share the run's denormal mode
-    (it reaches them only if set before they start: nsm.utils.floats)."""
-    global _WARNED_THREAD_MODES
-    if _WARNED_THREAD_MODES or torch.get_num_threads() == 1 or flushed_fraction() in (0.0, 1.0):
-        return
-    _WARNED_THREAD_MODES = True
-    effect = (
-        "late training can be several times slower"
-        if flush
-        else "a run begun without flushing does not resume bit for bit at more than one thread"
-    )
-    print(
-        f"nsm: warning: torch's intra-op threads do not all {'flush' if flush else 'keep'} denormal floats "
-        f"as this run does (the mode was set after torch started them): {effect}. Call "
-        f"torch.set_flush_denormal({flush}) before any other torch work, as the nsm command does, or use one thread.",
-        file=sys.stderr,
-    )
-
-
 def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0."""
-
-
-def _check_distributed(
-    config: TrainConfig, group: Group, *, model: Optional[nn.Module] = None, n_train: Optional[int] = None
-) -> None:
-    """Refuse what data-parallel training cannot do exactly (before any work; the model and the
-    training-set size, once known)."""
-    w = group.world_size
-    if config.batch_size % w:
-        raise ValueError(
-            f"--batch-size {config.batch_size} is not divisible by the {w} processes (WORLD_SIZE): "
-            f"each trains on batch_size / {w} examples of every batch; pick a multiple of {w}"
-        )
-    if config.record:
-        raise ValueError(f"--record is not supported with {w} processes (torchrun): record in one process")
-    if model is not None and hasattr(model, "contrastive_divergence"):
-        raise ValueError(
-            f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
-            f"does not average: train it in one process"
-        )
-    if model is not None and _has_batch_norm(model):
-        raise ValueError(
-            f"model {config.model!r} has batch normalization: each process would normalize its part of "
-            f"a batch with that part's statistics, so the averaged gradient is not the one of the whole "
-            f"batch; train it in one process"
-        )
-    if n_train is not None and 0 < n_train % config.batch_size < w:
-        raise ValueError(
-            f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
-            f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
-            f"processes; change --batch-size or --train-subset"
-        )
-
-
-def _has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def _check_batch_norm(config: TrainConfig, model: nn.Module, n_train: int) -> None:
-    """Refuse, before any work, a batch of one example for a model with batch normalization:
-    in training mode it normalizes with the batch's statistics, which one example does not
-    have (PyTorch raises "Expected more than 1 value per channel when training")."""
-    if not _has_batch_norm(model):
-        return
-    remedy = "change --batch-size or --train-subset"
-    if config.batch_size == 1:
-        where = "every batch has one (--batch-size 1)"
-        remedy = "use a larger --batch-size"
-    elif n_train % config.batch_size == 1:
-        where = f"the last batch of every epoch has one ({n_train} training images, batch size {config.batch_size})"
-    elif config.record and config.record_probe == 1:  # (one training image: caught above)
-        where = "the probe batch of --record has one (record_probe 1)"
-        remedy = "raise record_probe"
-    else:
-        return
-    raise ValueError(
-        f"model {config.model!r} has batch normalization, which cannot train on a batch of one example, "
-        f"and {where}; {remedy}"
-    )
 
 
 def _train_run(
