@@ -84,9 +84,9 @@ def _crash_on(monkeypatch, owner, name, call):
         ("epoch.train_step", 1),  # before any checkpoint: resumes from the start
         ("epoch.train_step", 4),  # mid-epoch, after the step-2 checkpoint
         ("epoch.train_step", 8),  # epoch 2, after the checkpoint taken at the epoch's first step
-        ("loop.evaluate", 2),  # during epoch 2's evaluation (last checkpoint: its last step, 5)
-        ("loop.write_metrics", 3),  # between epoch 2's checkpoint and its metrics.jsonl
-        ("loop.plot_curves", 1),  # after the final checkpoint, before summary.json
+        ("run.evaluate", 2),  # during epoch 2's evaluation (last checkpoint: its last step, 5)
+        ("run.write_metrics", 3),  # between epoch 2's checkpoint and its metrics.jsonl
+        ("run.plot_curves", 1),  # after the final checkpoint, before summary.json
     ],
 )
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, reference, where, call):
