@@ -33,9 +33,9 @@ def _thread_mode_warning_given():
     threads do not share the run's mode (the `nsm` command sets it before they start). The
     warning is tested on its own in tests/training/test_denormals.py; elsewhere it is taken as
     given, so that a test's output does not depend on which test ran first."""
-    import nsm.training.loop
+    import nsm.training.preflight
 
-    nsm.training.loop._WARNED_THREAD_MODES = True
+    nsm.training.preflight._WARNED_THREAD_MODES = True
 
 
 @pytest.fixture

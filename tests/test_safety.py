@@ -17,6 +17,7 @@ import torch
 
 import nsm.studies.evaluate
 import nsm.studies.online
+import nsm.training.epoch
 import nsm.training.loop
 from nsm.cli import main
 from nsm.studies.claim import claim_run
@@ -53,7 +54,7 @@ def _config(tmp_path, name="run", **fields):
 
 def _ctrl_c_at_step(monkeypatch, step: int) -> None:
     """Make the ``step``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    real, calls = nsm.training.loop.train_step, [0]
+    real, calls = nsm.training.epoch.train_step, [0]
 
     def stop(*a, **k):
         calls[0] += 1
@@ -61,7 +62,7 @@ def _ctrl_c_at_step(monkeypatch, step: int) -> None:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(nsm.training.loop, "train_step", stop)
+    monkeypatch.setattr(nsm.training.epoch, "train_step", stop)
 
 
 class _Payload:
@@ -334,7 +335,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, small_disk, monkeypatch):
     where = small_disk or tmp_path
     config = _config(where, epochs=3, checkpoint_every=2)
-    real, calls = nsm.training.loop.train_step, [0]
+    real, calls = nsm.training.epoch.train_step, [0]
     filler = where / "filler"
 
     def fill_the_disk_on_step_5(*a, **k):
@@ -352,7 +353,7 @@ def test_a_full_disk_names_the_file_keeps_the_checkpoint_and_says_how_to_resume(
                 monkeypatch.setattr(nsm.utils.io.os, "fsync", _enospc)
         return real(*a, **k)
 
-    monkeypatch.setattr(nsm.training.loop, "train_step", fill_the_disk_on_step_5)
+    monkeypatch.setattr(nsm.training.epoch, "train_step", fill_the_disk_on_step_5)
     run = where / "run"
     with pytest.raises(OSError) as info:
         fit(config, dataset=toy_dataset(), **QUIET)

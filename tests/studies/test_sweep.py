@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import nsm.studies.claim
-import nsm.training.loop
+import nsm.training.run
 from nsm.cli import main
 from nsm.studies.claim import claim_run, live_holder
 from nsm.studies.reproduce import run_table
@@ -227,7 +227,7 @@ def _metrics(run_dir):
 
 def test_an_interrupted_run_is_resumed_not_restarted(tmp_path, monkeypatch):
     _table(tmp_path / "ref", seeds=[0])  # the uninterrupted run
-    real, calls = nsm.training.loop.evaluate, [0]
+    real, calls = nsm.training.run.evaluate, [0]
 
     def evaluate(*args, **kwargs):  # crash in epoch 2's evaluation, after epoch 1's checkpoint
         calls[0] += 1
@@ -235,7 +235,7 @@ def test_an_interrupted_run_is_resumed_not_restarted(tmp_path, monkeypatch):
             raise Crash
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nsm.training.loop, "evaluate", evaluate)
+    monkeypatch.setattr(nsm.training.run, "evaluate", evaluate)
     out = tmp_path / "sweep"
     with pytest.raises(Crash):
         _table(out, seeds=[0])
@@ -264,11 +264,11 @@ def test_an_interrupted_run_is_resumed_not_restarted(tmp_path, monkeypatch):
 KILLED = (
     """
 import os, signal, sys
-import nsm.training.loop
+import nsm.training.run
 from nsm.studies.reproduce import run_table
 from toys import toy_dataset
 
-real, calls = nsm.training.loop.evaluate, [0]
+real, calls = nsm.training.run.evaluate, [0]
 
 def evaluate(*args, **kwargs):  # SIGKILL in epoch 2's evaluation, after epoch 1's checkpoint
     calls[0] += 1
@@ -276,7 +276,7 @@ def evaluate(*args, **kwargs):  # SIGKILL in epoch 2's evaluation, after epoch 1
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 
-nsm.training.loop.evaluate = evaluate
+nsm.training.run.evaluate = evaluate
 run_table("mnist", out=sys.argv[1], seeds=[0], models=["bnsm"], load=lambda name, c: toy_dataset(),
           overrides=%r, command="test")
 """

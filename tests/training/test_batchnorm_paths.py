@@ -15,7 +15,8 @@ from nsm.data import Dataset
 from nsm.models import build_model
 from nsm.training.config import TrainConfig
 from nsm.training.distributed import Group
-from nsm.training.loop import _check_distributed, fit
+from nsm.training.loop import fit
+from nsm.training.preflight import check_distributed
 from nsm.training.recorder import Recorder, layer_gradients
 from toys import assert_same_run, toy_dataset
 
@@ -109,8 +110,8 @@ def test_data_parallel_training_of_a_batch_norm_model_is_refused(name):
     config = TrainConfig(model=name, batch_size=20)
     model = build_model(name, data.in_shape, data.num_classes)
     with pytest.raises(ValueError, match=f"model '{name}' has batch normalization.*train it in one process"):
-        _check_distributed(config, Group(rank=0, world_size=2), model=model, n_train=90)
-    _check_distributed(
+        check_distributed(config, Group(rank=0, world_size=2), model=model, n_train=90)
+    check_distributed(
         config.replace(model="sigmoid"),
         Group(rank=0, world_size=2),
         model=build_model("sigmoid", data.in_shape, data.num_classes),

@@ -11,13 +11,15 @@ import math
 import pytest
 import torch
 
-import nsm.training.loop
+import nsm.training.epoch
+import nsm.training.preflight
 from nsm.cli import _set_denormal_mode, main
 from nsm.models import build_model
 from nsm.nn.functional import sign_prob
 from nsm.studies.reproduce import _resumable
 from nsm.training.config import TrainConfig
-from nsm.training.loop import _check_thread_modes, fit
+from nsm.training.loop import fit
+from nsm.training.preflight import check_thread_modes
 from nsm.utils.floats import denormals_flushed, flush_denormals, flushed_fraction
 from toys import toy_dataset
 
@@ -99,13 +101,13 @@ def test_a_saturated_bnsm_gets_the_same_gradients_flushed_to_within_denormals():
 
 def _run_modes(monkeypatch, config, **kwargs) -> set:
     """The modes the training steps of ``fit(config)`` ran in."""
-    seen, original = set(), nsm.training.loop.train_step
+    seen, original = set(), nsm.training.epoch.train_step
 
     def spy(*args, **kw):
         seen.add(denormals_flushed())
         return original(*args, **kw)
 
-    monkeypatch.setattr(nsm.training.loop, "train_step", spy)
+    monkeypatch.setattr(nsm.training.epoch, "train_step", spy)
     fit(config, dataset=toy_dataset(), log=lambda *a: None, **kwargs)
     return seen
 
@@ -170,17 +172,17 @@ def test_threads_that_do_not_share_the_runs_mode_are_named(capsys, monkeypatch):
     if torch.get_num_threads() < 2:
         pytest.skip("one thread: nothing to mismatch")
     pool = flushed_fraction() == 1.0  # the mode torch's threads started with (this thread's now)
-    monkeypatch.setattr(nsm.training.loop, "_WARNED_THREAD_MODES", False)
+    monkeypatch.setattr(nsm.training.preflight, "_WARNED_THREAD_MODES", False)
     with flush_denormals(not pool):
         fraction = flushed_fraction()
         if fraction in (0.0, 1.0):
             pytest.skip("this torch build runs the product in the calling thread only")
-        _check_thread_modes(not pool)
-        _check_thread_modes(not pool)  # once a process
+        check_thread_modes(not pool)
+        check_thread_modes(not pool)  # once a process
     err = capsys.readouterr().err
     assert err.count("nsm: warning: torch's intra-op threads do not all") == 1
     assert f"torch.set_flush_denormal({not pool})" in err
     with flush_denormals(pool):  # the same mode everywhere: nothing to say
-        monkeypatch.setattr(nsm.training.loop, "_WARNED_THREAD_MODES", False)
-        _check_thread_modes(pool)
+        monkeypatch.setattr(nsm.training.preflight, "_WARNED_THREAD_MODES", False)
+        check_thread_modes(pool)
     assert capsys.readouterr().err == ""

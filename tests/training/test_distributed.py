@@ -17,13 +17,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import nsm.training.loop
+import nsm.training.epoch
 from nsm.cli import main
 from nsm.models import build_model
 from nsm.nn.mc import forward_mode
 from nsm.training.config import TrainConfig
 from nsm.training.distributed import Group, from_env, noise_seed, process_group, wrap
-from nsm.training.loop import evaluate, fit, train_one_epoch
+from nsm.training.epoch import evaluate, train_one_epoch
+from nsm.training.loop import fit
 from toys import toy_dataset
 
 pytestmark = pytest.mark.skipif(
@@ -167,7 +168,7 @@ def _fit_worker(out: str, name: str, resume: bool, crash_at: int) -> None:
     """fit of the toy run in this process; ``crash_at``: every rank ends at that training step at once,
     with no cleanup, as if killed (``os._exit``)."""
     if crash_at:
-        original, calls = nsm.training.loop.train_step, [0]
+        original, calls = nsm.training.epoch.train_step, [0]
 
         def train_step(*args, **kwargs):
             calls[0] += 1
@@ -175,7 +176,7 @@ def _fit_worker(out: str, name: str, resume: bool, crash_at: int) -> None:
                 os._exit(0)
             return original(*args, **kwargs)
 
-        nsm.training.loop.train_step = train_step
+        nsm.training.epoch.train_step = train_step
     fit(_toy_config(out, name), dataset=toy_dataset(), resume=f"{out}/{name}" if resume else None, log=lambda *a: None)
 
 
@@ -291,10 +292,10 @@ def test_torchrun_nsm_train_writes_one_run_directory_and_repeats_exactly(tmp_pat
 
 
 STOPPER = """import os, signal, sys
-import nsm.training.loop
+import nsm.training.epoch
 from nsm.cli import main
 
-original, calls, stop_at = nsm.training.loop.train_step, [0], int(os.environ["NSM_TEST_SIGKILL_AT_STEP"])
+original, calls, stop_at = nsm.training.epoch.train_step, [0], int(os.environ["NSM_TEST_SIGKILL_AT_STEP"])
 
 
 def train_step(*args, **kwargs):
@@ -304,7 +305,7 @@ def train_step(*args, **kwargs):
     return original(*args, **kwargs)
 
 
-nsm.training.loop.train_step = train_step
+nsm.training.epoch.train_step = train_step
 sys.exit(main(sys.argv[1:]))
 """
 

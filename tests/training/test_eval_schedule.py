@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import nsm.training.loop
+import nsm.training.run
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
 from toys import toy_dataset
@@ -50,7 +50,7 @@ def _fake_evaluate(calls):
 
 def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(nsm.training.loop, "evaluate", _fake_evaluate(calls))
+    monkeypatch.setattr(nsm.training.run, "evaluate", _fake_evaluate(calls))
     summary = fit(
         _config(tmp_path, eval_every=3, eval_last=2, eval_samples=2), dataset=toy_dataset(), log=lambda *a: None
     )
@@ -74,7 +74,7 @@ def test_sparse_cheap_evaluations_then_the_last_epochs_at_full_samples(tmp_path,
 
 def test_default_schedule_is_unchanged_and_deterministic_models_ignore_eval_samples(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(nsm.training.loop, "evaluate", _fake_evaluate(calls))
+    monkeypatch.setattr(nsm.training.run, "evaluate", _fake_evaluate(calls))
     fit(_config(tmp_path, epochs=4, eval_every=2), dataset=toy_dataset(), log=lambda *a: None)
     assert calls == [4, 4]  # epochs 2 and 4, every one at the full S
     calls.clear()

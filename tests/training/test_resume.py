@@ -4,6 +4,7 @@ the uninterrupted run; the run directory's lock; bad states, bad checkpoints and
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import pytest
 import torch
 
+import nsm.training.epoch
 import nsm.training.loop
 import nsm.utils.io
 from nsm.cli import _resume_config, main
@@ -78,19 +80,20 @@ def _crash_on(monkeypatch, owner, name, call):
 
 @pytest.mark.parametrize(
     "where, call",
-    [
-        ("train_step", 1),  # before any checkpoint: resumes from the start
-        ("train_step", 4),  # mid-epoch, after the step-2 checkpoint
-        ("train_step", 8),  # epoch 2, after the checkpoint taken at the epoch's first step
-        ("evaluate", 2),  # during epoch 2's evaluation (last checkpoint: its last step, 5)
-        ("_write_metrics", 3),  # between epoch 2's checkpoint and its metrics.jsonl
-        ("_plot_curves", 1),  # after the final checkpoint, before summary.json
+    [  # a function, as the module that calls it looks it up
+        ("epoch.train_step", 1),  # before any checkpoint: resumes from the start
+        ("epoch.train_step", 4),  # mid-epoch, after the step-2 checkpoint
+        ("epoch.train_step", 8),  # epoch 2, after the checkpoint taken at the epoch's first step
+        ("run.evaluate", 2),  # during epoch 2's evaluation (last checkpoint: its last step, 5)
+        ("run.write_metrics", 3),  # between epoch 2's checkpoint and its metrics.jsonl
+        ("run.plot_curves", 1),  # after the final checkpoint, before summary.json
     ],
 )
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, reference, where, call):
     config = _config(tmp_path, "run")
+    module, name = where.split(".")
     with monkeypatch.context() as m:
-        _crash_on(m, nsm.training.loop, where, call)
+        _crash_on(m, importlib.import_module(f"nsm.training.{module}"), name, call)
         with pytest.raises(Crash):
             fit(config, dataset=toy_dataset(), **QUIET)
     run = tmp_path / "run"
@@ -115,7 +118,7 @@ def test_a_recorded_run_resumes_with_the_same_record(tmp_path, monkeypatch):
     fit(_config(tmp_path, "ref", **kw), dataset=toy_dataset(), **QUIET)
     config = _config(tmp_path, "run", **kw)
     with monkeypatch.context() as m:
-        _crash_on(m, nsm.training.loop, "train_step", 9)
+        _crash_on(m, nsm.training.epoch, "train_step", 9)
         with pytest.raises(Crash):
             fit(config, dataset=toy_dataset(), **QUIET)
     fit(config, dataset=toy_dataset(), resume=tmp_path / "run", **QUIET)
@@ -188,7 +191,7 @@ def _interrupted(tmp_path, monkeypatch, call=8, name="run", **fields):
     after the checkpoint of its step 1); returns its config."""
     config = _config(tmp_path, name, **fields)
     with monkeypatch.context() as m:
-        _crash_on(m, nsm.training.loop, "train_step", call)
+        _crash_on(m, nsm.training.epoch, "train_step", call)
         with pytest.raises(Crash):
             fit(config, dataset=toy_dataset(), **QUIET)
     return config
@@ -229,7 +232,7 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_stale(tmp_path, m
 
 def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, reference):
     config = _config(tmp_path, "run", checkpoint_every=0)  # epoch-end checkpoints only
-    original, calls = nsm.training.loop.F.cross_entropy, [0]
+    original, calls = nsm.training.epoch.F.cross_entropy, [0]
 
     def nan_on_seventh(*args, **kwargs):
         calls[0] += 1
@@ -237,7 +240,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpo
         return loss * float("nan") if calls[0] == 7 else loss
 
     with monkeypatch.context() as m:
-        m.setattr(nsm.training.loop.F, "cross_entropy", nan_on_seventh)
+        m.setattr(nsm.training.epoch.F, "cross_entropy", nan_on_seventh)
         with pytest.raises(
             FloatingPointError,
             match=r"epoch 2/3, step 2 of 5: the training loss became nan; "
@@ -253,7 +256,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpo
 
 def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path, monkeypatch):
     config = _config(tmp_path, "run", checkpoint_every=1)
-    original, calls = nsm.training.loop.after_step, [0]
+    original, calls = nsm.training.epoch.after_step, [0]
 
     def poison_fourth(model):
         original(model)
@@ -262,7 +265,7 @@ def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path, monkeypatc
             with torch.no_grad():
                 model[1].weight.fill_(float("inf"))
 
-    monkeypatch.setattr(nsm.training.loop, "after_step", poison_fourth)
+    monkeypatch.setattr(nsm.training.epoch, "after_step", poison_fourth)
     with pytest.raises(
         FloatingPointError,
         match=r"epoch 1, after step 4: parameter '1.weight' is no longer "
@@ -398,7 +401,7 @@ def test_resuming_with_another_thread_count_says_it_is_not_bit_for_bit(tmp_path,
     # threads=None: torch's count, whatever it is (OMP_NUM_THREADS, another machine), is used
     torch.set_num_threads(1)
     with monkeypatch.context() as m:
-        _crash_on(m, nsm.training.loop, "train_step", 4)
+        _crash_on(m, nsm.training.epoch, "train_step", 4)
         with pytest.raises(Crash):
             fit(_config(tmp_path, "run", threads=None), dataset=toy_dataset(), **QUIET)
     torch.set_num_threads(2)
@@ -410,7 +413,7 @@ def test_resuming_with_another_thread_count_says_it_is_not_bit_for_bit(tmp_path,
     ), lines
     lines.clear()
     with monkeypatch.context() as m:
-        _crash_on(m, nsm.training.loop, "train_step", 4)
+        _crash_on(m, nsm.training.epoch, "train_step", 4)
         with pytest.raises(Crash):
             fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), **QUIET)
     fit(_config(tmp_path, "same", threads=1), dataset=toy_dataset(), resume=tmp_path / "same", log=lines.append)

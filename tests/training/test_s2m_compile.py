@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import nsm.training.loop
+import nsm.training.run
 from nsm.models import build_model
 from nsm.training.compiled import Compiled, decide
 from nsm.training.config import TrainConfig
@@ -36,7 +36,7 @@ def test_fit_of_s2m_with_compile_on_trains_eagerly_and_says_why(tmp_path, monkey
     def refuse(*args, **kwargs):
         raise AssertionError("the S2M was compiled")
 
-    monkeypatch.setattr(nsm.training.loop, "Compiled", refuse)
+    monkeypatch.setattr(nsm.training.run, "Compiled", refuse)
     logs = []
     config = TrainConfig(
         model="s2m", epochs=1, batch_size=30, samples=1, progress=False, threads=1, compile="on", out=str(tmp_path)

@@ -26,7 +26,7 @@ def _set_denormal_mode(args) -> None:
 
 
 def _interrupted(exc: KeyboardInterrupt, args) -> str:
-    from ..training.loop import RunInterrupted
+    from ..training.run import RunInterrupted
 
     if not isinstance(exc, RunInterrupted):
         return "interrupted (nothing was written that needs resuming)"

@@ -14,7 +14,7 @@ network to evaluation mode.
   ``online.png``.
 
 Each example is seen once as it is (no augmentation). The test error is that of the
-Monte-Carlo mean over ``samples`` stochastic passes (:func:`nsm.training.loop.evaluate`); a model
+Monte-Carlo mean over ``samples`` stochastic passes (:func:`nsm.training.epoch.evaluate`); a model
 without stochastic layers is evaluated with one pass.
 """
 
@@ -34,7 +34,8 @@ from ..data import Dataset, load_dataset
 from ..models import build_model
 from ..nn.layers import noisy_layers
 from ..training.config import MAX_THREADS, model_for_dataset
-from ..training.loop import evaluate, resolve_device, train_step
+from ..training.epoch import evaluate, train_step
+from ..training.loop import resolve_device
 from ..utils.checks import check_int, is_int
 from ..utils.io import check_new_outputs, save_figure, write_json
 
@@ -130,7 +131,7 @@ def train_online(
     The stream is taken in the given order, or shuffled once with ``generator``. After
     ``eval_at[i]`` examples (0: before training) the test error is measured; training
     stops at the last of them (default :func:`default_eval_at` of ``len(x)``: the whole
-    stream). Each step is :func:`nsm.training.loop.train_step` (so model hooks such as BNN weight
+    stream). Each step is :func:`nsm.training.epoch.train_step` (so model hooks such as BNN weight
     clipping run).
 
     Returns ``{"examples", "test_error", "test_nll", "train_error_running", "samples",

@@ -1,77 +1,53 @@
-"""Training and evaluation as plain functions: ``train_one_epoch``, ``evaluate``, ``fit``.
+"""Training a model from a configuration: :func:`fit` sets a run up, then trains it.
 
-Training (docs/design.md §4): cross-entropy of the readout on one stochastic pass per
-example, Adam, the learning rate multiplied by ``lr_gamma`` every ``lr_step`` epochs.
-Testing: the mean softmax over ``samples`` stochastic passes (:func:`nsm.mc_predict`).
+``fit(config)`` refuses what it cannot do before any work (:mod:`nsm.training.preflight`), sets
+the device, threads and denormal mode, loads the data, builds the model, its optimizer and
+learning-rate schedule, makes the run directory (:mod:`nsm.training.run_dir` lists its files) and
+the recorder, then trains the run's epochs (:mod:`nsm.training.run`). ``fit(config,
+resume=RUN_DIR)`` continues an interrupted run from its checkpoint.
 
-``fit(config)`` writes a run directory::
-
-    config.json       the resolved configuration
-    metrics.jsonl     one JSON object per epoch: lr, train loss and error, train seconds; an
-                      evaluated epoch also has samples, test error, accuracy, NLL, test seconds
-    summary.json      final test error and the mean over the last 5 full evaluations (SI 4.7;
-                      ``eval_samples`` may make earlier ones cheaper, and those never count),
-                      and the lowest of those evaluations with its epoch (chosen on the test set:
-                      shown beside the result, never as it); written last, it marks a finished run
-    checkpoint.pt     everything needed to resume (:mod:`nsm.training.checkpoint`), after every epoch and
-                      every ``checkpoint_every`` steps; after the last epoch, the trained model
-    curves.png        learning curves
-    record/           with ``config.record``: weight and gradient statistics (:mod:`nsm.training.recorder`)
-    .lock             while a process writes the directory (:class:`nsm.training.checkpoint.RunLock`)
-
-``fit(config, resume=RUN_DIR)`` continues an interrupted run from its checkpoint.
+One step, one epoch and one evaluation are :mod:`nsm.training.epoch`; ``train_step``,
+``new_epoch``, ``train_one_epoch``, ``make_scheduler`` and ``evaluate`` are still importable
+from here, as are ``RunInterrupted`` (:mod:`nsm.training.run`) and ``RUN_FILES`` and
+``RECORD_FILES`` (:mod:`nsm.training.run_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from ..data import DataError, Dataset, load_dataset
-from ..models import build_model, is_stochastic
-from ..models.baselines import after_step
-from ..nn.mc import mc_predict
-from ..utils.floats import flush_denormals, flushed_fraction
-from ..utils.io import DiskFull, atomic_write, read_json_object, save_figure, stale_temporaries, write_json
-from .checkpoint import (
-    CHECKPOINT,
-    RunLock,
-    config_differences,
-    data_fingerprint,
-    load_checkpoint,
-    load_run_config,
-    restore,
-    rng_state,
-    save_checkpoint,
-)
-from .compiled import Compiled, decide
+from ..models import build_model
+from ..utils.floats import flush_denormals
+from ..utils.io import read_json_object, write_json
+from .checkpoint import RunLock, config_differences, load_run_config
 from .config import TrainConfig, model_for_dataset
-from .distributed import SINGLE, Group, device_for, from_env, noise_seed, process_group, wrap
+from .distributed import device_for, from_env, noise_seed, process_group
+from .epoch import evaluate, make_scheduler, new_epoch, train_one_epoch, train_step
+from .preflight import check_batch_norm, check_distributed, check_thread_modes
 from .recorder import make_recorder
-from .summary import reported_numbers
+from .run import RunInterrupted, train_run
+from .run_dir import RECORD_FILES, RUN_FILES, make_run_dir  # noqa: F401 (RUN_FILES, RECORD_FILES: their old home)
 
 __all__ = [
+    "fit",
+    "resolve_device",
+    "make_run_dir",
+    "RunInterrupted",  # its home is nsm.training.run
+    # their home is nsm.training.epoch; kept here for older imports
     "train_step",
     "new_epoch",
     "train_one_epoch",
     "make_scheduler",
     "evaluate",
-    "fit",
-    "resolve_device",
-    "make_run_dir",
-    "RunInterrupted",
 ]
 
 
@@ -82,220 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
-
-
-def _bar(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    xb: Tensor,
-    yb: Tensor,
-    before_step=None,
-    *,
-    loss_weight: float = 1.0,
-) -> tuple[float, int]:
-    """One optimizer step on a batch; returns (loss, number of wrong predictions).
-
-    Back-propagation of the cross-entropy for every model except those that compute their
-    own update direction (``model.contrastive_divergence(x, y)`` fills ``.grad``: the S2M;
-    its loss is the pixel reconstruction error). Afterwards every module's ``after_step``
-    hook runs (BNN weight clipping). ``before_step()``, if given, runs between the
-    gradient and the step (the :class:`nsm.training.recorder.Recorder` reads the gradients there).
-    ``loss_weight``: the factor of the loss that is back-propagated (the returned loss is
-    unweighted); data-parallel training weights each process's share (:mod:`nsm.training.distributed`).
-    """
-    optimizer.zero_grad(set_to_none=True)
-    cd = getattr(model, "contrastive_divergence", None)
-    if cd is not None:
-        stats = cd(xb, yb)
-        loss, n_wrong = stats["loss"], stats["wrong"]
-    else:
-        logits = model(xb)
-        loss_t = F.cross_entropy(logits, yb)
-        (loss_t if loss_weight == 1.0 else loss_t * loss_weight).backward()
-        loss, n_wrong = loss_t.item(), int((logits.argmax(-1) != yb).sum())
-    if before_step is not None:
-        before_step()
-    optimizer.step()
-    after_step(model)
-    return loss, n_wrong
-
-
-def new_epoch(n: int, generator: torch.Generator) -> dict:
-    """The state of an epoch about to start: a random order of the ``n`` training examples
-    (drawn from ``generator``), no batch done yet, running sums at zero."""
-    return {"order": torch.randperm(n, generator=generator), "batch": 0, "loss_sum": 0.0, "wrong": 0, "seen": 0}
-
-
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    *,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    progress: bool = False,
-    desc: str = "train",
-    transform=None,
-    recorder=None,
-    state: Optional[dict] = None,
-    on_step=None,
-    group: Group = SINGLE,
-) -> dict:
-    """One pass over (x, y) in shuffled mini-batches; returns mean loss and training error.
-
-    The training error is that of the single stochastic pass used for the gradient.
-    ``transform(xb, generator)``: training-time augmentation of each batch (e.g. CIFAR's).
-    ``recorder``: an :class:`nsm.training.recorder.Recorder` fed after every step (None: no cost).
-    ``state``: where the epoch stands (:func:`new_epoch`, the default, starts one; a
-    checkpoint's resumes one), updated in place after every step, then ``on_step(state)``
-    runs (fit writes its step checkpoints there). A loss that is not finite raises
-    ``FloatingPointError`` naming ``desc`` and the step, before ``on_step`` sees it.
-    ``group``: under torchrun (:mod:`nsm.training.distributed`), this process trains on its part of
-    every batch (``model`` is then DDP-wrapped); loss and error are those of whole batches.
-    """
-    model.train()
-    if state is None:
-        state = new_epoch(x.shape[0], generator)
-    order = state["order"]
-    n_batches = math.ceil(x.shape[0] / batch_size)
-    bar = _bar(range(state["batch"], n_batches), n_batches - state["batch"], desc, progress)
-    for b in bar:
-        idx = order[b * batch_size : (b + 1) * batch_size]
-        xb = x[idx] if transform is None else transform(x[idx], generator)
-        yb, n = y[idx], idx.shape[0]
-        if group.active:  # this rank's part of the global batch (augmented whole: the same draws as one process)
-            part = group.part(n)
-            xb, yb = xb[part], yb[part]
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        if group.active:
-            loss, n_wrong = train_step(model, optimizer, xb, yb, loss_weight=group.world_size * yb.shape[0] / n)
-            loss_sum, n_wrong = group.sum([loss * yb.shape[0], n_wrong], device)
-            loss, n_wrong = loss_sum / n, int(n_wrong)
-        elif recorder is None:
-            loss, n_wrong = train_step(model, optimizer, xb, yb)
-        else:
-            loss, n_wrong = train_step(model, optimizer, xb, yb, before_step=recorder.after_backward)
-            recorder.after_step()
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"{desc}, step {b + 1} of {n_batches}: the training loss became {loss}; lower the learning rate"
-            )
-        state["loss_sum"] += loss * n
-        state["wrong"] += n_wrong
-        state["seen"] += n
-        state["batch"] = b + 1
-        if on_step is not None:
-            on_step(state)
-        if progress and b % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-    return {"train_loss": state["loss_sum"] / state["seen"], "train_error": state["wrong"] / state["seen"]}
-
-
-def evaluate(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    samples: int,
-    device: torch.device,
-    batch_size: int = 100,
-    mode: str = "sample",
-    progress: bool = False,
-    group: Group = SINGLE,
-) -> dict:
-    """Test error, accuracy and NLL of the MC-averaged prediction over ``samples`` passes.
-
-    ``group``: under torchrun, this process evaluates its contiguous part of (x, y) and the
-    counts are added over processes: every process returns the figures of the whole set.
-    ``model`` is then the plain module, not its DDP wrapper (the parts differ in size).
-    """
-    model.eval()
-    part = group.part(x.shape[0])
-    starts = range(part.start, part.stop, batch_size)
-    wrong, nll = 0, 0.0
-    for s in _bar(starts, len(starts), "test", progress):
-        xb = x[s : min(s + batch_size, part.stop)].to(device)
-        yb = y[s : min(s + batch_size, part.stop)].to(device)
-        probs = mc_predict(model, xb, samples, mode=mode)
-        wrong += (probs.argmax(-1) != yb).sum().item()
-        nll -= probs.gather(1, yb[:, None]).clamp_min(1e-12).log().sum().item()
-    if group.active:
-        wrong, nll = group.sum([wrong, nll], device)
-        wrong = int(wrong)
-    n = x.shape[0]
-    return {"test_error": wrong / n, "test_accuracy": 1 - wrong / n, "test_nll": nll / n}
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """The learning rate of each epoch, set from the number of epochs done, E.
-
-    ``"step"``: lr x lr_gamma^floor(E / lr_step) (halved after epochs 50, 100...).
-    ``"linear"`` (the CIFAR protocol): lr x (epochs - E) / (epochs - lr_decay_start) once
-    E >= lr_decay_start, lr before: a ramp that leaves lr after lr_decay_start epochs and would
-    reach 0 after the last; so the first decreased epoch is lr_decay_start + 2 (CIFAR:
-    epochs 1-101 at 1e-3, epoch 102 at 0.995e-3, epoch 300 at 5e-6)."""
-    if config.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-    start, end = config.lr_decay_start, config.epochs
-
-    def factor(epoch: int) -> float:  # epoch = number of epochs done
-        if epoch < start or end <= start:
-            return 1.0
-        return max(0.0, (end - epoch) / (end - start))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# the files nsm writes into a run directory (atomically: nsm.utils.io.atomic_write)
-RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "summary.json", "curves.png")
-RECORD_FILES = ("layers.json", "stats.csv", "percentiles.csv", "grad_cosine.csv", "histograms.npz")
-
-
-def make_run_dir(out: str | os.PathLike, name: str) -> Path:
-    """A new, empty run directory ``out/name`` (``name-1``, ``name-2``... if taken)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for k in range(10000):
-        path = out / (name if k == 0 else f"{name}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory for {name!r} in {out}")
-
-
-def _plot_curves(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    tested = [h for h in history if "test_error" in h]  # every epoch trains; some are tested
-    marker = "o-" if len(history) <= 30 else "-"
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(epochs, [100 * h["train_error"] for h in history], marker, label="train (1 sample)")
-    ax1.plot([h["epoch"] for h in tested], [100 * h["test_error"] for h in tested], "s-", label="test (MC mean)")
-    ax1.set(xlabel="epoch", ylabel="error (%)", title=title)
-    ax1.legend()
-    ax2.plot(epochs, [h["train_loss"] for h in history], marker, label="train loss")
-    ax2.plot([h["epoch"] for h in tested], [h["test_nll"] for h in tested], "s-", label="test NLL")
-    ax2.set(xlabel="epoch", ylabel="loss")  # cross-entropy; the S2M's: its reconstruction error
-    ax2.legend()
-    fig.tight_layout()
-    save_figure(path, fig)
-    plt.close(fig)
 
 
 def fit(
@@ -336,7 +98,7 @@ def fit(
     with contextlib.ExitStack() as stack:
         device = device_for(group, config.device) if group.active else resolve_device(config.device)
         if group.active:
-            _check_distributed(config, group)
+            check_distributed(config, group)
             stack.enter_context(process_group(group, device))
         saved_environment: dict = {}  # what config.json recorded about a resumed run
         if resume is not None:
@@ -384,16 +146,16 @@ def fit(
             )
         stack.enter_context(flush_denormals(config.flush_denormal))
         if group.main:
-            _check_thread_modes(config.flush_denormal)
+            check_thread_modes(config.flush_denormal)
         model_name = model_for_dataset(config.model, config.dataset)  # e.g. bnsm on cifar10: bnsm-allconv
         if dataset is None:
             dataset = _load_data(config, read_only_data, log)
         torch.manual_seed(config.seed)
         model = build_model(model_name, dataset.in_shape, dataset.num_classes, **config.model_options).to(device)
         if group.active:
-            _check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
+            check_distributed(config, group, model=model, n_train=dataset.train_x.shape[0])
             torch.manual_seed(noise_seed(config.seed, group.rank))  # the same weights, other noise per rank
-        _check_batch_norm(config, model, dataset.train_x.shape[0])
+        check_batch_norm(config, model, dataset.train_x.shape[0])
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = make_scheduler(optimizer, config)
         data_gen = torch.Generator().manual_seed(config.seed)
@@ -442,7 +204,7 @@ def fit(
                 seed=config.seed,
                 draws=config.record_draws,
             )
-        return _train_run(
+        return train_run(
             config,
             run_dir,
             model_name,
@@ -476,368 +238,5 @@ def _load_data(config: TrainConfig, read_only: bool, log) -> Dataset:
     return load_dataset(config.dataset, config.data_dir, **kwargs)
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during a run: which run, and what its checkpoint holds."""
-
-    def __init__(self, run_dir: Path, kept: str) -> None:
-        super().__init__(f"{run_dir}: interrupted; its checkpoint ({kept}) is kept")
-        self.run_dir, self.kept = run_dir, kept
-
-
-_WARNED_THREAD_MODES = False
-
-
-def _check_thread_modes(flush: bool) -> None:
-    """Warn once a process if torch's intra-op threads do not all share the run's denormal mode
-    (it reaches them only if set before they start: nsm.utils.floats)."""
-    global _WARNED_THREAD_MODES
-    if _WARNED_THREAD_MODES or torch.get_num_threads() == 1 or flushed_fraction() in (0.0, 1.0):
-        return
-    _WARNED_THREAD_MODES = True
-    effect = (
-        "late training can be several times slower"
-        if flush
-        else "a run begun without flushing does not resume bit for bit at more than one thread"
-    )
-    print(
-        f"nsm: warning: torch's intra-op threads do not all {'flush' if flush else 'keep'} denormal floats "
-        f"as this run does (the mode was set after torch started them): {effect}. Call "
-        f"torch.set_flush_denormal({flush}) before any other torch work, as the nsm command does, or use one thread.",
-        file=sys.stderr,
-    )
-
-
 def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0."""
-
-
-def _check_distributed(
-    config: TrainConfig, group: Group, *, model: Optional[nn.Module] = None, n_train: Optional[int] = None
-) -> None:
-    """Refuse what data-parallel training cannot do exactly (before any work; the model and the
-    training-set size, once known)."""
-    w = group.world_size
-    if config.batch_size % w:
-        raise ValueError(
-            f"--batch-size {config.batch_size} is not divisible by the {w} processes (WORLD_SIZE): "
-            f"each trains on batch_size / {w} examples of every batch; pick a multiple of {w}"
-        )
-    if config.record:
-        raise ValueError(f"--record is not supported with {w} processes (torchrun): record in one process")
-    if model is not None and hasattr(model, "contrastive_divergence"):
-        raise ValueError(
-            f"model {config.model!r} computes its own update (contrastive divergence), which DDP "
-            f"does not average: train it in one process"
-        )
-    if model is not None and _has_batch_norm(model):
-        raise ValueError(
-            f"model {config.model!r} has batch normalization: each process would normalize its part of "
-            f"a batch with that part's statistics, so the averaged gradient is not the one of the whole "
-            f"batch; train it in one process"
-        )
-    if n_train is not None and 0 < n_train % config.batch_size < w:
-        raise ValueError(
-            f"the last batch of an epoch has {n_train % config.batch_size} example(s) "
-            f"({n_train} training images, batch size {config.batch_size}), fewer than the {w} "
-            f"processes; change --batch-size or --train-subset"
-        )
-
-
-def _has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def _check_batch_norm(config: TrainConfig, model: nn.Module, n_train: int) -> None:
-    """Refuse, before any work, a batch of one example for a model with batch normalization:
-    in training mode it normalizes with the batch's statistics, which one example does not
-    have (PyTorch raises "Expected more than 1 value per channel when training")."""
-    if not _has_batch_norm(model):
-        return
-    remedy = "change --batch-size or --train-subset"
-    if config.batch_size == 1:
-        where = "every batch has one (--batch-size 1)"
-        remedy = "use a larger --batch-size"
-    elif n_train % config.batch_size == 1:
-        where = f"the last batch of every epoch has one ({n_train} training images, batch size {config.batch_size})"
-    elif config.record and config.record_probe == 1:  # (one training image: caught above)
-        where = "the probe batch of --record has one (record_probe 1)"
-        remedy = "raise record_probe"
-    else:
-        return
-    raise ValueError(
-        f"model {config.model!r} has batch normalization, which cannot train on a batch of one example, "
-        f"and {where}; {remedy}"
-    )
-
-
-def _train_run(
-    config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset, recorder, resuming, log, group
-) -> dict:
-    """The epochs of :func:`fit`, from the start or from ``run_dir``'s checkpoint."""
-    run = _Run(
-        config, run_dir, model_name, model, optimizer, scheduler, data_gen, device, dataset, recorder, log, group
-    )
-    done, in_epoch = run.begin(resuming)
-    for epoch in range(done + 1, config.epochs + 1):
-        run.epoch(epoch, in_epoch if in_epoch is not None and in_epoch["epoch"] == epoch else None)
-    return run.finish()
-
-
-class _Run:
-    """The state of one run of :func:`fit` in ``run_dir``: what it trains, the history of its
-    evaluated epochs, when it started (``start``, less the time of the run it resumes) and
-    where its last good checkpoint stands (``last_good``). Rank 0 alone writes
-    (``group.on_main``); every rank trains, evaluates and builds the same history."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        run_dir: Path,
-        model_name: str,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler,
-        data_gen: torch.Generator,
-        device: torch.device,
-        dataset: Dataset,
-        recorder,
-        log,
-        group: Group,
-    ) -> None:
-        self.config, self.run_dir, self.model_name, self.model = config, run_dir, model_name, model
-        self.optimizer, self.scheduler, self.data_gen, self.device = optimizer, scheduler, data_gen, device
-        self.dataset, self.recorder, self.log, self.group = dataset, recorder, log, group
-        self.trainee = wrap(model, group, device)  # DDP under torchrun; evaluated and saved: the model itself
-        self.n_batches = math.ceil(dataset.train_x.shape[0] / config.batch_size)
-        use, why = decide(
-            config.compile,
-            network=model_name,
-            sampler=config.model_options.get("sampler"),
-            steps=config.epochs * self.n_batches,
-            record=config.record,
-            distributed=group.active,
-            own_update=hasattr(model, "contrastive_divergence"),
-        )
-        log(f"torch.compile: {'yes' if use else 'no'} ({why})")
-        if config.lr_schedule == "linear" and config.lr_decay_start >= config.epochs - 1:
-            log(
-                f"note: the linear schedule starts its decay after epoch {config.lr_decay_start} "
-                f"(--lr-decay-start) and this run has {config.epochs} epochs: every epoch trains at lr {config.lr:g}"
-            )
-        if use:  # the same parameters, traced; checkpoints and evaluation act on the model itself
-            self.trainee = Compiled(self.trainee, log)  # training only: compiled MC passes were measured slower
-        self.samples = config.samples if is_stochastic(model_name) else 1
-        self.ckpt_path = run_dir / CHECKPOINT
-        self.data = data_fingerprint(dataset.train_x, dataset.train_y, dataset.test_y)
-        self.history: list[dict] = []
-        self.last_good = "none written yet"
-        self.start = 0.0  # set by begin
-
-    def begin(self, resuming: bool) -> tuple[int, Optional[dict]]:
-        """Restore the checkpoint if ``resuming`` and there is one (else record the initial
-        weights), rewrite metrics.jsonl, start the clock; returns the number of epochs done and
-        the state of the epoch interrupted (None: none)."""
-        done, in_epoch, elapsed = 0, None, 0.0
-        ckpt = self.group.on_main(self._read_checkpoint) if resuming else None  # rank 0 reads, every rank gets
-        if ckpt is not None:
-            if self.group.active:
-                ckpt["rng"] = ckpt["rng_ranks"][self.group.rank]
-            restore(
-                ckpt,
-                self.ckpt_path,
-                network=self.model_name,
-                model=self.model,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                data_gen=self.data_gen,
-                device=self.device,
-                recorder=self.recorder,
-            )
-            self.history, done, in_epoch = ckpt["history"], ckpt["epoch"], ckpt["in_epoch"]
-            elapsed = ckpt["wall_seconds"]
-            self.last_good = _where(done, in_epoch)
-            self.log(f"resuming from {self.ckpt_path}: {self.last_good}")
-            if self.recorder is not None:
-                self.recorder.save()  # drop record points taken after the checkpoint
-        elif self.recorder is not None:
-            self.recorder.record()  # the initial weights
-        self.group.on_main(self._save_metrics)
-        self.start = time.perf_counter() - elapsed
-        return done, in_epoch
-
-    def _read_checkpoint(self) -> Optional[dict]:
-        record = self.run_dir / "record"
-        for tmp in [*stale_temporaries(self.run_dir, RUN_FILES), *stale_temporaries(record, RECORD_FILES)]:
-            tmp.unlink()  # left by a write of nsm's that was killed (nsm.utils.io.atomic_write)
-        if not self.ckpt_path.exists():
-            return None
-        ckpt = load_checkpoint(self.ckpt_path, self.config, self.data)
-        if ckpt.get("world_size", 1) != self.group.world_size:
-            raise ValueError(
-                f"checkpoint {self.ckpt_path} was written by {ckpt.get('world_size', 1)} training "
-                f"process(es); resume it with as many (this run has {self.group.world_size})"
-            )
-        return ckpt
-
-    def _save_metrics(self) -> None:
-        _write_metrics(self.run_dir, self.history)
-
-    def epoch(self, epoch: int, state: Optional[dict]) -> None:
-        """Train epoch ``epoch`` (from ``state``, that of its interruption, if not None); a
-        failure names the checkpoint that is kept, Ctrl-C raises :class:`RunInterrupted`."""
-        try:
-            self._train_epoch(epoch, state)
-        except FloatingPointError as exc:  # a bad loss or bad weights: keep the last good checkpoint
-            raise FloatingPointError(f"{exc}; the run stopped, {self.ckpt_path} ({self.last_good}) is kept") from None
-        except DiskFull as exc:  # metrics.jsonl or another file: the checkpoint is whole
-            if exc.advice:
-                raise
-            raise DiskFull(
-                exc.path,
-                f"the checkpoint ({self.last_good}) is kept; free space and resume with: "
-                f"nsm train --resume {self.run_dir}",
-            ) from None
-        except KeyboardInterrupt:
-            raise RunInterrupted(self.run_dir, self.last_good) from None
-
-    def _train_epoch(self, epoch: int, state: Optional[dict]) -> None:
-        config, history, group = self.config, self.history, self.group
-        t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
-        row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-        row.update(
-            train_one_epoch(
-                self.trainee,
-                self.optimizer,
-                self.dataset.train_x,
-                self.dataset.train_y,
-                batch_size=config.batch_size,
-                generator=self.data_gen,
-                device=self.device,
-                progress=config.progress,
-                desc=f"epoch {epoch}/{config.epochs}",
-                transform=self.dataset.train_transform,
-                recorder=self.recorder,
-                state=None if state is None else {**state},
-                on_step=functools.partial(self._on_step, epoch, t0) if config.checkpoint_every else None,
-                group=group,
-            )
-        )
-        if self.recorder is not None:
-            self.recorder.end_epoch()
-        self.scheduler.step()
-        row["train_seconds"] = time.perf_counter() - t0
-        samples = config.samples_at(epoch, self.samples)
-        if samples is not None:
-            t1 = time.perf_counter()
-            row["samples"] = samples
-            row.update(
-                evaluate(
-                    self.model,
-                    self.dataset.test_x,
-                    self.dataset.test_y,
-                    samples=row["samples"],
-                    device=self.device,
-                    progress=config.progress,
-                    group=group,
-                )
-            )
-            row["test_seconds"] = time.perf_counter() - t1
-        history.append(row)
-        self._save(epoch, None)  # before metrics.jsonl: a resumed run rewrites it from the checkpoint
-        group.on_main(self._save_metrics)
-        if "test_error" in row:
-            self.log(
-                f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  train err {100 * row['train_error']:.2f}%  "
-                f"test err {100 * row['test_error']:.2f}% (S={row['samples']})  "
-                f"[{row['train_seconds']:.0f}s + {row['test_seconds']:.0f}s]"
-            )
-
-    def _on_step(self, epoch: int, t0: float, state: dict) -> None:
-        """After each step of ``epoch`` (begun at ``t0``): a checkpoint every ``checkpoint_every`` steps."""
-        if ((epoch - 1) * self.n_batches + state["batch"]) % self.config.checkpoint_every == 0:
-            self._save(epoch - 1, {**state, "epoch": epoch, "seconds": time.perf_counter() - t0})
-
-    def _save(self, epoch_done: int, state: Optional[dict]) -> None:
-        """Checkpoint after ``epoch_done`` epochs and, in the next, ``state`` (None: none)."""
-        where = _where(epoch_done, state)
-        rng = rng_state(self.device, self.data_gen)
-        ranks = {"world_size": self.group.world_size, "rng_ranks": self.group.gather(rng)} if self.group.active else {}
-        try:
-            self.group.on_main(functools.partial(self._write_checkpoint, epoch_done, state, rng, ranks))
-        except FloatingPointError as exc:
-            raise FloatingPointError(f"{where}: {exc}") from None
-        except DiskFull as exc:
-            raise DiskFull(
-                exc.path,
-                f"the previous checkpoint ({self.last_good}) is kept; free space and resume "
-                f"with: nsm train --resume {self.run_dir}",
-            ) from None
-        except OSError as exc:
-            raise OSError(
-                exc.errno,
-                f"could not write checkpoint {self.ckpt_path} at {where}: {exc.strerror}; "
-                f"the run stopped, the previous checkpoint ({self.last_good}) is intact",
-            ) from None
-        self.last_good = where
-
-    def _write_checkpoint(self, epoch_done: int, state: Optional[dict], rng: dict, ranks: dict) -> None:
-        recorder, dataset = self.recorder, self.dataset
-        save_checkpoint(
-            self.ckpt_path,
-            {
-                "model": self.model_name,
-                "model_state": self.model.state_dict(),
-                "optimizer_state": self.optimizer.state_dict(),
-                "scheduler_state": self.scheduler.state_dict(),
-                "epoch": epoch_done,
-                "in_epoch": state,
-                "history": self.history,
-                "rng": rng,
-                **ranks,
-                "recorder": None if recorder is None else recorder.state_dict(),
-                "config": self.config.to_dict(),
-                "data": self.data,
-                "in_shape": dataset.in_shape,
-                "num_classes": dataset.num_classes,
-                "wall_seconds": time.perf_counter() - self.start,
-                "finished": epoch_done == self.config.epochs and state is None,
-            },
-        )
-
-    def finish(self) -> dict:
-        """Record the final weights, write curves.png then summary.json; returns the summary."""
-        config, history, samples = self.config, self.history, self.samples
-        if self.recorder is not None:
-            self.recorder.record()  # the final weights, if not recorded yet
-        summary = {
-            "model": config.model,
-            "network": self.model_name,
-            "dataset": config.dataset,
-            "seed": config.seed,
-            "epochs": config.epochs,
-            "samples": samples,
-            # SI 4.7: the mean over the last 5 evaluations at the full S, the final, the best
-            **reported_numbers(history, config, samples),
-            "wall_seconds": time.perf_counter() - self.start,
-            "run_dir": str(self.run_dir),
-        }
-        self.group.on_main(functools.partial(self._write_results, summary))
-        return summary
-
-    def _write_results(self, summary: dict) -> None:
-        _plot_curves(self.history, self.run_dir / "curves.png", f"{self.config.model} on {self.config.dataset}")
-        write_json(self.run_dir / "summary.json", summary)  # last: its presence marks a finished run
-
-
-def _where(epoch_done: int, state: Optional[dict]) -> str:
-    if state is None:
-        return f"after epoch {epoch_done}"
-    return f"epoch {state['epoch']}, after step {state['batch']}"
-
-
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in history)
-
-    atomic_write(run_dir / "metrics.jsonl", write)
