@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import nsm
-import nsm.training.loop
+import nsm.training.epoch
 from nsm.data import Dataset
 from nsm.training.config import TrainConfig
 from nsm.training.loop import fit
@@ -165,7 +165,7 @@ def training_check(device):
         assert summary["final_test_error"] < 0.2, f"toy test error {summary['final_test_error']:.2f}"
         # a run stopped mid-way and resumed on the GPU ends as the uninterrupted one
         stopped = cfg.replace(run_name="stopped")
-        real, calls = nsm.training.loop.train_step, [0]
+        real, calls = nsm.training.epoch.train_step, [0]  # looked up there by train_one_epoch
 
         def stop(*a, **k):
             calls[0] += 1
@@ -173,13 +173,14 @@ def training_check(device):
                 raise KeyboardInterrupt
             return real(*a, **k)
 
-        nsm.training.loop.train_step = stop
+        nsm.training.epoch.train_step = stop
         try:
             fit(stopped, dataset=toy_data(), log=lambda *a: None)
         except KeyboardInterrupt:
             pass
         finally:
-            nsm.training.loop.train_step = real
+            nsm.training.epoch.train_step = real
+        assert calls[0] == 15, f"the run was not stopped mid-way ({calls[0]} steps seen by the stop)"
         fit(stopped, dataset=toy_data(), resume=f"{tmp}/stopped", log=lambda *a: None)
         a = torch.load(f"{tmp}/run/checkpoint.pt", weights_only=True)["model_state"]
         b = torch.load(f"{tmp}/stopped/checkpoint.pt", weights_only=True)["model_state"]
