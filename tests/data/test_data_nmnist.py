@@ -322,12 +322,12 @@ def test_fetch_nmnist_failures(tmp_path, monkeypatch, fake_server):
     with pytest.raises(RuntimeError, match="network unreachable") as err:
         fetch_nmnist(tmp_path, progress=False)
     assert "Train.zip" in str(err.value) and "garrickorchard.com" in str(err.value)
-    assert list((tmp_path / "nmnist").iterdir()) == []  # no partial download left behind
+    assert not (tmp_path / "nmnist").exists()  # no partial download left behind, nor the empty folder
 
     monkeypatch.setattr(nmnist_mod, "_download", lambda url, dest, t, p, max_bytes=None: dest.write(b"junk"))
     with pytest.raises(DataError, match="md5 mismatch"):
         fetch_nmnist(tmp_path, progress=False)
-    assert list((tmp_path / "nmnist").iterdir()) == []
+    assert not (tmp_path / "nmnist").exists()
 
 
 # ------------------------------------------------------------------ the real recording

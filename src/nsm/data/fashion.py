@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .files import check_file, copy_bounded, gz_bound, make_folder, new_part, open_regular
+from .files import check_file, copy_bounded, fetch_folder, gz_bound, new_part, open_regular
 from .idx import DataError, read_idx, read_raw_bytes, verify_md5
 from .mnist import _download, _find, _missing_after_check, _place, _raw_size, _say, default_data_dir
 
@@ -177,19 +177,19 @@ def fetch_fashion_mnist(
     missing = _missing_after_check(folder, FASHION_FILES)
     if not missing:
         return folder
-    make_folder(folder)
-    dead: set[str] = set()
-    missing = [
-        name
-        for name in missing
-        if not _fetch_http(folder, name, dead, timeout, progress) and not _fetch_local(folder, name, progress)
-    ]
-    if missing:
-        raise FileNotFoundError(
-            _missing_message(
-                folder, missing, "the download failed and no good copy of the Debian package's files was found"
+    with fetch_folder(folder):
+        dead: set[str] = set()
+        missing = [
+            name
+            for name in missing
+            if not _fetch_http(folder, name, dead, timeout, progress) and not _fetch_local(folder, name, progress)
+        ]
+        if missing:
+            raise FileNotFoundError(
+                _missing_message(
+                    folder, missing, "the download failed and no good copy of the Debian package's files was found"
+                )
             )
-        )
     return folder
 
 

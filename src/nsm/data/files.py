@@ -8,6 +8,9 @@ Rules (the README's promise that nothing in the data folder is ever replaced):
   those -- raises :class:`DataError` naming it, and is left as it is: :func:`check_file`.
 - A folder nsm reads from or creates is a directory (or a symlink to one); a file in its
   place raises :class:`DataError` naming it: :func:`check_folder`, :func:`make_folder`.
+- A fetch that fails leaves no folder behind that it made and that is still empty (a failed
+  download does not leave ``~/.cache/nsm/data/<dataset>/`` looking as if it were there):
+  :func:`fetch_folder`.
 - Files are opened without blocking (a FIFO never hangs the reader) and checked to be
   regular on the open descriptor: :func:`open_regular`.
 - Every file has a known largest size; a file (or its decompressed content, streamed) that
@@ -27,6 +30,7 @@ Rules (the README's promise that nothing in the data folder is ever replaced):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -56,6 +60,7 @@ __all__ = [
     "check_replaceable",
     "copy_bounded",
     "gz_bound",
+    "fetch_folder",
     "make_folder",
     "new_part",
     "new_part_folder",
@@ -175,6 +180,28 @@ def make_folder(path: str | os.PathLike) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise _blocker(os.fspath(p / "_")) from None
     return p
+
+
+@contextlib.contextmanager
+def fetch_folder(path: str | os.PathLike):
+    """:func:`make_folder` ``path`` for the block; when the block raises (Ctrl-C too), remove
+    again the folders this call created, deepest first, as long as they are empty (what anyone
+    put in them meanwhile, and every folder that was there before, stays)."""
+    p = Path(path)
+    created, q = [], p
+    while not os.path.lexists(q) and q != q.parent:
+        created.append(q)
+        q = q.parent
+    make_folder(p)
+    try:
+        yield p
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): it and everything above it stay
+                break
+        raise
 
 
 def check_replaceable(path: str | os.PathLike) -> None:

