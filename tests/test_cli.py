@@ -85,18 +85,25 @@ def test_same_seed_same_metrics(mnist_dir, tmp_path):
     assert strip[0] == strip[1]
 
 
-def test_bad_options_are_refused_before_work(tmp_path, capsys):
+def test_bad_options_are_refused_before_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NSM_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "runs"
     for args, message in [
         (["--model", "resnet"], "unknown model 'resnet'"),
         (["--epochs", "0"], "'epochs' must be >= 1"),
         (["--lr", "-1"], "'lr' must be a finite number > 0"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["--device", "tpu"], "'device' must be cpu, cuda"),
+        # the model's options: refused before the data is read or downloaded (they were
+        # refused only when the model was built, after MNIST had been fetched)
         (["--sampler", "pixel"], "unknown sampler 'pixel'"),
+        (["--estimator", "straight"], "unknown estimator 'straight'"),
+        (["--model", "dcnn", "--sampler", "neuron"], "model 'dcnn' has no option 'sampler'"),
+        (["--dataset", "cifar10", "--sampler", "pixel"], "unknown sampler 'pixel'"),
     ]:
-        assert _run(["train", "--out", tmp_path, *args]) == 2
+        assert _run(["train", "--out", out, *args]) == 2
         assert message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # nothing was written
+    assert list(tmp_path.iterdir()) == []  # nothing was written, fetched or downloaded
 
 
 def test_config_rejects_unknown_and_mistyped_fields():

@@ -201,3 +201,28 @@ def test_read_only_loading_never_downloads(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="no option"):  # an internal switch, not a dataset option
         load_dataset("mnist", tmp_path, write_cache=False)
+
+
+def test_the_shapes_known_before_loading_are_the_readers_shapes(
+    small_cifar, monkeypatch, tmp_path, mnist_dir, fashion_dir
+):
+    """IN_SHAPES (what a run checks its model's options against before reading any data) is
+    what each reader gives: real MNIST and Fashion-MNIST, the others from files written in
+    their exact formats."""
+    from test_data_dvsgesture import make_tree as make_gestures
+    from test_data_nmnist import make_tree as make_recordings
+
+    from nsm.data import DATASETS
+    from nsm.data.datasets import IN_SHAPES
+
+    for split, info in EMNIST_SPLITS.items():
+        monkeypatch.setitem(EMNIST_SPLITS, split, dict(info, sizes=(N_TRAIN, N_TEST)))
+    write_split(small_cifar / "emnist" / "gzip", split_files("letters", label_base=1))
+    make_recordings(tmp_path / "events", "Train"), make_recordings(tmp_path / "events", "Test")
+    make_gestures(tmp_path / "events")
+    roots = {"mnist": mnist_dir, "fashion-mnist": fashion_dir, "nmnist": tmp_path / "events"}
+    roots["dvs-gesture"] = tmp_path / "events"
+    shapes = {
+        name: load_dataset(name, roots.get(name, small_cifar), read_only=True).in_shape for name in DATASETS.names()
+    }
+    assert shapes == IN_SHAPES

@@ -27,7 +27,7 @@ from ..utils.registry import Registry
 from . import transforms as T
 from .mnist import load_mnist
 
-__all__ = ["Dataset", "DATASETS", "load_dataset"]
+__all__ = ["Dataset", "DATASETS", "IN_SHAPES", "load_dataset"]
 
 
 @dataclass
@@ -48,6 +48,20 @@ class Dataset:
 
 
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+
+#: The input (C, H, W) each built-in dataset gives the network, known before any file is read:
+#: a run checks its model's options against it before it loads or downloads the data
+#: (:func:`nsm.training.preflight.check_model_options`); tests/data/test_datasets.py checks it
+#: against what the readers return.
+IN_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "emnist": (1, 28, 28),
+    "nmnist": (10, 34, 34),
+    "dvs-gesture": (6, 64, 64),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+}
 
 
 def _images(x: Tensor) -> Tensor:

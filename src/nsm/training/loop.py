@@ -32,7 +32,7 @@ from .checkpoint import RunLock, config_differences, load_run_config
 from .config import TrainConfig, model_for_dataset
 from .distributed import device_for, from_env, noise_seed, process_group
 from .epoch import evaluate, make_scheduler, new_epoch, train_one_epoch, train_step
-from .preflight import check_batch_norm, check_distributed, check_thread_modes
+from .preflight import check_batch_norm, check_distributed, check_model_options, check_thread_modes
 from .recorder import make_recorder
 from .run import RunInterrupted, train_run
 from .run_dir import RECORD_FILES, RUN_FILES, make_run_dir  # noqa: F401 (RUN_FILES, RECORD_FILES: their old home)
@@ -92,6 +92,7 @@ def fit(
     Such a run resumes under ``torchrun`` with as many processes (each gets back its own
     random state), and only so: another number is refused.
     """
+    check_model_options(config, None if dataset is None else dataset.in_shape)
     group = from_env()
     if not group.main:
         log = _silent

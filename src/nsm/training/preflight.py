@@ -1,5 +1,7 @@
 """What a run is refused or warned about before it trains: at the start, not hours in.
 
+- :func:`check_model_options`: the model's options (``--sampler``, ``--estimator``, ...), by
+  building the model without memory before any data is read or downloaded;
 - :func:`check_distributed`: what data-parallel training (:mod:`nsm.training.distributed`)
   cannot do as one process does;
 - :func:`check_batch_norm`: a batch of one example for a model with batch normalization;
@@ -16,10 +18,27 @@ import torch
 from torch import nn
 
 from ..utils.floats import flushed_fraction
-from .config import TrainConfig
+from .config import TrainConfig, model_for_dataset
 from .distributed import Group
 
-__all__ = ["check_distributed", "check_batch_norm", "check_thread_modes"]
+__all__ = ["check_model_options", "check_distributed", "check_batch_norm", "check_thread_modes"]
+
+
+def check_model_options(config: TrainConfig, in_shape: Optional[tuple] = None) -> None:
+    """Build the run's model on the meta device (no memory, no weights drawn from any
+    generator) for ``in_shape``, default the shape ``config.dataset`` gives
+    (:data:`nsm.data.datasets.IN_SHAPES`): an option the model does not have or a value it does
+    not know (``--sampler pixel``, ``--sampler`` for the dCNN) is refused here, naming it, and
+    not after minutes of reading or downloading the data. A dataset registered by the user,
+    whose shape is not known before it is loaded, is checked when its model is built."""
+    from ..data.datasets import IN_SHAPES
+    from ..models import build_model
+
+    shape = in_shape if in_shape is not None else IN_SHAPES.get(config.dataset)
+    if shape is None:
+        return
+    with torch.device("meta"):
+        build_model(model_for_dataset(config.model, config.dataset), shape, 10, **config.model_options)
 
 
 def check_distributed(
